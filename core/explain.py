@@ -1,0 +1,252 @@
+"""The public attribution API: per-sentence factors, and token-pair explanations built from them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from core.factors import AUTODIFF_MODES, DEFAULT_MAX_ROWS
+from core.methods import get_method
+from core.models import SimilarityModel, check_text
+from core.quadrature import DEFAULT_QUADRATURE, QUADRATURES
+
+
+@dataclass
+class Settings:
+    """The resolved settings of an attribution run (``steps``/``quadrature`` are None for step-free methods)."""
+
+    method: str
+    layer: int
+    steps: int | None
+    quadrature: str | None
+
+
+@dataclass
+class SentenceFactors:
+    """One sentence's factor and what is needed to read it.
+
+    ``factor``: (T, D) float32, one row per token (T = ``len(tokens)``, D = embedding dims);
+    ``target``: (D,), what the rows sum to (exactly, or in the limit of many steps); ``scale``: the
+    sentence's multiplier of pair products; ``embedding``: (D,), the model's own sentence embedding;
+    ``offsets``: (start, end) character spans, (0, 0) for special tokens; ``word_ids``: the pre-tokenizer word
+    of each token (None for special tokens).
+    """
+
+    text: str
+    tokens: list[str]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+    word_ids: list[int | None]
+    factor: np.ndarray
+    target: np.ndarray
+    scale: float
+    embedding: np.ndarray
+    truncated: bool
+
+
+@dataclass
+class Explanation:
+    """A token-pair explanation of one pair's similarity.
+
+    ``matrix``: (len(tokens_a), len(tokens_b)) relevances; ``score``: the quantity the matrix decomposes
+    (cosine for BiLRP/H x P/embedding on cosine models, the shifted dot product for integrated Jacobians);
+    ``model_score``: the model's own similarity; ``residual`` = score - matrix.sum(); ``level``: "token" or
+    "word"; ``truncated``: whether either text was cut at the model's maximum length.
+    """
+
+    matrix: np.ndarray
+    tokens_a: list[str]
+    tokens_b: list[str]
+    score: float
+    model_score: float
+    residual: float
+    method: str
+    layer: int
+    steps: int | None
+    quadrature: str | None
+    truncated: bool
+    text_a: str
+    text_b: str
+    level: str = "token"
+    special_a: list[bool] = field(default_factory=list)
+    special_b: list[bool] = field(default_factory=list)
+    offsets_a: list[tuple[int, int]] = field(default_factory=list)
+    offsets_b: list[tuple[int, int]] = field(default_factory=list)
+    word_ids_a: list[int | None] = field(default_factory=list)
+    word_ids_b: list[int | None] = field(default_factory=list)
+
+    @property
+    def relative_residual(self) -> float:
+        """|residual| / |score| (inf when the score is 0 and the residual is not)."""
+        if self.score == 0:
+            return 0.0 if self.residual == 0 else float("inf")
+        return abs(self.residual) / abs(self.score)
+
+    def to_words(self) -> Explanation:
+        """The same explanation with subword pieces summed into words (special tokens stay on their own)."""
+        if self.level == "word":
+            return self
+        group_a, words_a, special_a = _word_groups(self.text_a, self.tokens_a, self.offsets_a, self.word_ids_a, self.special_a)
+        group_b, words_b, special_b = _word_groups(self.text_b, self.tokens_b, self.offsets_b, self.word_ids_b, self.special_b)
+        matrix = group_a @ self.matrix @ group_b.T
+        return replace(
+            self, matrix=matrix, tokens_a=words_a, tokens_b=words_b, level="word", special_a=special_a,
+            special_b=special_b, offsets_a=[], offsets_b=[], word_ids_a=[], word_ids_b=[],
+        )
+
+
+def _word_groups(text, tokens, offsets, word_ids, special) -> tuple[np.ndarray, list[str], list[bool]]:
+    """(words x tokens) 0/1 matrix, word labels and special flags."""
+    keys: list[tuple] = []
+    for t, (wid, sp) in enumerate(zip(word_ids, special, strict=True)):
+        keys.append(("special", t) if sp or wid is None else ("word", wid))
+    order = list(dict.fromkeys(keys))
+    group = np.zeros((len(order), len(tokens)), dtype=np.float64)
+    index = {k: i for i, k in enumerate(order)}
+    spans: dict[int, list[int]] = {}
+    for t, key in enumerate(keys):
+        group[index[key], t] = 1.0
+        spans.setdefault(index[key], []).append(t)
+    labels, flags = [], []
+    for i, key in enumerate(order):
+        members = spans[i]
+        if key[0] == "special":
+            labels.append(tokens[members[0]])
+            flags.append(True)
+        else:
+            labels.append(text[offsets[members[0]][0] : offsets[members[-1]][1]])
+            flags.append(False)
+    return group, labels, flags
+
+
+def resolve_settings(model: SimilarityModel, method: str, layer: int | None, steps: int | None,
+                     quadrature: str | None) -> Settings:
+    """Validate the arguments and fill in each method's defaults."""
+    impl = get_method(method)
+    layer = impl.default_layer(model) if layer is None else model.check_layer(layer)
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if quadrature is not None and quadrature not in QUADRATURES:
+        raise ValueError(f"quadrature must be one of {', '.join(QUADRATURES)}, got {quadrature!r}")
+    if not impl.uses_steps:
+        return Settings(method=method, layer=layer, steps=None, quadrature=None)
+    return Settings(method=method, layer=layer, steps=steps or impl.default_steps,
+                    quadrature=quadrature or DEFAULT_QUADRATURE)
+
+
+def compute_factors(
+    model: SimilarityModel,
+    texts: Sequence[str],
+    method: str = "bilrp",
+    layer: int | None = None,
+    steps: int | None = None,
+    quadrature: str | None = None,
+    batch_size: int = 16,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    autodiff: str = "forward",
+    progress: bool = False,
+) -> list[SentenceFactors]:
+    """Factors of every text, in the order given; repeated texts are computed once.
+
+    Texts are batched by similar length (``batch_size`` sentences per batch, ``max_rows`` sequences per
+    forward pass) so that padding stays small and memory bounded.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ValueError("texts must be a sequence of strings")
+    for i, text in enumerate(texts):
+        check_text(text, f"texts[{i}]")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if autodiff not in AUTODIFF_MODES:
+        raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
+    settings = resolve_settings(model, method, layer, steps, quadrature)
+    impl = get_method(method)
+    unique = list(dict.fromkeys(texts))
+    lengths = [len(ids) for ids in model.tokenizer(unique, truncation=True, max_length=model.max_length)["input_ids"]]
+    order = sorted(range(len(unique)), key=lambda i: lengths[i])
+    done: dict[str, SentenceFactors] = {}
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for members in tqdm(batches, desc=f"{method} factors", unit="batch", disable=not progress):
+        batch = model.tokenize([unique[i] for i in members])
+        out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, autodiff, max_rows)
+        embeddings = model.sentence_embeddings(batch)
+        for row, text in enumerate(batch.texts):
+            n = len(batch.tokens[row])
+            done[text] = SentenceFactors(
+                text=text, tokens=batch.tokens[row], offsets=batch.offsets[row],
+                special=batch.special[row, :n].tolist(), word_ids=batch.word_ids[row],
+                factor=out.factors[row, :n].detach().float().cpu().numpy(),
+                target=out.targets[row].detach().float().cpu().numpy(), scale=float(out.scales[row]),
+                embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
+            )
+    return [done[text] for text in texts]
+
+
+def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFactors, settings: Settings) -> Explanation:
+    """The explanation of one pair from its two sentences' factors."""
+    scale = a.scale * b.scale
+    matrix = (a.factor.astype(np.float64) @ b.factor.astype(np.float64).T) * scale
+    score = float(a.target.astype(np.float64) @ b.target.astype(np.float64) * scale)
+    model_score = float(model.similarity_of(a.embedding[None], b.embedding[None])[0])
+    return Explanation(
+        matrix=matrix, tokens_a=a.tokens, tokens_b=b.tokens, score=score, model_score=model_score,
+        residual=score - float(matrix.sum()), method=settings.method, layer=settings.layer, steps=settings.steps,
+        quadrature=settings.quadrature, truncated=a.truncated or b.truncated, text_a=a.text, text_b=b.text,
+        special_a=a.special, special_b=b.special, offsets_a=a.offsets, offsets_b=b.offsets,
+        word_ids_a=a.word_ids, word_ids_b=b.word_ids,
+    )
+
+
+def explain_pairs(
+    model: SimilarityModel,
+    pairs: Sequence[tuple[str, str]],
+    method: str = "bilrp",
+    layer: int | None = None,
+    steps: int | None = None,
+    quadrature: str | None = None,
+    batch_size: int = 16,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    autodiff: str = "forward",
+    progress: bool = False,
+) -> list[Explanation]:
+    """Explanations of many pairs; each distinct sentence's factor is computed once and reused."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
+        raise ValueError("pairs must be a sequence of (text_a, text_b) tuples")
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"pairs[{i}] must be a (text_a, text_b) pair, got {pair!r}")
+        check_text(pair[0], f"pairs[{i}][0]")
+        check_text(pair[1], f"pairs[{i}][1]")
+    settings = resolve_settings(model, method, layer, steps, quadrature)
+    texts = [t for pair in pairs for t in pair]
+    factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
+                              batch_size=batch_size, max_rows=max_rows, autodiff=autodiff, progress=progress)
+    by_text = dict(zip(texts, factors, strict=True))
+    return [pair_explanation(model, by_text[a], by_text[b], settings) for a, b in pairs]
+
+
+def explain(
+    model: SimilarityModel,
+    text_a: str,
+    text_b: str,
+    method: str = "bilrp",
+    layer: int | None = None,
+    steps: int | None = None,
+    quadrature: str | None = None,
+    autodiff: str = "forward",
+) -> Explanation:
+    """Explain the similarity of ``text_a`` and ``text_b`` with ``method`` (see ``core.METHODS``),
+    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method)."""
+    check_text(text_a, "text_a")
+    check_text(text_b, "text_b")
+    return explain_pairs(model, [(text_a, text_b)], method, layer, steps, quadrature, autodiff=autodiff)[0]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and numpy (tests and benchmarks build random models)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)

@@ -1,0 +1,91 @@
+"""The factor engine shared by all attribution methods.
+
+Every method reduces to a per-sentence factor F (tokens x embedding dims) with
+    F[t, k] = sum_n w_n * sum_i d[t, i] * d e_k(x_n) / d x[t, i]
+for integration points x_n with weights w_n and a direction d (the input itself for BiLRP and H x P, the
+input minus its reference for integrated Jacobians). A pair's token-token matrix is F_a @ F_b.T times a
+scalar. Forward mode computes a whole row F[t, :] in one Jacobian-vector product, and ``vmap`` runs the rows
+of all tokens together; the reverse-mode loop (one backward pass per embedding dimension) is kept for very
+long texts, where it can be cheaper, and as the benchmark's reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.func import jvp, vmap
+
+AUTODIFF_MODES = ("forward", "reverse")
+DEFAULT_MAX_ROWS = 2048
+
+
+def _check_shapes(points: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor) -> None:
+    if points.dim() != 4 or directions.shape != (points.shape[0], *points.shape[2:]):
+        raise ValueError(f"points must be (B, N, S, H) and directions (B, S, H); got {tuple(points.shape)}, "
+                         f"{tuple(directions.shape)}")
+    if weights.shape != (points.shape[1],):
+        raise ValueError(f"weights must have one entry per point, got {tuple(weights.shape)}")
+
+
+def token_factors(
+    head_for: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
+    points: torch.Tensor,
+    directions: torch.Tensor,
+    weights: torch.Tensor,
+    autodiff: str = "forward",
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> torch.Tensor:
+    """Factors (B, S, D) of a padded batch.
+
+    ``head_for(n)`` returns the map from hidden states (B*n, S, H) (each sentence's n points consecutive) to
+    sentence embeddings (B*n, D); ``points`` is (B, N, S, H), ``directions`` (B, S, H), ``weights`` (N,).
+    ``max_rows`` bounds how many sequences one forward pass carries (points x token tangents), which bounds
+    memory; results do not depend on it.
+    """
+    _check_shapes(points, directions, weights)
+    if autodiff not in AUTODIFF_MODES:
+        raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
+    if not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
+    batch, n_points, seq, _ = points.shape
+    steps_per_chunk = max(1, min(n_points, max_rows // (batch * (seq if autodiff == "forward" else 1))))
+    total = None
+    for start in range(0, n_points, steps_per_chunk):
+        stop = min(n_points, start + steps_per_chunk)
+        chunk = points[:, start:stop].reshape(batch * (stop - start), *points.shape[2:])
+        head = head_for(stop - start)
+        compute = _forward_factors if autodiff == "forward" else _reverse_factors
+        part = compute(head, chunk, directions, weights[start:stop], max_rows)
+        total = part if total is None else total + part
+    return total
+
+
+def _forward_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, max_rows: int):
+    batch, seq, _ = directions.shape
+    n_points = weights.shape[0]
+    d = directions.repeat_interleave(n_points, 0)
+
+    def row(onehot: torch.Tensor) -> torch.Tensor:
+        return jvp(head, (x,), (d * onehot[None, :, None],))[1]
+
+    eye = torch.eye(seq, dtype=x.dtype, device=x.device)
+    with torch.no_grad():
+        rows = vmap(row, chunk_size=max(1, max_rows // x.shape[0]))(eye)  # (S, B*N, D)
+    rows = rows.reshape(seq, batch, n_points, -1)
+    return torch.einsum("sbnd,n->bsd", rows, weights.to(rows.dtype))
+
+
+def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, _max_rows: int):
+    batch, seq, _ = directions.shape
+    n_points = weights.shape[0]
+    d = directions.repeat_interleave(n_points, 0)
+    w = weights.to(x.dtype).repeat(batch)[:, None, None]
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = head(x)  # (B*N, D)
+        columns = []
+        for k in range(out.shape[1]):
+            (grad,) = torch.autograd.grad(out[:, k].sum(), x, retain_graph=k + 1 < out.shape[1])
+            columns.append((grad * d * w).sum(-1).reshape(batch, n_points, seq).sum(1))
+    return torch.stack(columns, dim=-1).detach()

@@ -1,0 +1,23 @@
+"""Token-embedding similarity baseline: each token's hidden state divided by the number of tokens, so that
+for mean-pooled models the rows sum to the sentence embedding and the matrix to its similarity."""
+
+from __future__ import annotations
+
+from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
+from core.models import SimilarityModel, TokenBatch
+
+
+@register
+class EmbeddingSimilarity(AttributionMethod):
+    name = "embedding"
+    summary = "Token-embedding similarity baseline (mean-pooled token embeddings)"
+
+    def default_layer(self, model: SimilarityModel) -> int:
+        return model.num_layers
+
+    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature, autodiff, max_rows):
+        hidden = model.hidden_states(batch, layer)
+        mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
+        factors = hidden * mask / mask.sum(1, keepdim=True)
+        targets = factors.sum(1)
+        return FactorBatch(factors=factors, targets=targets, scales=cosine_scales(model, targets))

@@ -1,0 +1,42 @@
+"""BiLRP (Vasileiou & Eberle 2024) and Hessian x Product: relevance of each input token to each embedding
+dimension, R_k[t] = sum_i x[t, i] * dE_k/dx[t, i], with LRP rules (BiLRP) or plain gradients (H x P)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from core.factors import token_factors
+from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
+from core.models import SimilarityModel, TokenBatch
+from core.rules import lrp_rules
+
+
+class _GradientTimesInput(AttributionMethod):
+    use_lrp_rules = False
+
+    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature, autodiff, max_rows):
+        hidden = model.hidden_states(batch, layer)
+        rules = lrp_rules() if self.use_lrp_rules else contextlib.nullcontext()
+        with rules:
+            factors = token_factors(
+                lambda n: model.head(batch.repeat(n), layer, normalize=False), hidden[:, None], hidden,
+                torch.ones(1, dtype=hidden.dtype, device=hidden.device), autodiff=autodiff, max_rows=max_rows,
+            )
+        with torch.no_grad():
+            targets = model.head(batch, layer, normalize=False)(hidden)
+        return FactorBatch(factors=factors, targets=targets, scales=cosine_scales(model, targets))
+
+
+@register
+class BiLRP(_GradientTimesInput):
+    name = "bilrp"
+    summary = "BiLRP: LRP with attention-head, LayerNorm and GeLU rules, second-order R_a R_b^T"
+    use_lrp_rules = True
+
+
+@register
+class HessianProduct(_GradientTimesInput):
+    name = "hxp"
+    summary = "Hessian x Product: gradient x input factors with plain gradients"

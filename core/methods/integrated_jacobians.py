@@ -1,0 +1,36 @@
+"""Integrated Jacobians (Möller et al. 2023): exact pair attributions of the shifted dot-product score
+(e(a) - e(r_a)) . (e(b) - e(r_b)), with r a reference of padding tokens of the same length (special tokens
+kept), integrated along the straight path from the reference's hidden state to the input's."""
+
+from __future__ import annotations
+
+import torch
+
+from core.factors import token_factors
+from core.methods.base import AttributionMethod, FactorBatch, register
+from core.models import SimilarityModel, TokenBatch
+from core.quadrature import DEFAULT_QUADRATURE, quadrature
+
+
+@register
+class IntegratedJacobians(AttributionMethod):
+    name = "ij"
+    summary = "Integrated Jacobians: exact attributions of the shifted dot product, N integration steps"
+    uses_steps = True
+    default_steps = 64
+
+    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature_rule, autodiff, max_rows):
+        hidden = model.hidden_states(batch, layer)
+        reference = model.hidden_states(model.reference_batch(batch), layer)
+        alphas, weights = quadrature(quadrature_rule or DEFAULT_QUADRATURE, steps)
+        alphas = torch.as_tensor(alphas, dtype=hidden.dtype, device=hidden.device)
+        direction = hidden - reference
+        points = reference[:, None] + alphas[None, :, None, None] * direction[:, None]
+        factors = token_factors(
+            lambda n: model.head(batch.repeat(n), layer, normalize=True), points, direction,
+            torch.as_tensor(weights, dtype=hidden.dtype, device=hidden.device), autodiff=autodiff, max_rows=max_rows,
+        )
+        with torch.no_grad():
+            head = model.head(batch, layer, normalize=True)
+            targets = head(hidden) - head(reference)
+        return FactorBatch(factors=factors, targets=targets, scales=torch.ones_like(targets[:, 0]))

