@@ -213,6 +213,15 @@ class TokenBatch:
         )
 
 
+@dataclass
+class EncoderStates:
+    """``hidden``: (B, S, hidden_size) hidden state after one layer; ``pooled``: (B, dim) pooled sentence
+    embeddings before any normalisation."""
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor
+
+
 @dataclass(eq=False)
 class SimilarityModel:
     """A sentence encoder with its pooling (``mean``/``cls``), optional normalisation and similarity
@@ -306,8 +315,8 @@ class SimilarityModel:
     def _run(self, batch: TokenBatch) -> torch.Tensor:
         return self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
 
-    def hidden_states(self, batch: TokenBatch, layer: int) -> torch.Tensor:
-        """Hidden state after ``layer`` (0 = embeddings output), shape (B, S, hidden_size)."""
+    def encode_states(self, batch: TokenBatch, layer: int) -> EncoderStates:
+        """One forward pass: the hidden state after ``layer`` and the pooled sentence embedding."""
         self.check_layer(layer)
         captured: list[torch.Tensor] = []
 
@@ -317,10 +326,18 @@ class SimilarityModel:
         handle = self._layer_module(layer).register_forward_hook(keep)
         try:
             with torch.no_grad():
-                self._run(batch)
+                last = self._run(batch)
         finally:
             handle.remove()
-        return captured[0]
+        return EncoderStates(hidden=captured[0], pooled=self.pool(last, batch.attention_mask))
+
+    def hidden_states(self, batch: TokenBatch, layer: int) -> torch.Tensor:
+        """Hidden state after ``layer`` (0 = embeddings output), shape (B, S, hidden_size)."""
+        return self.encode_states(batch, layer).hidden
+
+    def normalized(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings as the model outputs them: unit length if the model normalises."""
+        return pooled / pooled.norm(dim=-1, keepdim=True) if self.normalize else pooled
 
     def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings (B, dim) from token embeddings (B, S, hidden) with the model's pooling."""
@@ -340,16 +357,13 @@ class SimilarityModel:
                 with self._substituted(layer, hidden):
                     last = self._run(batch)
             pooled = self.pool(last, batch.attention_mask)
-            if normalize and self.normalize:
-                pooled = pooled / pooled.norm(dim=-1, keepdim=True)
-            return pooled
+            return self.normalized(pooled) if normalize else pooled
 
         return head
 
     def sentence_embeddings(self, batch: TokenBatch) -> torch.Tensor:
         """The model's own sentence embeddings (B, dim) of a batch, normalised if the model normalises."""
-        with torch.no_grad():
-            return self.head(batch, self.num_layers, normalize=True)(self._run(batch))
+        return self.normalized(self.encode_states(batch, self.num_layers).pooled)
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """The model's own sentence embeddings (N, dim), as sentence-transformers would return them."""

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from core.models import SimilarityModel, TokenBatch
+from core.models import EncoderStates, SimilarityModel, TokenBatch
 
 
 @dataclass
@@ -40,10 +40,11 @@ class AttributionMethod(ABC):
 
     @abstractmethod
     def factors(
-        self, model: SimilarityModel, batch: TokenBatch, layer: int, steps: int | None, quadrature: str | None,
-        autodiff: str, max_rows: int,
+        self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps: int | None,
+        quadrature: str | None, autodiff: str, max_rows: int,
     ) -> FactorBatch:
-        """Factors for every sentence of ``batch``, attributing to the hidden state after ``layer``."""
+        """Factors for every sentence of ``batch``, attributing to the hidden state after ``layer``
+        (``states`` holds that hidden state and the pooled embeddings, from one forward pass)."""
 
 
 def cosine_scales(model: SimilarityModel, targets: torch.Tensor) -> torch.Tensor:

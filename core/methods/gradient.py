@@ -9,24 +9,23 @@ import torch
 
 from core.factors import token_factors
 from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
-from core.models import SimilarityModel, TokenBatch
+from core.models import EncoderStates, SimilarityModel, TokenBatch
 from core.rules import lrp_rules
 
 
 class _GradientTimesInput(AttributionMethod):
     use_lrp_rules = False
 
-    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature, autodiff, max_rows):
-        hidden = model.hidden_states(batch, layer)
+    def factors(self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps,
+                quadrature, autodiff, max_rows):
+        hidden = states.hidden
         rules = lrp_rules() if self.use_lrp_rules else contextlib.nullcontext()
         with rules:
             factors = token_factors(
                 lambda n: model.head(batch.repeat(n), layer, normalize=False), hidden[:, None], hidden,
                 torch.ones(1, dtype=hidden.dtype, device=hidden.device), autodiff=autodiff, max_rows=max_rows,
             )
-        with torch.no_grad():
-            targets = model.head(batch, layer, normalize=False)(hidden)
-        return FactorBatch(factors=factors, targets=targets, scales=cosine_scales(model, targets))
+        return FactorBatch(factors=factors, targets=states.pooled, scales=cosine_scales(model, states.pooled))
 
 
 @register

@@ -8,7 +8,7 @@ import torch
 
 from core.factors import token_factors
 from core.methods.base import AttributionMethod, FactorBatch, register
-from core.models import SimilarityModel, TokenBatch
+from core.models import EncoderStates, SimilarityModel, TokenBatch
 from core.quadrature import DEFAULT_QUADRATURE, quadrature
 
 
@@ -19,9 +19,11 @@ class IntegratedJacobians(AttributionMethod):
     uses_steps = True
     default_steps = 64
 
-    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature_rule, autodiff, max_rows):
-        hidden = model.hidden_states(batch, layer)
-        reference = model.hidden_states(model.reference_batch(batch), layer)
+    def factors(self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps,
+                quadrature_rule, autodiff, max_rows):
+        hidden = states.hidden
+        reference_states = model.encode_states(model.reference_batch(batch), layer)
+        reference = reference_states.hidden
         alphas, weights = quadrature(quadrature_rule or DEFAULT_QUADRATURE, steps)
         alphas = torch.as_tensor(alphas, dtype=hidden.dtype, device=hidden.device)
         direction = hidden - reference
@@ -30,7 +32,5 @@ class IntegratedJacobians(AttributionMethod):
             lambda n: model.head(batch.repeat(n), layer, normalize=True), points, direction,
             torch.as_tensor(weights, dtype=hidden.dtype, device=hidden.device), autodiff=autodiff, max_rows=max_rows,
         )
-        with torch.no_grad():
-            head = model.head(batch, layer, normalize=True)
-            targets = head(hidden) - head(reference)
+        targets = model.normalized(states.pooled) - model.normalized(reference_states.pooled)
         return FactorBatch(factors=factors, targets=targets, scales=torch.ones_like(targets[:, 0]))

