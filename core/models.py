@@ -426,13 +426,20 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     never trusted; an unsupported architecture, pooling or similarity fails with an error listing what is.
     """
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     folder = resolve_model_path(name_or_path)
     transformer, pooling, normalize, similarity, st_max = _sentence_config(folder)
     config = AutoConfig.from_pretrained(transformer, trust_remote_code=False)
     get_architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=False, use_fast=True)
-    encoder = AutoModel.from_pretrained(transformer, trust_remote_code=False, attn_implementation="eager")
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        encoder = AutoModel.from_pretrained(transformer, trust_remote_code=False, attn_implementation="eager")
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     model = from_parts(
         str(name_or_path), folder, encoder, tokenizer, pooling=pooling, normalize=normalize,
         similarity=similarity, max_length=_max_length(folder, st_max, config, tokenizer), device=device,

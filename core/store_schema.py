@@ -1,0 +1,292 @@
+"""The SimLens store schema, declared once.
+
+``SCHEMA`` maps every table to its columns and each column to ``(duckdb type, description)``.
+The same structure creates the Parquet/Arrow schemas the writer uses, validates what callers
+hand in, types the reader's (possibly empty) DuckDB views and renders the README section
+(:func:`schema_markdown`). Nothing else in SimLens should spell a column name in SQL: all SQL
+lives in :mod:`core.store`.
+
+Layout of a store directory (everything is written under a ``.tmp-*`` name in its final directory,
+fsynced, then linked/renamed into place; no file a reader may glob is ever modified or replaced)::
+
+    <store>/SIMLENS_STORE.json                              marker + format version
+    <store>/meta/datasets/<dataset-slug>@<rev>.parquet       1 row per dataset
+    <store>/meta/pairs/<dataset-slug>@<rev>.parquet          all pairs of that dataset
+    <store>/meta/models/<model_id>@<rev>.parquet             1 row per model
+    <store>/runs/<run_id>/shard=<K>of<N>@<rev>.parquet       1 row per (run, writer shard) segment
+    <store>/chunks/run=<run_id>/chunk=<k:06d>/<table>.<tag>.parquet
+            one directory per chunk, renamed into place complete, holding one file for each of
+            predictions, tokens, token_pairs, pos_pairs, factors (possibly with zero rows)
+    <store>/.trash/                                          deletions in progress
+
+Records that change (a run's status, a replaced model/dataset) get a new revision ``@<rev:06d>``;
+readers use the highest revision. ``.tmp-*``/``.trash-*`` names are never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+FORMAT_NAME = "simlens-store"
+FORMAT_VERSION = 1
+MARKER_FILE = "SIMLENS_STORE.json"
+
+# fmt: off
+SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
+    "datasets": {
+        "dataset_key": ("VARCHAR", "Unique dataset key `<name>[:<lang_a>-<lang_b>]:<split>`, e.g. `stsb:test`, `mstsb:en-de:test`."),
+        "name": ("VARCHAR", "Corpus name, e.g. `stsb`, `mstsb`."),
+        "split": ("VARCHAR", "Split name (`train`, `validation`, `test`)."),
+        "lang_a": ("VARCHAR", "ISO 639-1 language of sentence1."),
+        "lang_b": ("VARCHAR", "ISO 639-1 language of sentence2."),
+        "source": ("VARCHAR", "Where the pairs were loaded from (hub id, URL or file path)."),
+        "n_pairs": ("INTEGER", "Number of stored (kept) pairs (rows in `pairs`)."),
+        "skipped": ("VARCHAR", "JSON object reason -> count of source rows that were dropped while loading."),
+        "gold_min": ("DOUBLE", "Lower end of the gold scale (e.g. 0 for STS-b)."),
+        "gold_max": ("DOUBLE", "Upper end of the gold scale (e.g. 5 for STS-b)."),
+    },
+    "pairs": {
+        "dataset_key": ("VARCHAR", "Dataset the pair belongs to (-> datasets.dataset_key)."),
+        "pair_id": ("INTEGER", "The dataset's id of the pair: 0-based row of the source (gaps where rows were skipped)."),
+        "pair_index": ("INTEGER", "0-based dense position of the pair in dataset order; chunk k of a run holds pair_index [k*C, (k+1)*C)."),
+        "sentence1": ("VARCHAR", "First sentence (side a)."),
+        "sentence2": ("VARCHAR", "Second sentence (side b)."),
+        "gold": ("DOUBLE", "Gold similarity on the dataset's own scale."),
+        "gold_norm": ("DOUBLE", "Gold rescaled to 0-1: (gold - gold_min) / (gold_max - gold_min)."),
+    },
+    "models": {
+        "model_id": ("VARCHAR", "Short hash identifying the model (weights + config)."),
+        "name": ("VARCHAR", "Human-readable model name, e.g. `all-MiniLM-L6-v2`."),
+        "path": ("VARCHAR", "Where the weights were loaded from."),
+        "revision": ("VARCHAR", "Hash of the weights/config files."),
+        "architecture": ("VARCHAR", "Transformer architecture, e.g. `BertModel`."),
+        "pooling": ("VARCHAR", "Sentence pooling: `mean` or `cls`."),
+        "similarity": ("VARCHAR", "Similarity function: `cosine` or `dot`."),
+        "dim": ("INTEGER", "Embedding dimension."),
+        "num_layers": ("INTEGER", "Number of transformer layers."),
+    },
+    "runs": {
+        "run_id": ("VARCHAR", "Deterministic hash of model_id, dataset_key, method, layer, steps, quadrature (`make_run_id`)."),
+        "shard": ("VARCHAR", "Shard `K/N` written by this segment (`1/1` when not sharded); one file per (run, shard)."),
+        "model_id": ("VARCHAR", "Explained model (-> models.model_id)."),
+        "dataset_key": ("VARCHAR", "Explained dataset (-> datasets.dataset_key)."),
+        "method": ("VARCHAR", "`bilrp`, `ij`, `hxp`, `embedding`, or `predict` (scores only, no token tables)."),
+        "layer": ("INTEGER", "Layer the explanation is taken at (method specific)."),
+        "steps": ("INTEGER", "Integration steps (NULL when the method has none)."),
+        "quadrature": ("VARCHAR", "Quadrature rule for integrated methods (NULL when none)."),
+        "pooling": ("VARCHAR", "Pooling used for this run (`mean`/`cls`)."),
+        "similarity": ("VARCHAR", "Similarity used for this run (`cosine`/`dot`)."),
+        "code_version": ("VARCHAR", "Version/commit of the code that produced the segment."),
+        "status": ("VARCHAR", "`running`, `done` or `failed` (for this segment; `Store.runs()` combines segments)."),
+        "n_pairs": ("INTEGER", "Pairs in the whole run: the first n_pairs pairs (by pair_index) of the dataset."),
+        "n_chunks": ("INTEGER", "ceil(n_pairs / chunk_size)."),
+        "chunk_size": ("INTEGER", "Pairs per chunk C (fixed for the run; chunk ids are deterministic)."),
+        "started_at": ("TIMESTAMP", "UTC time the segment was first started."),
+        "finished_at": ("TIMESTAMP", "UTC time the segment finished or failed (NULL while running)."),
+        "seconds": ("DOUBLE", "Compute seconds spent by this segment."),
+        "pairs_done": ("INTEGER", "Pairs written by this segment."),
+        "pairs_per_s": ("DOUBLE", "Throughput of this segment (pairs_done / seconds)."),
+        "device": ("VARCHAR", "Device the segment ran on, e.g. `cuda:0 (NVIDIA H100)`."),
+        "host": ("VARCHAR", "Host name of the writer."),
+        "pid": ("INTEGER", "Process id of the writer (to spot stale `running` segments)."),
+        "spearman": ("DOUBLE", "Spearman correlation x100 of model_score vs gold (over this segment's pairs)."),
+        "pearson": ("DOUBLE", "Pearson correlation x100 of model_score vs gold (over this segment's pairs)."),
+        "mse": ("DOUBLE", "Mean squared error of model_score vs gold_norm (0-1 scale)."),
+        "error_message": ("VARCHAR", "Why the segment failed (NULL unless status = failed)."),
+    },
+    "predictions": {
+        "run_id": ("VARCHAR", "Run (from the directory name `run=<id>`; not stored inside the file)."),
+        "chunk_index": ("INTEGER", "Chunk (from the directory name `chunk=<k>`; not stored inside the file)."),
+        "pair_id": ("INTEGER", "Pair (-> pairs.pair_id of the run's dataset)."),
+        "model_score": ("DOUBLE", "The model's own similarity (e.g. cosine of the pooled embeddings)."),
+        "explained_score": ("DOUBLE", "The score the relevance matrix decomposes (NULL for `predict` runs)."),
+        "matrix_sum": ("DOUBLE", "Sum of all token_pairs.relevance of the pair."),
+        "residual": ("DOUBLE", "explained_score - matrix_sum (conservation error)."),
+        "gold": ("DOUBLE", "Gold similarity on the dataset's scale."),
+        "gold_norm": ("DOUBLE", "Gold on the 0-1 scale."),
+        "error": ("DOUBLE", "model_score - gold_norm (> 0: over-estimated similarity)."),
+        "n_tokens_a": ("SMALLINT", "Tokens of sentence1 (incl. special tokens) after truncation."),
+        "n_tokens_b": ("SMALLINT", "Tokens of sentence2 (incl. special tokens) after truncation."),
+        "truncated": ("BOOLEAN", "Whether either sentence was truncated to the model's max length."),
+    },
+    "tokens": {
+        "run_id": ("VARCHAR", "Run (from the directory name)."),
+        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "pair_id": ("INTEGER", "Pair."),
+        "side": ("VARCHAR", "`a` (sentence1) or `b` (sentence2)."),
+        "token_index": ("SMALLINT", "Position of the token in the model input (0-based, incl. special tokens)."),
+        "token": ("VARCHAR", "Token text as produced by the tokenizer (e.g. `##ing`, `[CLS]`)."),
+        "start": ("INTEGER", "Character offset where the token starts in the sentence (-1 or NULL for special tokens)."),
+        "end": ("INTEGER", "Character offset one past the token's end (-1 or NULL for special tokens)."),
+        "is_special": ("BOOLEAN", "Special token ([CLS], [SEP], <s>, ...)."),
+        "word_index": ("SMALLINT", "0-based index of the word the token belongs to (NULL for special tokens)."),
+        "word": ("VARCHAR", "Text of that word (NULL for special tokens)."),
+        "pos": ("VARCHAR", "Universal POS tag of the word; the token text for special tokens (`[CLS]`); NULL when the language has no tagger."),
+    },
+    "token_pairs": {
+        "run_id": ("VARCHAR", "Run (from the directory name)."),
+        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "pair_id": ("INTEGER", "Pair."),
+        "i": ("SMALLINT", "token_index on side a."),
+        "j": ("SMALLINT", "token_index on side b."),
+        "relevance": ("FLOAT", "Relevance R_ij of the token pair; sums (approximately) to explained_score."),
+        "token_a": ("VARCHAR", "Denormalised tokens.token of (a, i)."),
+        "token_b": ("VARCHAR", "Denormalised tokens.token of (b, j)."),
+        "pos_a": ("VARCHAR", "Denormalised tokens.pos of (a, i)."),
+        "pos_b": ("VARCHAR", "Denormalised tokens.pos of (b, j)."),
+        "word_a": ("SMALLINT", "Denormalised tokens.word_index of (a, i)."),
+        "word_b": ("SMALLINT", "Denormalised tokens.word_index of (b, j)."),
+        "special_a": ("BOOLEAN", "Denormalised tokens.is_special of (a, i)."),
+        "special_b": ("BOOLEAN", "Denormalised tokens.is_special of (b, j)."),
+    },
+    "pos_pairs": {
+        "run_id": ("VARCHAR", "Run (from the directory name)."),
+        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "pair_id": ("INTEGER", "Pair."),
+        "pos_a": ("VARCHAR", "POS of the side-a token/word (NULL stays NULL)."),
+        "pos_b": ("VARCHAR", "POS of the side-b token/word (NULL stays NULL)."),
+        "special_a": ("BOOLEAN", "Side-a token is a special token."),
+        "special_b": ("BOOLEAN", "Side-b token is a special token."),
+        "pos_sum": ("DOUBLE", "Sum of the positive token-pair relevances in this cell (>= 0)."),
+        "neg_sum": ("DOUBLE", "Sum of the negative token-pair relevances in this cell (<= 0)."),
+        "n_token_pairs": ("INTEGER", "Token pairs in this cell."),
+        "word_pos_sum": ("DOUBLE", "Sum of the positive word-pair relevances (subword pieces summed into words first)."),
+        "word_neg_sum": ("DOUBLE", "Sum of the negative word-pair relevances."),
+        "n_word_pairs": ("INTEGER", "Distinct word pairs in this cell (a special token counts as its own word)."),
+        "pair_count": ("TINYINT", "1 on exactly one row per (pair, pos_a, pos_b), preferring the row without special "
+                       "tokens, else 0: sum(pair_count) counts sentence pairs per POS cell, also when special "
+                       "tokens are excluded."),
+    },
+    "factors": {
+        "run_id": ("VARCHAR", "Run (from the directory name)."),
+        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "pair_id": ("INTEGER", "Pair."),
+        "side": ("VARCHAR", "`a` or `b`."),
+        "token_index": ("SMALLINT", "Token position."),
+        "dim": ("INTEGER", "Length of the factor vector."),
+        "factor": ("BLOB", "Factor vector of the token as float16 little-endian bytes (2*dim bytes)."),
+        "embedding_norm": ("DOUBLE", "L2 norm |e| of the sentence embedding (same on each token row of the sentence; NULL if "
+                           "unused): a cosine model's matrix is F_a @ F_b.T / (|e_a| |e_b|)."),
+    },
+}
+# fmt: on
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """Where a table lives and how rows are keyed/validated on write."""
+
+    location: str  # "meta" | "runs" | "chunk"
+    description: str
+    key: tuple[str, ...]
+    required: tuple[str, ...]  # columns a caller must hand in (others are derived or NULL)
+
+
+TABLES: dict[str, TableInfo] = {
+    "datasets": TableInfo(
+        "meta", "One row per dataset. File `meta/datasets/<slug>@<rev>.parquet`.", ("dataset_key",),
+        ("dataset_key", "name", "split"),
+    ),
+    "pairs": TableInfo(
+        "meta", "Sentence pairs of a dataset in dataset order. File `meta/pairs/<slug>@<rev>.parquet`.",
+        ("dataset_key", "pair_id"), ("sentence1", "sentence2", "gold"),
+    ),
+    "models": TableInfo(
+        "meta", "One row per model. File `meta/models/<model_id>@<rev>.parquet`.", ("model_id",), ("model_id", "name"),
+    ),
+    "runs": TableInfo(
+        "runs",
+        "One row per (run, writer shard) *segment*, file `runs/<run_id>/shard=<K>of<N>@<rev>.parquet` (a new "
+        "revision on every status change). `Store.runs()` combines the segments of a run into one row.",
+        ("run_id", "shard"), ("model_id", "dataset_key", "method", "layer", "n_pairs", "chunk_size"),
+    ),
+    "predictions": TableInfo(
+        "chunk", "One row per (run, pair): scores and conservation check.", ("pair_id",), ("pair_id", "model_score"),
+    ),
+    "tokens": TableInfo(
+        "chunk", "One row per (run, pair, side, token).", ("pair_id", "side", "token_index"),
+        ("pair_id", "side", "token_index", "token"),
+    ),
+    "token_pairs": TableInfo(
+        "chunk", "One row per (run, pair, i, j): the relevance matrix in long form, denormalised for corpus queries.",
+        ("pair_id", "i", "j"), ("pair_id", "i", "j", "relevance"),
+    ),
+    "pos_pairs": TableInfo(
+        "chunk",
+        "Per-pair aggregate of token_pairs by (pos_a, pos_b, special_a, special_b), computed by the writer "
+        "(`pos_pair_aggregate`); the POS heat maps read only this table.",
+        ("pair_id", "pos_a", "pos_b", "special_a", "special_b"),
+        ("pair_id", "pos_a", "pos_b", "special_a", "special_b", "pos_sum", "neg_sum", "n_token_pairs",
+         "word_pos_sum", "word_neg_sum", "n_word_pairs"),  # pair_count is derived when missing
+    ),
+    "factors": TableInfo(
+        "chunk", "Optional per-token factor vectors, enough to explain two stored sentences without the model.",
+        ("pair_id", "side", "token_index"), ("pair_id", "side", "token_index", "factor"),
+    ),
+}
+
+META_TABLES = ("datasets", "pairs", "models")
+CHUNK_TABLES = ("predictions", "tokens", "token_pairs", "pos_pairs", "factors")
+PARTITION_COLUMNS = ("run_id", "chunk_index")  # chunk tables: taken from the directory names
+
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "INTEGER": pa.int32(),
+    "SMALLINT": pa.int16(),
+    "TINYINT": pa.int8(),
+    "BIGINT": pa.int64(),
+    "DOUBLE": pa.float64(),
+    "FLOAT": pa.float32(),
+    "BOOLEAN": pa.bool_(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "BLOB": pa.binary(),
+}
+
+
+def file_columns(table: str) -> list[str]:
+    """Columns physically stored in the table's Parquet files (partition columns excluded)."""
+    cols = list(SCHEMA[table])
+    if TABLES[table].location == "chunk":
+        cols = [c for c in cols if c not in PARTITION_COLUMNS]
+    return cols
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The exact Arrow schema of the table's Parquet files."""
+    return pa.schema([pa.field(c, _ARROW_TYPES[SCHEMA[table][c][0]]) for c in file_columns(table)])
+
+
+def schema_markdown() -> str:
+    """Markdown documentation of the store layout and every table/column (for the README)."""
+    lines = [
+        "### Store layout",
+        "",
+        "```",
+        "<store>/SIMLENS_STORE.json                          marker + format version",
+        "<store>/meta/datasets/<dataset-slug>@<rev>.parquet   1 row per dataset",
+        "<store>/meta/pairs/<dataset-slug>@<rev>.parquet      the dataset's pairs",
+        "<store>/meta/models/<model_id>@<rev>.parquet         1 row per model",
+        "<store>/runs/<run_id>/shard=<K>of<N>@<rev>.parquet   1 row per run segment (writer shard)",
+        "<store>/chunks/run=<run_id>/chunk=<k:06d>/{predictions,tokens,token_pairs,pos_pairs,factors}.<tag>.parquet",
+        "```",
+        "",
+        "Every file is written under a `.tmp-*` name in its final directory, fsynced and linked/renamed into "
+        "place, and never modified or replaced afterwards (DuckDB may read a file's footer and data through "
+        "separate opens): a record that changes, such as a run's status, gets a new revision `@<rev>` and "
+        "readers use the highest one. A chunk directory is renamed into place only when all five files are "
+        "complete, so readers never see partial chunks. Chunk k of a run holds the pairs with `pair_index` in `[k*C, (k+1)*C)` (C = `chunk_size`); shard K/N writes "
+        "the chunks with `k % N == K-1`. Readers query the files through DuckDB views over "
+        "`read_parquet(<chunk glob>, union_by_name=true, hive_partitioning=true)` (records: over the list of "
+        "latest revisions); `run_id`/`chunk_index` of chunk tables come from the directory names, so a query "
+        "for one run only opens that run's files. An empty table is an empty view with the same typed columns.",
+        "",
+    ]
+    for table, cols in SCHEMA.items():
+        info = TABLES[table]
+        lines += [f"### `{table}`", "", info.description, "", "| column | type | description |", "|---|---|---|"]
+        for name, (typ, desc) in cols.items():
+            lines.append(f"| `{name}` | {typ} | {desc} |")
+        lines.append("")
+    return "\n".join(lines)

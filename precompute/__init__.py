@@ -1,0 +1,1 @@
+"""Offline batch runs that attribute whole datasets into a SimLens store (``python -m precompute --help``)."""
