@@ -174,7 +174,7 @@ def compute_factors(
         batch = model.tokenize([unique[i] for i in members])
         states = model.encode_states(batch, settings.layer)
         out = impl.factors(model, batch, states, settings.layer, settings.steps, settings.quadrature, autodiff, max_rows)
-        embeddings = model.normalized(states.pooled)
+        embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(states.pooled)
         for row, text in enumerate(batch.texts):
             n = len(batch.tokens[row])
             done[text] = SentenceFactors(

@@ -31,6 +31,9 @@ POOLINGS = ("mean", "cls")
 SIMILARITIES = ("cosine", "dot")
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: Optional file in a model folder: {"shifted_embeddings": true} marks an exact-attribution model whose
+#: embedding is e(x) - e(reference of x), compared by dot product (Möller et al. 2023, §2.2).
+SIMLENS_CONFIG = "simlens.json"
 
 
 def _minilm_folder() -> Path | None:
@@ -239,6 +242,7 @@ class SimilarityModel:
     similarity: str
     max_length: int
     device: torch.device
+    shifted: bool = False
 
     @property
     def num_layers(self) -> int:
@@ -362,8 +366,12 @@ class SimilarityModel:
         return head
 
     def sentence_embeddings(self, batch: TokenBatch) -> torch.Tensor:
-        """The model's own sentence embeddings (B, dim) of a batch, normalised if the model normalises."""
-        return self.normalized(self.encode_states(batch, self.num_layers).pooled)
+        """The model's own sentence embeddings (B, dim) of a batch, normalised if the model normalises, and for
+        shifted (exact-attribution) models minus the embedding of the padding reference (Möller et al. §2.2)."""
+        embeddings = self.normalized(self.encode_states(batch, self.num_layers).pooled)
+        if self.shifted:
+            embeddings = embeddings - self.normalized(self.encode_states(self.reference_batch(batch), self.num_layers).pooled)
+        return embeddings
 
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """The model's own sentence embeddings (N, dim), as sentence-transformers would return them."""
@@ -398,6 +406,7 @@ def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: obj
 def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
+    shifted: bool = False,
 ) -> SimilarityModel:
     """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones)."""
     arch = get_architecture(encoder.config.model_type)
@@ -405,6 +414,8 @@ def from_parts(
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
+    if shifted and similarity != "dot":
+        raise ValueError(f"model {name}: shifted embeddings are compared by dot product, not {similarity}")
     if getattr(tokenizer, "pad_token_id", None) is None or not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {name}: SimLens needs a fast tokenizer with a padding token")
     encoder.config._attn_implementation = "eager"
@@ -415,7 +426,7 @@ def from_parts(
     return SimilarityModel(
         name=name, path=folder, revision=_revision(folder) if folder.exists() else "in-memory", encoder=encoder,
         tokenizer=tokenizer, architecture=arch, pooling=pooling, normalize=normalize, similarity=similarity,
-        max_length=max_length or _max_length(folder, None, encoder.config, tokenizer), device=dev,
+        max_length=max_length or _max_length(folder, None, encoder.config, tokenizer), device=dev, shifted=shifted,
     )
 
 
@@ -443,5 +454,6 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     model = from_parts(
         str(name_or_path), folder, encoder, tokenizer, pooling=pooling, normalize=normalize,
         similarity=similarity, max_length=_max_length(folder, st_max, config, tokenizer), device=device,
+        shifted=bool((_read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
     )
     return model

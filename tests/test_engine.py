@@ -362,3 +362,21 @@ def test_mpnet_package_loads_and_explains():
     assert (model.architecture.name, model.hidden_size, model.num_layers) == ("mpnet", 768, 12)
     exp = explain(model, "A man plays guitar.", "Someone is making music.", method="bilrp", layer=8)
     assert exp.score == pytest.approx(exp.model_score, abs=1e-6) and 0.2 < exp.model_score < 1
+
+
+def test_shifted_model_scores_are_the_ij_explained_score(tmp_path):
+    import json
+
+    from tiny_models import save_sentence_transformer
+
+    folder = save_sentence_transformer(tmp_path / "adjusted", "bert", normalize=False, similarity="dot")
+    (folder / "simlens.json").write_text(json.dumps({"shifted_embeddings": True}))
+    model = core.load_model(folder)
+    assert model.shifted and model.similarity == "dot"
+    exp = explain(model, TEXTS[0], TEXTS[1], method="ij", steps=64)
+    assert exp.model_score == pytest.approx(exp.score, rel=1e-6)  # the model's own score is what ij decomposes
+    assert abs(exp.residual) <= 1e-3 * abs(exp.score)
+    batch = model.tokenize([TEXTS[0]])
+    plain = model.normalized(model.encode_states(batch, model.num_layers).pooled)
+    reference = model.encode_states(model.reference_batch(batch), model.num_layers).pooled
+    torch.testing.assert_close(model.sentence_embeddings(batch), plain - reference)
