@@ -5,19 +5,21 @@ denominator and the GeLU gate are detached, so gradients (reverse or forward mod
   - attention head: y = sum_i h_i [p_ij].detach()
   - LayerNorm:      y = (h - E[h]) / [sqrt(eps + Var[h])].detach() * w + b
   - GeLU:           y = x * [gelu(x) / x].detach()
-Every other layer keeps its plain gradient, which times the input is the LRP-0 rule.
+Every other layer keeps its plain gradient, which times the input is the LRP-0 rule. The detached quantities are
+computed from detached inputs, so neither forward nor reverse mode spends work on derivatives it throws away.
 The rewrite works on ``torch.nn.functional`` calls, so it is architecture-agnostic and cannot leak: leaving the
 context (also through an exception) restores normal behaviour.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
 _SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax, torch.nn.functional.softmax}
@@ -35,8 +37,8 @@ def _layer_norm_rule(args: tuple, kwargs: dict) -> torch.Tensor:
     eps = _arg(args, kwargs, 4, "eps", 1e-5)
     dims = tuple(range(-len(shape), 0))
     centred = x - x.mean(dims, keepdim=True)
-    var = centred.pow(2).mean(dims, keepdim=True)
-    y = centred / torch.sqrt(var + eps).detach()
+    var = x.detach().var(dims, unbiased=False, keepdim=True)
+    y = centred / torch.sqrt(var + eps)
     if weight is not None:
         y = y * weight
     if bias is not None:
@@ -46,17 +48,17 @@ def _layer_norm_rule(args: tuple, kwargs: dict) -> torch.Tensor:
 
 def _gelu_rule(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
     x = args[0]
-    y = func(*args, **kwargs)
-    safe_x = torch.where(x == 0, torch.ones_like(x), x)
-    gate = torch.where(x == 0, torch.full_like(x, 0.5), y / safe_x)
-    return x * gate.detach()
+    primal = x.detach()  # the gate is computed from values only: no wasted tangents or gradients
+    zero = primal == 0
+    gate = torch.where(zero, 0.5, func(primal, *args[1:], **kwargs) / torch.where(zero, 1.0, primal))
+    return x * gate
 
 
 class _LRPMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _SOFTMAX:
-            return func(*args, **kwargs).detach()
+            return func(args[0].detach(), *args[1:], **kwargs)
         if func is F.layer_norm:
             return _layer_norm_rule(args, kwargs)
         if func is F.gelu:
@@ -69,3 +71,18 @@ def lrp_rules() -> Iterator[None]:
     """Apply the attention-head, LayerNorm and GeLU LRP rules to every torch call inside the block."""
     with _LRPMode():
         yield
+
+
+@contextmanager
+def detached_inputs(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Within the block, ``modules`` see their inputs detached (no derivatives flow through them)."""
+
+    def detach(_module: nn.Module, args: tuple) -> tuple:
+        return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+    handles = [module.register_forward_pre_hook(detach) for module in modules]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

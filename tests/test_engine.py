@@ -180,8 +180,8 @@ def _state(model):
     return model.embed(TEXTS)
 
 
-def _hooks(model) -> list[list[int]]:
-    return [list(module._forward_hooks) for module in model.encoder.modules()]
+def _hooks(model) -> list[tuple[list[int], list[int]]]:
+    return [(list(m._forward_hooks), list(m._forward_pre_hooks)) for m in model.encoder.modules()]
 
 
 def _softmax_tracks_gradients() -> bool:

@@ -10,7 +10,7 @@ import torch
 from core.factors import token_factors
 from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
 from core.models import EncoderStates, SimilarityModel, TokenBatch
-from core.rules import lrp_rules
+from core.rules import detached_inputs, lrp_rules
 
 
 class _GradientTimesInput(AttributionMethod):
@@ -19,7 +19,10 @@ class _GradientTimesInput(AttributionMethod):
     def factors(self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps,
                 quadrature, autodiff, max_rows):
         hidden = states.hidden
-        rules = lrp_rules() if self.use_lrp_rules else contextlib.nullcontext()
+        rules = contextlib.ExitStack()
+        if self.use_lrp_rules:
+            rules.enter_context(lrp_rules())
+            rules.enter_context(detached_inputs(model.architecture.all_score_projections(model.encoder)))
         with rules:
             factors = token_factors(
                 lambda n: model.head(batch.repeat(n), layer, normalize=False), hidden[:, None], hidden,
