@@ -172,9 +172,8 @@ def compute_factors(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for members in tqdm(batches, desc=f"{method} factors", unit="batch", disable=not progress):
         batch = model.tokenize([unique[i] for i in members])
-        states = model.encode_states(batch, settings.layer)
-        out = impl.factors(model, batch, states, settings.layer, settings.steps, settings.quadrature, autodiff, max_rows)
-        embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(states.pooled)
+        out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, autodiff, max_rows)
+        embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(out.pooled)
         for row, text in enumerate(batch.texts):
             n = len(batch.tokens[row])
             done[text] = SentenceFactors(

@@ -12,6 +12,7 @@ long texts, where it can be cheaper, and as the benchmark's reference.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch.func import jvp, vmap
@@ -28,6 +29,15 @@ def _check_shapes(points: torch.Tensor, directions: torch.Tensor, weights: torch
         raise ValueError(f"weights must have one entry per point, got {tuple(weights.shape)}")
 
 
+@dataclass
+class TokenFactors:
+    """``factors`` (B, S, D): one row per token; ``outputs`` (B, D): the head's outputs at the points,
+    weighted like the integrand (for a single point with weight 1, the sentence embeddings themselves)."""
+
+    factors: torch.Tensor
+    outputs: torch.Tensor
+
+
 def token_factors(
     head_for: Callable[[int], Callable[[torch.Tensor], torch.Tensor]],
     points: torch.Tensor,
@@ -35,8 +45,8 @@ def token_factors(
     weights: torch.Tensor,
     autodiff: str = "forward",
     max_rows: int = DEFAULT_MAX_ROWS,
-) -> torch.Tensor:
-    """Factors (B, S, D) of a padded batch.
+) -> TokenFactors:
+    """Factors (B, S, D) of a padded batch, and the head's weighted outputs (B, D).
 
     ``head_for(n)`` returns the map from hidden states (B*n, S, H) (each sentence's n points consecutive) to
     sentence embeddings (B*n, D); ``points`` is (B, N, S, H), ``directions`` (B, S, H), ``weights`` (N,).
@@ -50,15 +60,19 @@ def token_factors(
         raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
     batch, n_points, seq, _ = points.shape
     steps_per_chunk = max(1, min(n_points, max_rows // (batch * (seq if autodiff == "forward" else 1))))
-    total = None
+    factors, outputs = None, None
+    compute = _forward_factors if autodiff == "forward" else _reverse_factors
     for start in range(0, n_points, steps_per_chunk):
         stop = min(n_points, start + steps_per_chunk)
         chunk = points[:, start:stop].reshape(batch * (stop - start), *points.shape[2:])
-        head = head_for(stop - start)
-        compute = _forward_factors if autodiff == "forward" else _reverse_factors
-        part = compute(head, chunk, directions, weights[start:stop], max_rows)
-        total = part if total is None else total + part
-    return total
+        part_factors, part_outputs = compute(head_for(stop - start), chunk, directions, weights[start:stop], max_rows)
+        factors = part_factors if factors is None else factors + part_factors
+        outputs = part_outputs if outputs is None else outputs + part_outputs
+    return TokenFactors(factors=factors, outputs=outputs)
+
+
+def _weighted_outputs(out: torch.Tensor, batch: int, weights: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bnd,n->bd", out.reshape(batch, weights.shape[0], -1), weights.to(out.dtype))
 
 
 def _forward_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, max_rows: int):
@@ -66,14 +80,15 @@ def _forward_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: t
     n_points = weights.shape[0]
     d = directions.repeat_interleave(n_points, 0)
 
-    def row(onehot: torch.Tensor) -> torch.Tensor:
-        return jvp(head, (x,), (d * onehot[None, :, None],))[1]
+    def row(onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return jvp(head, (x,), (d * onehot[None, :, None],))
 
     eye = torch.eye(seq, dtype=x.dtype, device=x.device)
     with torch.no_grad():
-        rows = vmap(row, chunk_size=max(1, max_rows // x.shape[0]))(eye)  # (S, B*N, D)
+        outputs, rows = vmap(row, chunk_size=max(1, max_rows // x.shape[0]))(eye)  # (S, B*N, D) each
     rows = rows.reshape(seq, batch, n_points, -1)
-    return torch.einsum("sbnd,n->bsd", rows, weights.to(rows.dtype))
+    factors = torch.einsum("sbnd,n->bsd", rows, weights.to(rows.dtype))
+    return factors, _weighted_outputs(outputs[0], batch, weights)
 
 
 def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, _max_rows: int):
@@ -88,4 +103,4 @@ def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: t
         for k in range(out.shape[1]):
             (grad,) = torch.autograd.grad(out[:, k].sum(), x, retain_graph=k + 1 < out.shape[1])
             columns.append((grad * d * w).sum(-1).reshape(batch, n_points, seq).sum(1))
-    return torch.stack(columns, dim=-1).detach()
+    return torch.stack(columns, dim=-1).detach(), _weighted_outputs(out.detach(), batch, weights)

@@ -216,6 +216,10 @@ class TokenBatch:
         )
 
 
+class _Captured(Exception):
+    """Raised by a hook to stop a forward pass once the wanted hidden state is captured."""
+
+
 @dataclass
 class EncoderStates:
     """``hidden``: (B, S, hidden_size) hidden state after one layer; ``pooled``: (B, dim) pooled sentence
@@ -336,8 +340,24 @@ class SimilarityModel:
         return EncoderStates(hidden=captured[0], pooled=self.pool(last, batch.attention_mask))
 
     def hidden_states(self, batch: TokenBatch, layer: int) -> torch.Tensor:
-        """Hidden state after ``layer`` (0 = embeddings output), shape (B, S, hidden_size)."""
-        return self.encode_states(batch, layer).hidden
+        """Hidden state after ``layer`` (0 = embeddings output), shape (B, S, hidden_size); the layers above
+        ``layer`` are not run."""
+        self.check_layer(layer)
+        captured: list[torch.Tensor] = []
+
+        def keep_and_stop(_module: nn.Module, _inputs: object, output: object) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _Captured
+
+        handle = self._layer_module(layer).register_forward_hook(keep_and_stop)
+        try:
+            with torch.no_grad():
+                self._run(batch)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
 
     def normalized(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings as the model outputs them: unit length if the model normalises."""

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from core.models import EncoderStates, SimilarityModel, TokenBatch
+from core.models import SimilarityModel, TokenBatch
 
 
 @dataclass
@@ -17,13 +17,15 @@ class FactorBatch:
 
     ``factors`` (B, S, D): row t is token t's factor (zero for padding); ``targets`` (B, D): the vector each
     sentence's factor rows sum to (exactly, or in the limit of many steps); ``scales`` (B,): a pair's matrix
-    and score are multiplied by scale_a * scale_b (1 / norm for cosine models, 1 otherwise).
+    and score are multiplied by scale_a * scale_b (1 / norm for cosine models, 1 otherwise); ``pooled``
+    (B, D): the model's pooled sentence embeddings before any normalisation.
     The explained score of a pair is targets_a . targets_b * scale_a * scale_b.
     """
 
     factors: torch.Tensor
     targets: torch.Tensor
     scales: torch.Tensor
+    pooled: torch.Tensor
 
 
 class AttributionMethod(ABC):
@@ -40,11 +42,10 @@ class AttributionMethod(ABC):
 
     @abstractmethod
     def factors(
-        self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps: int | None,
-        quadrature: str | None, autodiff: str, max_rows: int,
+        self, model: SimilarityModel, batch: TokenBatch, layer: int, steps: int | None, quadrature: str | None,
+        autodiff: str, max_rows: int,
     ) -> FactorBatch:
-        """Factors for every sentence of ``batch``, attributing to the hidden state after ``layer``
-        (``states`` holds that hidden state and the pooled embeddings, from one forward pass)."""
+        """Factors for every sentence of ``batch``, attributing to the hidden state after ``layer``."""
 
 
 def cosine_scales(model: SimilarityModel, targets: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ for mean-pooled models the rows sum to the sentence embedding and the matrix to 
 from __future__ import annotations
 
 from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
-from core.models import EncoderStates, SimilarityModel, TokenBatch
+from core.models import SimilarityModel, TokenBatch
 
 
 @register
@@ -15,10 +15,10 @@ class EmbeddingSimilarity(AttributionMethod):
     def default_layer(self, model: SimilarityModel) -> int:
         return model.num_layers
 
-    def factors(self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps,
-                quadrature, autodiff, max_rows):
+    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature, autodiff, max_rows):
+        states = model.encode_states(batch, layer)
         hidden = states.hidden
         mask = batch.attention_mask.unsqueeze(-1).to(hidden.dtype)
         factors = hidden * mask / mask.sum(1, keepdim=True)
         targets = factors.sum(1)
-        return FactorBatch(factors=factors, targets=targets, scales=cosine_scales(model, targets))
+        return FactorBatch(factors=factors, targets=targets, scales=cosine_scales(model, targets), pooled=states.pooled)

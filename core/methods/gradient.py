@@ -9,26 +9,26 @@ import torch
 
 from core.factors import token_factors
 from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
-from core.models import EncoderStates, SimilarityModel, TokenBatch
+from core.models import SimilarityModel, TokenBatch
 from core.rules import detached_inputs, lrp_rules
 
 
 class _GradientTimesInput(AttributionMethod):
     use_lrp_rules = False
 
-    def factors(self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps,
-                quadrature, autodiff, max_rows):
-        hidden = states.hidden
+    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature, autodiff, max_rows):
+        hidden = model.hidden_states(batch, layer)
         rules = contextlib.ExitStack()
         if self.use_lrp_rules:
             rules.enter_context(lrp_rules())
             rules.enter_context(detached_inputs(model.architecture.all_score_projections(model.encoder)))
         with rules:
-            factors = token_factors(
+            result = token_factors(
                 lambda n: model.head(batch.repeat(n), layer, normalize=False), hidden[:, None], hidden,
                 torch.ones(1, dtype=hidden.dtype, device=hidden.device), autodiff=autodiff, max_rows=max_rows,
             )
-        return FactorBatch(factors=factors, targets=states.pooled, scales=cosine_scales(model, states.pooled))
+        pooled = result.outputs  # the head's output at the input itself: the pooled embedding
+        return FactorBatch(factors=result.factors, targets=pooled, scales=cosine_scales(model, pooled), pooled=pooled)
 
 
 @register

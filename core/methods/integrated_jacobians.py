@@ -8,7 +8,7 @@ import torch
 
 from core.factors import token_factors
 from core.methods.base import AttributionMethod, FactorBatch, register
-from core.models import EncoderStates, SimilarityModel, TokenBatch
+from core.models import SimilarityModel, TokenBatch
 from core.quadrature import DEFAULT_QUADRATURE, quadrature
 
 
@@ -19,8 +19,9 @@ class IntegratedJacobians(AttributionMethod):
     uses_steps = True
     default_steps = 64
 
-    def factors(self, model: SimilarityModel, batch: TokenBatch, states: EncoderStates, layer: int, steps,
-                quadrature_rule, autodiff, max_rows):
+    def factors(self, model: SimilarityModel, batch: TokenBatch, layer: int, steps, quadrature_rule, autodiff,
+                max_rows):
+        states = model.encode_states(batch, layer)
         hidden = states.hidden
         reference_states = model.encode_states(model.reference_batch(batch), layer)
         reference = reference_states.hidden
@@ -28,9 +29,10 @@ class IntegratedJacobians(AttributionMethod):
         alphas = torch.as_tensor(alphas, dtype=hidden.dtype, device=hidden.device)
         direction = hidden - reference
         points = reference[:, None] + alphas[None, :, None, None] * direction[:, None]
-        factors = token_factors(
+        result = token_factors(
             lambda n: model.head(batch.repeat(n), layer, normalize=True), points, direction,
             torch.as_tensor(weights, dtype=hidden.dtype, device=hidden.device), autodiff=autodiff, max_rows=max_rows,
         )
         targets = model.normalized(states.pooled) - model.normalized(reference_states.pooled)
-        return FactorBatch(factors=factors, targets=targets, scales=torch.ones_like(targets[:, 0]))
+        return FactorBatch(factors=result.factors, targets=targets, scales=torch.ones_like(targets[:, 0]),
+                           pooled=states.pooled)
