@@ -1,7 +1,17 @@
-"""SimLens dashboard entry point: ``streamlit run app.py``."""
+"""SimLens dashboard entry point: ``streamlit run app.py``.
 
-import streamlit as st
+The router: page config, the navigation of the pages in ``pages/`` (``core.views.APP_PAGES``, plus any other
+page file there under "More") and the store's location in the sidebar. The store is ``$SIMLENS_STORE``
+(default ``./store``); a first launch on an empty store builds a small demo store.
+"""
 
-st.set_page_config(page_title="SimLens", layout="wide")
-st.title("SimLens")
-st.write("Token-pair explanations of sentence-similarity models. The audit pages arrive with the store.")
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from core import views  # noqa: E402
+
+views.router().run()

@@ -38,9 +38,9 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def speed_table(model, pairs, ij_steps: int) -> list[dict]:
+def speed_table(model, pairs, ij_steps: int, methods: list[str]) -> list[dict]:
     rows = []
-    for method, steps in [("bilrp", None), ("hxp", None), ("ij", ij_steps)]:
+    for method, steps in [(m, ij_steps if m == "ij" else None) for m in methods]:
         for autodiff in ("forward", "reverse"):  # warm-up: first calls pay one-time costs
             explain(model, *pairs[0], method=method, steps=steps, autodiff=autodiff)
         fwd, t_fwd = timed(lambda m=method, s=steps: [explain(model, a, b, method=m, steps=s) for a, b in pairs])
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--steps", default="8,16,32,64,128", help="steps for the completeness table")
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip-completeness", action="store_true")
+    parser.add_argument("--methods", default="bilrp,hxp,ij", help="methods of the speed table")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import torch
@@ -83,7 +84,7 @@ def main() -> None:
     model = load_model("all-MiniLM-L6-v2", device="cpu")
     pairs = stsb_pairs(args.data_dir, args.pairs)
     print(f"all-MiniLM-L6-v2, CPU ({torch.get_num_threads()} threads), {len(pairs)} STS-b test pairs\n")
-    speed = speed_table(model, pairs, args.ij_steps)
+    speed = speed_table(model, pairs, args.ij_steps, args.methods.split(","))
     print(pd.DataFrame(speed).to_markdown(index=False, floatfmt=".3g"), "\n")
     complete = []
     if not args.skip_completeness:

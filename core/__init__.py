@@ -1,18 +1,31 @@
-"""SimLens core: attribution methods, model adapters, alignment, store and metrics."""
+"""SimLens core: attribution methods, model adapters, alignment, store and metrics.
 
-from core.explain import Explanation, SentenceFactors, compute_factors, explain, explain_pairs
-from core.methods import METHODS, get_method
-from core.models import DEFAULT_MODEL, SimilarityModel, load_model
+The attribution API is imported lazily, so that modules which only read a store (the dashboard pages) do not
+pay for importing torch.
+"""
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "METHODS",
-    "Explanation",
-    "SentenceFactors",
-    "SimilarityModel",
-    "compute_factors",
-    "explain",
-    "explain_pairs",
-    "get_method",
-    "load_model",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Explanation": "core.explain",
+    "SentenceFactors": "core.explain",
+    "compute_factors": "core.explain",
+    "explain": "core.explain",
+    "explain_pairs": "core.explain",
+    "METHODS": "core.methods",
+    "get_method": "core.methods",
+    "DEFAULT_MODEL": "core.models",
+    "SimilarityModel": "core.models",
+    "load_model": "core.models",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'core' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

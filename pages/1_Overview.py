@@ -1,0 +1,87 @@
+"""Overview: what the store holds, the state of every run, and models x datasets metrics."""
+
+import streamlit as st
+
+from core import views
+
+views.require_store()
+runs = views.query("runs")
+models = views.query("models")
+datasets = views.query("datasets")
+metrics = views.query("metrics_table")
+
+st.title("SimLens audit overview")
+st.caption("Token-pair explanations of sentence-similarity models, precomputed over corpora. Pick a page on the "
+           "left: POS interactions, comparisons of runs, failure cases, single examples, or your own pair.")
+
+counts = views.status_counts(runs)
+token = views.token_runs(runs)
+with st.container(horizontal=True):
+    st.metric("Models", len(models), border=True)
+    st.metric("Datasets", len(datasets), border=True)
+    st.metric("Runs", len(runs), border=True,
+              help="done / partial (a shard is missing) / running / failed: " +
+              " / ".join(str(counts.get(k, 0)) for k in ("done", "partial", "running", "failed")))
+    st.metric("Methods", ", ".join(sorted(set(runs["method"]))) or "–", border=True)
+    st.metric("Layers", ", ".join(str(int(x)) for x in sorted(set(token["layer"].dropna()))) or "–", border=True,
+              help="hidden layers the attributions are taken at (0 = input embeddings)")
+if counts.get("running") or counts.get("failed") or counts.get("partial"):
+    st.info(f"{counts.get('running', 0)} run(s) still running, {counts.get('partial', 0)} partial, "
+            f"{counts.get('failed', 0)} failed — see the runs table. Pages show the chunks written so far; "
+            f"use “Reload store” in the sidebar to pick up new ones.")
+
+# ---- models x datasets -------------------------------------------------------------------------
+st.header("Models × datasets")
+st.caption("Spearman and Pearson correlation (×100) of the model's own similarity with gold, and MSE on the 0–1 "
+           "scale; per model and dataset the finished run (complete first, scores-only runs preferred).")
+metric = st.segmented_control("Metric", ["spearman", "pearson", "mse"], default="spearman", key="ov_metric",
+                              format_func=lambda m: {"spearman": "Spearman", "pearson": "Pearson", "mse": "MSE"}[m])
+metric = metric or "spearman"
+pivot = views.metrics_pivot(metrics, metric)
+if pivot.empty:
+    st.info("No finished run yet: the metrics appear when a run is done.")
+else:
+    fmt = "%.4f" if metric == "mse" else "%.2f"
+    pivot_show = pivot.reset_index()
+    cfg = {c: st.column_config.NumberColumn(c, format=fmt) for c in pivot.columns}
+    views.show_table(pivot_show, f"simlens_{metric}_models_x_datasets", "ov_pivot", column_config=cfg)
+    best = metrics.sort_values(metric, ascending=metric == "mse").iloc[0]
+    st.caption(f"Best {metric}: **{views.fmt_metric(best[metric], metric)}** — "
+               f"{views.short_model(best['model_name'])} on {best['dataset_key']}.")
+    with st.expander("All metrics (long form)"):
+        views.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
+                         "simlens_metrics", "ov_metrics_long")
+
+# ---- runs ----------------------------------------------------------------------------------------
+st.header("Runs")
+table = views.runs_overview(views.order_runs(runs))
+statuses = [s for s in ("done", "partial", "running", "failed") if s in set(table["status"])]
+shown = st.pills("Status", statuses, selection_mode="multi", default=statuses, key="ov_status") or statuses
+table = table[table["status"].isin(shown)]
+table.insert(0, "open", [views.example_url(r) for r in table["run_id"]])
+views.show_table(
+    table, "simlens_runs", "ov_runs", link_col="open",
+    column_config={
+        "progress": st.column_config.ProgressColumn("progress", format="percent", min_value=0.0, max_value=1.0),
+        "spearman": st.column_config.NumberColumn("spearman", format="%.2f"),
+        "pearson": st.column_config.NumberColumn("pearson", format="%.2f"),
+        "mse": st.column_config.NumberColumn("mse", format="%.4f"),
+        "pairs_per_s": st.column_config.NumberColumn("pairs/s", format="%.1f"),
+        "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+    },
+)
+
+# ---- catalogue -------------------------------------------------------------------------------------
+left, right = st.columns(2)
+with left:
+    st.subheader("Datasets")
+    views.show_table(views.dataset_table(datasets).drop(columns="label"), "simlens_datasets", "ov_datasets")
+with right:
+    st.subheader("Models")
+    views.show_table(models, "simlens_models", "ov_models")
+
+if st.toggle("Show storage details (rows and bytes per table)", key="ov_storage"):
+    summary = views.query("summary")
+    summary = summary.assign(MB=summary["bytes"] / 1e6)
+    views.show_table(summary, "simlens_store_summary", "ov_summary",
+                     column_config={"MB": st.column_config.NumberColumn("MB", format="%.2f")})

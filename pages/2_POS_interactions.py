@@ -1,0 +1,146 @@
+"""POS interactions: corpus-level POS x POS heatmaps of token-pair relevance (BiLRP paper, Fig. 3 and 9).
+
+Click a cell (or pick it in the selector) to list the token pairs and sentence pairs behind it.
+"""
+
+import functools
+
+import streamlit as st
+
+from core import charts, views
+
+views.require_store()
+runs = views.query("runs")
+datasets = views.query("datasets")
+
+st.title("POS interactions")
+st.caption("Relevance of every token pair summed (or averaged per occurrence) by the part of speech of its two "
+           "tokens, over all pairs of the selected runs. Each map is divided by its largest absolute value; red: "
+           "the interaction raises the similarity, blue: it lowers it.")
+
+opts = views.filter_options(datasets)
+with st.container(border=True):
+    c1, c2, c3, c4 = st.columns([1.0, 1.7, 1.2, 1.4])
+    with c1:
+        name = st.selectbox("Corpus", opts["name"], key="pos_name")
+        langs = st.selectbox("Languages", opts["languages"], key="pos_langs")
+        split = st.selectbox("Split", opts["split"], key="pos_split")
+    keys = views.filter_datasets(datasets, name, split, langs)
+    candidates = views.filter_runs(runs, keys, with_tokens=True)
+    labels = views.run_labels(candidates)
+    ids = list(labels)
+    with c2:
+        views.keep_valid("pos_runs", ids)
+        if not st.session_state.get("pos_runs"):
+            st.session_state["pos_runs"] = ids[:1]
+        run_ids = st.multiselect("Runs (their cells are summed)", ids, format_func=lambda r: labels.get(r, r),
+                                 key="pos_runs", placeholder="choose one or more runs")
+        st.caption(f"{len(ids)} run(s) with token pairs match the dataset filters.")
+    with c3:
+        level = st.radio("Level", ["token", "word"], horizontal=True, key="pos_level",
+                         format_func=lambda v: {"token": "subword tokens", "word": "words"}[v],
+                         help="words: the relevances of a word's subword pieces are summed first")
+        agg = st.radio("Aggregate", ["sum", "mean"], horizontal=True, key="pos_agg",
+                       format_func=lambda v: {"sum": "sum", "mean": "mean per occurrence"}[v])
+        special = st.toggle("Special tokens ([CLS], [SEP], <s> …)", value=False, key="pos_special",
+                            help="off: cells of special tokens are left out (they often dominate the scale)")
+        sqrt = st.toggle("√ colour scale", value=False, key="pos_sqrt",
+                         help="colour by the square root of |value| (sign kept): weak cells become visible; the "
+                              "values themselves stay divided by the largest |value|")
+    with c4:
+        gold = st.slider("Gold band (0–1)", 0.0, 1.0, (0.0, 1.0), 0.05, key="pos_gold")
+        err = st.slider("Error band (model score − gold, 0–1)", -1.0, 1.0, (-1.0, 1.0), 0.05, key="pos_err",
+                        help="the ends at ±1 are open: −1 keeps every error below −1")
+        scale = views.dataset_table(datasets)
+        scale = scale[scale["dataset_key"].isin(candidates.loc[candidates["run_id"].isin(run_ids), "dataset_key"])]
+        if len(scale) == 1:
+            st.caption(views.gold_band_text(gold, scale["gold_min"].iloc[0], scale["gold_max"].iloc[0]))
+
+if not run_ids:
+    st.info("Choose at least one run with token pairs (the filters above may exclude them all).")
+    st.stop()
+
+heat = views.query("pos_heatmap", list(run_ids), gold_band=views.band_arg(gold),
+                   error_band=views.band_arg(err, (-1.0, 1.0)), include_special=special, level=level, agg=agg)
+if heat.empty:
+    st.info("No token pairs match these filters (try a wider gold or error band).")
+    st.stop()
+
+agg_text = "mean per occurrence" if agg == "mean" else "sum"
+unit = "word" if level == "word" else "token"
+st.caption(f"{int(heat['count'].sum()):,} {unit} pairs from up to {int(heat['n_pairs'].max()):,} sentence pairs "
+           f"per cell; {len(heat)} POS cells.")
+
+
+def _on_click(chart_key: str) -> None:
+    cell = views.selected_cell(st.session_state.get(chart_key), "cell")
+    if cell is not None:
+        st.session_state["pos_cell"] = views.cell_label(*cell)
+
+
+order_a = charts.pos_order(heat["pos_a"])
+order_b = charts.pos_order(heat["pos_b"])
+cells = views.cell_options(heat)
+views.keep_valid("pos_cell", cells)
+st.session_state.setdefault("pos_cell", cells[0])
+current = views.parse_cell(st.session_state["pos_cell"])  # outlined in every map
+left, right = st.columns([3, 2], gap="large")
+with left:
+    chart = charts.pos_heatmap_chart(heat, "relevance_norm", title=f"Relevance ({agg_text}, ÷ max |R|)",
+                                     order_a=order_a, order_b=order_b, cell=24, highlight=current,
+                                     scale="sqrt" if sqrt else "linear")
+    views.show_chart(chart, "simlens_pos_relevance", "pos_chart_rel",
+                     on_select=functools.partial(_on_click, "pos_chart_rel"))
+
+with right:
+    st.subheader("Cell")
+    label = st.selectbox("Click a cell in a heatmap, or pick one (strongest first)", cells, key="pos_cell")
+    cell = views.parse_cell(label)
+    row = views.cell_row(heat, cell) if cell else None
+    if row is not None:
+        with st.container(horizontal=True):
+            st.metric("relevance ÷ max", f"{row['relevance_norm']:+.3f}")
+            st.metric("positive", views.fmt_signed(row["pos_sum"]))
+            st.metric("negative", views.fmt_signed(row["neg_sum"]))
+            st.metric(f"{unit} pairs", f"{int(row['count']):,}")
+            st.metric("sentence pairs", f"{int(row['n_pairs']):,}")
+        run_for_examples = run_ids[0]
+        if len(run_ids) > 1:
+            run_for_examples = st.selectbox("Examples from run", list(run_ids), format_func=lambda r: labels.get(r, r),
+                                            key="pos_example_run")
+        order = st.segmented_control("Order", ["abs", "pos", "neg"], default="abs", key="pos_order",
+                                     format_func=lambda v: {"abs": "strongest |R|", "pos": "most positive",
+                                                            "neg": "most negative"}[v]) or "abs"
+        limit = st.slider("Token pairs", 5, 100, 20, 5, key="pos_limit")
+        examples = views.query("pos_cell_examples", run_for_examples, cell[0], cell[1], limit=limit,
+                               include_special=special, order=order)
+        if examples.empty:
+            st.info("No token pairs in this cell for that run.")
+        else:
+            if level == "word":
+                st.caption("Listed per subword token pair whose tokens carry these tags.")
+            views.show_table(views.with_links(examples, run_id=run_for_examples), "simlens_pos_cell_examples",
+                             "pos_examples", link_col="open", height=320,
+                             column_config={"relevance": st.column_config.NumberColumn(format="%+.5f")})
+            top = examples.iloc[0]
+            views.example_link(run_for_examples, int(top["pair_id"]),
+                               label=f"Open the strongest example (pair {int(top['pair_id'])}) in Example")
+
+c_pos, c_neg = st.columns(2, gap="large")
+with c_pos:
+    chart = charts.pos_heatmap_chart(heat, "pos_norm", title=f"Positive relevance ({agg_text}, ÷ max)",
+                                     order_a=order_a, order_b=order_b, cell=20, highlight=current,
+                                     scale="sqrt" if sqrt else "linear")
+    views.show_chart(chart, "simlens_pos_positive", "pos_chart_pos",
+                     on_select=functools.partial(_on_click, "pos_chart_pos"))
+with c_neg:
+    chart = charts.pos_heatmap_chart(heat, "neg_norm", title=f"Negative relevance ({agg_text}, ÷ max)",
+                                     order_a=order_a, order_b=order_b, cell=20, highlight=current,
+                                     scale="sqrt" if sqrt else "linear")
+    views.show_chart(chart, "simlens_pos_negative", "pos_chart_neg",
+                     on_select=functools.partial(_on_click, "pos_chart_neg"))
+st.caption("Positive and negative maps share one scale (÷ the largest positive or negative sum), so their "
+           "colours compare directly.")
+
+with st.expander("All cells as a table"):
+    views.show_table(views.heatmap_table(heat), "simlens_pos_heatmap", "pos_table")

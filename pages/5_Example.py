@@ -1,0 +1,153 @@
+"""Example: one pair in depth. Its token x token relevance matrix, scores, gold and residual, and every stored
+model/method/layer for the same pair side by side. Linked from every page as ``Example?run=<id>&pair=<id>``."""
+
+import streamlit as st
+
+from core import charts, views
+
+views.require_store()
+runs = views.query("runs")
+
+st.title("Example")
+
+ordered = views.order_runs(runs)
+ordered = ordered.assign(_p=ordered["method"].eq("predict")).sort_values("_p", kind="stable").drop(columns="_p")
+labels = views.run_labels(ordered)
+ids = list(labels)
+
+# ---- query parameters (?run=...&pair=...) are applied once per change, then mirror the selection ----
+qp_run, qp_pair = st.query_params.get("run"), st.query_params.get("pair")
+if (qp_run or qp_pair) and st.session_state.get("_ex_qp") != (qp_run, qp_pair):
+    st.session_state["_ex_qp"] = (qp_run, qp_pair)
+    if qp_run in ids:
+        st.session_state["ex_run"] = qp_run
+    elif qp_run:
+        st.warning(f"Run `{qp_run}` is not in this store; showing another run.")
+    try:
+        st.session_state["_ex_pair_wanted"] = int(qp_pair) if qp_pair is not None else None
+    except ValueError:
+        st.warning(f"`pair={qp_pair}` is not a pair id.")
+
+with st.container(border=True):
+    c1, c2, c3 = st.columns([2.2, 2.6, 1])
+    with c1:
+        run_id = views.run_select("Run", ids, labels, key="ex_run")
+    if run_id is None:
+        st.stop()
+    info = ordered.set_index("run_id").loc[run_id].to_dict() | {"run_id": run_id}
+    pred = views.query("predictions", run_id)
+    with c3:
+        sort = st.selectbox("Order pairs by", ["pair", "abs", "over", "under"], key="ex_sort",
+                            format_func=lambda v: {"pair": "pair id", "abs": "largest |error|",
+                                                   "over": "most over-estimated", "under": "most under-estimated"}[v])
+    options = views.pair_options(pred, sort)
+    if not options:
+        st.info("This run has no pairs yet.")
+        st.stop()
+    wanted = st.session_state.pop("_ex_pair_wanted", None)
+    if wanted is not None:
+        if wanted in options:
+            st.session_state["ex_pair"] = wanted
+        else:
+            st.warning(f"Pair {wanted} is not in this run; showing another pair.")
+    views.keep_valid("ex_pair", options)
+    pair_labels = views.pair_option_labels(pred)
+    with c2:
+        pair_id = st.selectbox("Pair", options, key="ex_pair", format_func=lambda p: pair_labels.get(p, str(p)))
+
+st.query_params.update({"run": run_id, "pair": str(pair_id)})
+st.session_state["_ex_qp"] = (run_id, str(pair_id))
+
+row = pred.set_index("pair_id").loc[pair_id].to_dict()
+pinfo = views.query("pair_info", info["dataset_key"], pair_id)
+meta = pinfo.iloc[0].to_dict() if len(pinfo) else {}
+st.markdown(f"**Sentence 1:** {row.get('sentence1') or meta.get('sentence1', '')}  \n"
+            f"**Sentence 2:** {row.get('sentence2') or meta.get('sentence2', '')}")
+scale = "" if views.is_na(meta.get("gold_max")) else f" on {meta['gold_min']:g}–{meta['gold_max']:g}"
+st.caption(f"{info['dataset_key']} · pair {pair_id} · {views.languages(meta.get('lang_a'), meta.get('lang_b'))} · "
+           f"{views.short_model(info['model_name'])} · {views.setting_text(info)}"
+           + (" · truncated to the model's maximum length" if bool(row.get("truncated")) else ""))
+
+
+def _num(v: object, fmt: str) -> str:
+    return "–" if views.is_na(v) else format(float(v), fmt)
+
+
+with st.container(horizontal=True):
+    st.metric(f"gold{scale}", _num(row.get("gold"), ".2f"), border=True)
+    st.metric("gold 0–1", _num(row.get("gold_norm"), ".3f"), border=True)
+    st.metric("model score", _num(row.get("model_score"), ".4f"), border=True,
+              help="the model's own similarity of the two sentences")
+    st.metric("explained score", _num(row.get("explained_score"), ".4f"), border=True,
+              help="the quantity the matrix decomposes (ij: the shifted dot product)")
+    st.metric("Σ matrix", _num(row.get("matrix_sum"), ".4f"), border=True)
+    st.metric("residual", _num(row.get("residual"), "+.4f"), border=True,
+              help="explained score − Σ matrix (BiLRP: relevance absorbed by biases)")
+    st.metric("error", _num(row.get("error"), "+.4f"), border=True, help="model score − gold (0–1)")
+
+c4, c5, c6 = st.columns([1.3, 1, 1])
+with c4:
+    level = st.radio("Level", ["token", "word"], horizontal=True, key="ex_level",
+                     format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
+with c5:
+    special = st.toggle("Special tokens", value=True, key="ex_special")
+with c6:
+    show_values = st.toggle("Values in cells", value=True, key="ex_values",
+                            help="printed when the cells are large enough (short texts)")
+
+if info["method"] == "predict":
+    st.info("A scores-only run stores no matrix: pick an attribution run above, or see the other runs below.")
+    long = None
+else:
+    long = views.query("pair_matrix", run_id, pair_id, level=level, include_special=special)
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        if long.empty:
+            st.info("No token pairs stored for this pair.")
+        else:
+            chart = charts.token_heatmap_chart(long, title=f"{views.short_model(info['model_name'])} · "
+                                               f"{views.setting_text(info)}", show_values=show_values)
+            views.show_chart(chart, f"simlens_example_{run_id}_{pair_id}", "ex_chart")
+    with right:
+        st.subheader("Strongest pairs")
+        top = views.top_token_pairs(long, k=12)
+        views.show_table(top, f"simlens_example_top_{run_id}_{pair_id}", "ex_top",
+                         column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+                                        "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
+        with st.expander("Whole matrix (long form)"):
+            views.show_table(long, f"simlens_example_matrix_{run_id}_{pair_id}", "ex_matrix", height=300)
+
+# ---- every stored run of this pair ------------------------------------------------------------------------
+st.header("Every stored explanation of this pair")
+others = views.query("pair_runs", info["dataset_key"], pair_id)
+if others.empty:
+    st.info("No other run holds this pair.")
+    st.stop()
+table = others.assign(model=others["model_name"].map(views.short_model))
+views.show_table(views.with_links(table), f"simlens_example_runs_{pair_id}", "ex_runs", link_col="open",
+                 column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                for c in ("model_score", "explained_score", "matrix_sum", "residual", "error")})
+token_others = views.token_runs(others)
+if token_others.empty:
+    st.stop()
+other_labels = {r["run_id"]: f"{views.short_model(r['model_name'])} · {views.setting_text(r)}"
+                for r in token_others.to_dict("records")}
+other_ids = list(other_labels)
+views.keep_valid("ex_side", other_ids)
+st.session_state.setdefault("ex_side", other_ids[:6])
+shown = st.multiselect("Side by side", other_ids, format_func=lambda r: other_labels.get(r, r), key="ex_side")
+shared = st.toggle("One colour scale for all (compare magnitudes; off: each map uses its own maximum)",
+                   value=False, key="ex_shared")
+mats = {r: views.query("pair_matrix", r, pair_id, level=level, include_special=special) for r in shown}
+limit = max((charts.max_abs(m["relevance"]) for m in mats.values() if len(m)), default=1.0) if shared else None
+cols = st.columns(2, gap="large")
+for n, (rid, m) in enumerate(mats.items()):
+    with cols[n % 2]:
+        r = others.set_index("run_id").loc[rid]
+        st.markdown(f"**{other_labels[rid]}** — score {_num(r['model_score'], '.4f')}, explained "
+                    f"{_num(r['explained_score'], '.4f')}, residual {_num(r['residual'], '+.4f')}")
+        if m.empty:
+            st.info("No token pairs stored.")
+            continue
+        chart = charts.token_heatmap_chart(m, limit=limit, show_values=False, cell=16)
+        views.show_chart(chart, f"simlens_example_{rid}_{pair_id}", f"ex_side_{rid}")

@@ -1,0 +1,154 @@
+"""Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps.
+
+The only page that loads a model (and torch); models are cached per server process, results per input.
+"""
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from core import METHODS, charts, views  # torch: only this page imports the attribution code
+
+views.ensure_navigation()
+st.title("Explain your own pair")
+st.caption("Type two texts, pick a model and a method, and get the token x token relevance matrix of their "
+           "similarity, computed live. Results are cached: changing only the view options is instant.")
+
+PACKAGED = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
+OTHER = "Other (folder path or hub id)…"
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def load_model(name_or_path: str):
+    """The model, loaded once per server process."""
+    from core import load_model as _load
+
+    return _load(name_or_path)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None):
+    """core.explain, cached per (model, texts, method, layer, steps)."""
+    from core import explain
+
+    return explain(load_model(model_key), text_a, text_b, method=method, layer=layer, steps=steps)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def stored_model_paths() -> list[str]:
+    """Local model folders recorded in the store (if there is one)."""
+    try:
+        models = views.query("models") if views.store_ok() else None
+    except Exception:  # noqa: BLE001  (the store is optional on this page)
+        return []
+    if models is None or models.empty:
+        return []
+    return sorted({str(p) for p in models["path"].dropna() if Path(str(p)).is_dir()} - set(PACKAGED))
+
+
+with st.container(border=True):
+    c1, c2, c3, c4 = st.columns([1.6, 1.2, 1, 1])
+    with c1:
+        choices = [*PACKAGED, *stored_model_paths(), OTHER]
+        choice = st.selectbox("Model", choices, key="xp_model_choice")
+        model_key = choice
+        if choice == OTHER:
+            model_key = st.text_input("Model folder or hub id", key="xp_model_path",
+                                      placeholder="/path/to/sentence-transformers-folder").strip()
+    with c2:
+        methods = sorted(METHODS)
+        method = st.selectbox("Method", methods, index=methods.index("bilrp") if "bilrp" in methods else 0,
+                              key="xp_method", help="\n\n".join(f"**{m}**: {METHODS[m].summary}" for m in methods))
+    with c3:
+        default_layer = st.checkbox("Method's default layer", value=True, key="xp_default_layer",
+                                    help="0 = input embeddings for bilrp/hxp/ij; the last layer for embedding")
+        layer = None if default_layer else int(st.number_input("Layer", 0, 48, 0, key="xp_layer"))
+    with c4:
+        impl = METHODS[method]
+        steps = None
+        if impl.uses_steps:
+            steps = int(st.number_input("Steps", 1, 1024, int(impl.default_steps or 64), key="xp_steps",
+                                        help="integration steps: more is more exact and slower"))
+        else:
+            st.caption(f"{method} has no integration steps.")
+    t1, t2 = st.columns(2)
+    with t1:
+        text_a = st.text_area("Text 1", "A man is playing a guitar.", key="xp_text_a", height=90)
+    with t2:
+        text_b = st.text_area("Text 2", "A person plays an instrument.", key="xp_text_b", height=90)
+    go = st.button("Explain", type="primary", key="xp_go")
+
+args = (model_key, text_a, text_b, method, layer, steps)
+if go:
+    if not model_key:
+        st.error("Type a model folder path or hub id.")
+        st.stop()
+    if not text_a.strip() or not text_b.strip():
+        st.error("Both texts need some words.")
+        st.stop()
+    with st.status(f"Explaining with {views.short_model(model_key)} · {method}…", expanded=True) as status:
+        bar = st.progress(0.0, text="loading the model…")
+        t0 = time.perf_counter()
+        try:
+            load_model(model_key)
+            bar.progress(0.35, text=f"computing {method} attributions…")
+            explain_cached(*args)
+        except Exception as exc:  # noqa: BLE001  (bad model path, layer or text: say so, never a trace)
+            status.update(label="Could not explain this pair", state="error", expanded=True)
+            st.error(f"{type(exc).__name__}: {exc}")
+            st.stop()
+        bar.progress(1.0, text="done")
+        status.update(label=f"Explained in {time.perf_counter() - t0:.1f} s", state="complete", expanded=False)
+    st.session_state["xp_result"] = args
+
+if st.session_state.get("xp_result") is None:
+    st.info("Press **Explain** to compute the matrix.")
+    st.stop()
+
+shown = st.session_state["xp_result"]
+if shown != args:
+    st.caption("Showing the last explained input; press Explain to update it.")
+try:
+    exp = explain_cached(*shown)
+except Exception as exc:  # noqa: BLE001
+    st.error(f"{type(exc).__name__}: {exc}")
+    st.stop()
+
+with st.container(horizontal=True):
+    st.metric("model score", f"{exp.model_score:.4f}", border=True, help="the model's own similarity")
+    st.metric("explained score", f"{exp.score:.4f}", border=True, help="the quantity the matrix decomposes")
+    st.metric("Σ matrix", f"{float(exp.matrix.sum()):.4f}", border=True)
+    st.metric("residual", f"{exp.residual:+.4f}", border=True, help="explained score − Σ matrix")
+    st.metric("layer", str(exp.layer), border=True)
+    if exp.steps:
+        st.metric("steps", str(exp.steps), border=True)
+if exp.truncated:
+    st.warning("A text was longer than the model's maximum and was truncated.")
+
+v1, v2, v3 = st.columns([1.3, 1, 1])
+with v1:
+    level = st.radio("Level", ["token", "word"], horizontal=True, key="xp_level",
+                     format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
+with v2:
+    special = st.toggle("Special tokens", value=True, key="xp_special")
+with v3:
+    show_values = st.toggle("Values in cells", value=True, key="xp_values",
+                            help="printed when the cells are large enough (short texts)")
+view = exp.to_words() if level == "word" else exp
+long = views.explanation_frame(view)
+if not special:
+    long = views.drop_special(long)
+name = f"simlens_explain_{method}"
+left, right = st.columns([3, 2], gap="large")
+with left:
+    chart = charts.token_heatmap_chart(long, title=f"{views.short_model(shown[0])} · {exp.method} L{exp.layer}",
+                                       show_values=show_values)
+    views.show_chart(chart, name, "xp_chart")
+with right:
+    st.subheader("Strongest pairs")
+    views.show_table(views.top_token_pairs(long, k=12), f"{name}_top", "xp_top",
+                     column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+                                    "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
+    with st.expander("Whole matrix (long form)"):
+        views.show_table(long, f"{name}_matrix", "xp_matrix", height=300)

