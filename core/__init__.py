@@ -10,11 +10,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "Explanation": "core.explain",
-    "SentenceFactors": "core.explain",
-    "compute_factors": "core.explain",
-    "explain": "core.explain",
-    "explain_pairs": "core.explain",
+    "Explanation": "core.attribution",
+    "SentenceFactors": "core.attribution",
+    "compute_factors": "core.attribution",
+    "explain": "core.attribution",
+    "explain_pairs": "core.attribution",
     "METHODS": "core.methods",
     "get_method": "core.methods",
     "DEFAULT_MODEL": "core.models",

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from core.attribution import SentenceFactors, compute_factors, pair_explanation, resolve_settings
 from core.datasets import PairDataset, load_dataset
-from core.explain import SentenceFactors, compute_factors, pair_explanation, resolve_settings
 from core.metrics import score_metrics
 from core.models import SimilarityModel, load_model
 from core.pos import tag_texts_batch

@@ -12,7 +12,7 @@ from reference import reference_factor
 
 import core
 from core import compute_factors, explain, explain_pairs
-from core.explain import resolve_settings
+from core.attribution import resolve_settings
 
 TEXTS = ["A man is playing a guitar.", "Two dogs run through the snow!", "I love pizza 🍕!", "我喜欢吃苹果",
          "The cat sat."]
