@@ -77,6 +77,7 @@ __all__ = [
     "completed_chunks",
     "decode_factor",
     "encode_factor",
+    "make_eval_id",
     "make_run_id",
     "merge_stores",
     "parse_shard",
@@ -137,6 +138,15 @@ def make_run_id(model_id: str, dataset_key: str, method: str, layer: int | None,
          None if steps is None else int(steps), None if quadrature is None else str(quadrature)],
         separators=(",", ":"),
     )
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def make_eval_id(kind: str, model_id: str, dataset_key: str | None, params: Mapping[str, Any] | str | None) -> str:
+    """Deterministic 16-hex-digit evaluation id from what defines an evaluation's results."""
+    if isinstance(params, str):
+        params = json.loads(params) if params else {}
+    payload = json.dumps([str(kind), str(model_id), None if dataset_key is None else str(dataset_key),
+                          params or {}], sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 
@@ -400,6 +410,21 @@ def _to_arrow(table: str, df: pd.DataFrame, context: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (Path, datetime)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+#: Columns of ``evaluations`` that describe the whole evaluation (the same on each of its rows).
+_EVAL_META_COLS = ("eval_id", "kind", "model_id", "model_name", "dataset_key", "run_id", "n_pairs", "params",
+                   "created_at", "seconds", "code_version")
+
+
 def _check_columns(table: str, df: pd.DataFrame, required: Iterable[str], context: str,
                    extra_ok: Iterable[str] = ()) -> None:
     if not isinstance(df, pd.DataFrame):
@@ -515,7 +540,7 @@ def _init_store_dir(root: Path, create: bool) -> None:
     if not create:
         raise StoreError(f"SimLens store {str(root)!r} does not exist")
     root.mkdir(parents=True, exist_ok=True)
-    for sub in ("meta/datasets", "meta/pairs", "meta/models", "runs", "chunks", ".trash"):
+    for sub in (*(f"meta/{t}" for t in META_TABLES), "runs", "chunks", ".trash"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     marker = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "created_at": _utcnow().isoformat()}
     _atomic_write_bytes(json.dumps(marker, indent=1).encode(), root / MARKER_FILE)
@@ -682,6 +707,87 @@ class StoreWriter:
             raise StoreError(f"{ctx}: model meta is missing required field(s) {missing}")
         mid = _check_id(meta["model_id"], "model_id")
         return self._put_meta("models", pd.DataFrame([meta]), mid, replace, f"{ctx}({mid})")
+
+    def put_evaluation(self, meta: Mapping[str, Any], rows: pd.DataFrame) -> str:
+        """Store one faithfulness evaluation (all its rows) as a revisioned record; returns its eval_id.
+
+        ``meta`` needs kind and model_id (the model must be stored: :meth:`put_model`), and may give
+        model_name (default: the stored model's name), dataset_key (must be stored: :meth:`put_dataset`),
+        run_id, n_pairs, params (dict or JSON object text), seconds, code_version, created_at (default: now).
+        eval_id is :func:`make_eval_id` of kind, model_id, dataset_key and params (a given one must match), so
+        re-running the same evaluation publishes a new revision of the same record. ``rows`` (at least one)
+        needs metric and y and may hold method, layer, steps, quadrature, series, label, x, y_sd, n and extra
+        (dict or JSON text); row_index is their position.
+        """
+        ctx = "put_evaluation"
+        meta = dict(meta)
+        row_fields = [c for c in SCHEMA["evaluations"] if c not in _EVAL_META_COLS]
+        unknown = [k for k in meta if k not in _EVAL_META_COLS]
+        if unknown:
+            raise StoreError(f"{ctx}: unknown evaluation field(s) {unknown}; allowed: {list(_EVAL_META_COLS)}")
+        for k in ("kind", "model_id"):
+            if meta.get(k) is None:
+                raise StoreError(f"{ctx}: evaluation meta is missing required field {k!r}")
+        kind = meta["kind"]
+        if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_-]{0,63}", kind):
+            raise StoreError(f"{ctx}: invalid kind {kind!r}: use lower-case letters, digits, '-' and '_'")
+        model_id = _check_id(meta["model_id"], "model_id")
+        model = self._model_meta(model_id)
+        if model is None:
+            raise StoreError(f"{ctx}: model {model_id!r} is not in the store; call put_model() first")
+        key = meta.get("dataset_key")
+        if key is not None and self._dataset_meta(str(key)) is None:
+            raise StoreError(f"{ctx}: dataset {key!r} is not in the store; call put_dataset() first")
+        params = meta.get("params")
+        if params is None:
+            params = {}
+        elif isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except ValueError:
+                raise StoreError(f"{ctx}: params must be a dict or JSON object text") from None
+        if not isinstance(params, Mapping):
+            raise StoreError(f"{ctx}: params must be a dict or JSON object text, got {type(params).__name__}")
+        eval_id = make_eval_id(kind, model_id, key, params)
+        if meta.get("eval_id") is not None and meta["eval_id"] != eval_id:
+            raise StoreError(f"{ctx}: eval_id {meta['eval_id']!r} does not match make_eval_id(...) = {eval_id!r}")
+        if not isinstance(rows, pd.DataFrame):
+            raise StoreError(f"{ctx}: rows must be a pandas DataFrame, got {type(rows).__name__}")
+        unknown = [c for c in rows.columns if c not in row_fields]
+        if unknown:
+            raise StoreError(f"{ctx}: rows have unknown column(s) {unknown}; allowed: {row_fields}")
+        missing = [c for c in ("metric", "y") if c not in rows.columns]
+        if missing:
+            raise StoreError(f"{ctx}: rows are missing required column(s) {missing}")
+        if rows.empty:
+            raise StoreError(f"{ctx}: an evaluation needs at least one row")
+        if rows["metric"].isna().any():
+            raise StoreError(f"{ctx}: rows have NULL metric values")
+        df = rows.reset_index(drop=True).copy()
+        for c in ("layer", "steps", "n"):
+            if c in df.columns:
+                values = pd.to_numeric(df[c], errors="coerce")
+                if (values.notna() & (values != values.round())).any() or (values.isna() & df[c].notna()).any():
+                    raise StoreError(f"{ctx}: rows column {c!r} must hold integers")
+                df[c] = values.astype("Int64")
+        if "extra" in df.columns:
+            df["extra"] = [None if v is None or (isinstance(v, float) and math.isnan(v))
+                           else v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=_json_default)
+                           for v in df["extra"]]
+        df["row_index"] = np.arange(len(df))
+        df["eval_id"] = eval_id
+        df["kind"] = kind
+        df["model_id"] = model_id
+        df["model_name"] = meta.get("model_name") or model.get("name")
+        df["dataset_key"] = key
+        df["run_id"] = meta.get("run_id")
+        df["n_pairs"] = meta.get("n_pairs")
+        df["params"] = json.dumps(params, sort_keys=True, default=_json_default)
+        df["created_at"] = meta.get("created_at") or _utcnow()
+        df["seconds"] = meta.get("seconds")
+        df["code_version"] = meta.get("code_version")
+        self._put_meta("evaluations", df, eval_id, True, f"{ctx}({kind}, {eval_id})")
+        return eval_id
 
     def _dataset_meta(self, key: str) -> dict[str, Any] | None:
         return _read_one_row(_latest(self.root / "meta" / "datasets", _slug(key)))
@@ -1114,6 +1220,11 @@ def _tables_equal(a: Path, b: Path) -> bool:
         return False
 
 
+def _created_at(path: Path) -> datetime:
+    row = _read_one_row(path) or {}
+    return row.get("created_at") or datetime.min
+
+
 def _segment_rank(seg: Mapping[str, Any]) -> tuple:
     t = seg.get("finished_at") or seg.get("started_at") or datetime.min
     return (seg.get("status") == "done", t)
@@ -1149,6 +1260,13 @@ def merge_stores(sources: Sequence[str | os.PathLike], dest: str | os.PathLike) 
                 path = revs[-1][1]
                 key = (t, stem)
                 other = meta_plan.get(key) or _latest(dest_root / "meta" / t, stem)
+                if other is not None and t == "evaluations" and not _tables_equal(path, other):
+                    # an evaluation is a measurement: the newest one wins instead of conflicting
+                    if _created_at(path) > _created_at(other):
+                        meta_plan[key] = path
+                    elif key not in meta_plan:
+                        counts["meta_skipped"] += 1
+                    continue
                 if other is not None:
                     if not _tables_equal(path, other):
                         raise StoreError(f"merge_stores: conflicting {t} record {stem!r}: {path} differs from {other}")
@@ -1446,6 +1564,60 @@ class Store:
     def datasets(self) -> pd.DataFrame:
         """All datasets (datasets table)."""
         return self._df("SELECT * FROM datasets ORDER BY dataset_key")
+
+    # ---- faithfulness evaluations -------------------------------------------------------------
+    def evaluations(self, kind: str | None = None, eval_id: str | None = None, model_id: str | None = None,
+                    dataset_key: str | None = None) -> pd.DataFrame:
+        """Rows of the stored evaluations (evaluations table, all columns), optionally filtered; newest
+        evaluation first, rows in order. Unknown filters give an empty frame."""
+        where, params = [], {}
+        for col, value in (("kind", kind), ("eval_id", eval_id), ("model_id", model_id), ("dataset_key", dataset_key)):
+            if value is not None:
+                where.append(f"{_q(col)} = ${col}")
+                params[col] = str(value)
+        sql = "SELECT * FROM evaluations" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return self._df(sql + " ORDER BY created_at DESC NULLS LAST, eval_id, row_index", params)
+
+    def evaluation_list(self, kind: str | None = None) -> pd.DataFrame:
+        """One row per stored evaluation, newest first: eval_id, kind, model_id, model_name, dataset_key,
+        run_id, n_pairs, params (JSON), created_at, seconds, code_version, n_rows."""
+        where = "WHERE kind = $kind" if kind is not None else ""
+        cols = ", ".join(f"first({_q(c)}) AS {_q(c)}" for c in _EVAL_META_COLS if c != "eval_id")
+        return self._df(f"""
+            SELECT eval_id, {cols}, CAST(count(*) AS BIGINT) AS n_rows
+            FROM evaluations {where}
+            GROUP BY eval_id
+            ORDER BY created_at DESC NULLS LAST, eval_id
+        """, {"kind": str(kind)} if kind is not None else None)
+
+    def model_table1(self, dataset_key: str | None = None) -> pd.DataFrame:
+        """Möller et al. (2023) Table 1 from the stored ``table1`` evaluations: Spearman x100 of the cosine and
+        of the dot product of each model's embeddings against gold, one row per (model, dataset) (the newest
+        evaluation). Columns: model_name, base_model, adjusted, cosine, dot, dataset_key, n_pairs, epochs,
+        train_pairs, model_id, eval_id, created_at (base_model/epochs/train_pairs: NULL for models SimLens
+        did not fine-tune)."""
+        cols = ["model_name", "base_model", "adjusted", "cosine", "dot", "dataset_key", "n_pairs", "epochs",
+                "train_pairs", "model_id", "eval_id", "created_at"]
+        where = " AND dataset_key = $ds" if dataset_key is not None else ""
+        df = self._df(f"""
+            SELECT eval_id, first(model_id) AS model_id, first(model_name) AS model_name,
+                   first(dataset_key) AS dataset_key, first(n_pairs) AS n_pairs, first(params) AS params,
+                   first(created_at) AS created_at,
+                   max(y) FILTER (WHERE metric = 'spearman' AND label = 'cosine') AS cosine,
+                   max(y) FILTER (WHERE metric = 'spearman' AND label = 'dot') AS dot
+            FROM evaluations WHERE kind = 'table1'{where}
+            GROUP BY eval_id
+            ORDER BY created_at DESC NULLS LAST, eval_id
+        """, {"ds": str(dataset_key)} if dataset_key is not None else None)
+        if df.empty:
+            return pd.DataFrame(columns=cols)
+        params = [json.loads(p) if isinstance(p, str) and p else {} for p in df["params"]]
+        df["adjusted"] = [bool(p.get("adjusted", False)) for p in params]
+        for c in ("base_model", "epochs", "train_pairs"):
+            df[c] = [p.get(c) for p in params]
+        df = df.drop_duplicates(["model_id", "dataset_key"])
+        return df.sort_values(["base_model", "adjusted", "model_name"], kind="stable", na_position="first")[cols] \
+            .reset_index(drop=True)
 
     def runs(self, status: str | None = None) -> pd.DataFrame:
         """One row per run (segments of all shards combined), newest first.

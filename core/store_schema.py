@@ -13,6 +13,7 @@ fsynced, then linked/renamed into place; no file a reader may glob is ever modif
     <store>/meta/datasets/<dataset-slug>@<rev>.parquet       1 row per dataset
     <store>/meta/pairs/<dataset-slug>@<rev>.parquet          all pairs of that dataset
     <store>/meta/models/<model_id>@<rev>.parquet             1 row per model
+    <store>/meta/evaluations/<eval_id>@<rev>.parquet         the rows of one faithfulness evaluation
     <store>/runs/<run_id>/shard=<K>of<N>@<rev>.parquet       1 row per (run, writer shard) segment
     <store>/chunks/run=<run_id>/chunk=<k:06d>/<table>.<tag>.parquet
             one directory per chunk, renamed into place complete, holding one file for each of
@@ -66,6 +67,37 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "similarity": ("VARCHAR", "Similarity function: `cosine` or `dot`."),
         "dim": ("INTEGER", "Embedding dimension."),
         "num_layers": ("INTEGER", "Number of transformer layers."),
+    },
+    "evaluations": {
+        "eval_id": ("VARCHAR", "Deterministic hash of kind, model_id, dataset_key and params (`make_eval_id`): re-running "
+                    "the same evaluation publishes a new revision of the same record."),
+        "row_index": ("INTEGER", "0-based position of the row within its evaluation."),
+        "kind": ("VARCHAR", "What was evaluated: `convergence`, `conservation`, `perturbation`, `distributions`, "
+                 "`pos-subsets`, `agreement`, `ground-truth` or `table1` (`python -m precompute <kind>`)."),
+        "model_id": ("VARCHAR", "Evaluated model (-> models.model_id)."),
+        "model_name": ("VARCHAR", "Denormalised models.name of the evaluated model."),
+        "dataset_key": ("VARCHAR", "Dataset whose pairs were evaluated (-> datasets.dataset_key)."),
+        "run_id": ("VARCHAR", "Stored run the evaluation read its relevances from (NULL when it computed them)."),
+        "n_pairs": ("INTEGER", "Sentence pairs evaluated: the first n_pairs (by pair_index) of the dataset."),
+        "params": ("VARCHAR", "JSON object of every setting of the evaluation (limit, layers, steps, methods, seed, ...)."),
+        "created_at": ("TIMESTAMP", "UTC time the evaluation finished."),
+        "seconds": ("DOUBLE", "Wall-clock seconds the evaluation took."),
+        "code_version": ("VARCHAR", "Version/commit of the code that produced it."),
+        "method": ("VARCHAR", "Attribution method of the row (`bilrp`, `ij`, `hxp`, `embedding`, `random`, ...; NULL "
+                   "when the row is not about one method)."),
+        "layer": ("INTEGER", "Layer attributed to (NULL when not applicable)."),
+        "steps": ("INTEGER", "Integration steps of `ij` (NULL for step-free methods)."),
+        "quadrature": ("VARCHAR", "Quadrature rule of `ij` (NULL for step-free methods)."),
+        "series": ("VARCHAR", "The curve or group the row belongs to (one line of a chart), e.g. `layer 3 · uniform`."),
+        "metric": ("VARCHAR", "What `y` measures, e.g. `abs_residual`, `aupc`, `distance`, `share`, `density`, "
+                   "`negative_share`, `spearman`, `acs`, `p_value`."),
+        "label": ("VARCHAR", "Nominal position of the row (a POS relation, `bilrp vs random`, `cosine`, ...; NULL when "
+                  "`x` positions it)."),
+        "x": ("DOUBLE", "Numeric position of the row (steps, fraction of tokens or pairs, bin centre, score, ...)."),
+        "y": ("DOUBLE", "The value: a mean over `n` pairs (or sentences) unless `metric` says otherwise."),
+        "y_sd": ("DOUBLE", "Standard deviation of the values averaged into `y` (NULL when not a mean)."),
+        "n": ("INTEGER", "How many values `y` summarises."),
+        "extra": ("VARCHAR", "JSON object with anything else about the row (test statistic, bin width, ...), or NULL."),
     },
     "runs": {
         "run_id": ("VARCHAR", "Deterministic hash of model_id, dataset_key, method, layer, steps, quadrature (`make_run_id`)."),
@@ -196,6 +228,14 @@ TABLES: dict[str, TableInfo] = {
     "models": TableInfo(
         "meta", "One row per model. File `meta/models/<model_id>@<rev>.parquet`.", ("model_id",), ("model_id", "name"),
     ),
+    "evaluations": TableInfo(
+        "meta",
+        "Faithfulness evidence (`python -m precompute convergence|conservation|perturbation|distributions|"
+        "pos-subsets|agreement|ground-truth|finetune|table1`), long form: one record per evaluation, file "
+        "`meta/evaluations/<eval_id>@<rev>.parquet` holding all its rows (a re-run is a new revision). "
+        "Read with `Store.evaluations()`, `Store.evaluation_list()` and `Store.model_table1()`.",
+        ("eval_id", "row_index"), ("eval_id", "kind", "model_id", "metric", "y"),
+    ),
     "runs": TableInfo(
         "runs",
         "One row per (run, writer shard) *segment*, file `runs/<run_id>/shard=<K>of<N>@<rev>.parquet` (a new "
@@ -227,7 +267,7 @@ TABLES: dict[str, TableInfo] = {
     ),
 }
 
-META_TABLES = ("datasets", "pairs", "models")
+META_TABLES = ("datasets", "pairs", "models", "evaluations")
 CHUNK_TABLES = ("predictions", "tokens", "token_pairs", "pos_pairs", "factors")
 PARTITION_COLUMNS = ("run_id", "chunk_index")  # chunk tables: taken from the directory names
 
@@ -268,6 +308,7 @@ def schema_markdown() -> str:
         "<store>/meta/datasets/<dataset-slug>@<rev>.parquet   1 row per dataset",
         "<store>/meta/pairs/<dataset-slug>@<rev>.parquet      the dataset's pairs",
         "<store>/meta/models/<model_id>@<rev>.parquet         1 row per model",
+        "<store>/meta/evaluations/<eval_id>@<rev>.parquet     the rows of one faithfulness evaluation",
         "<store>/runs/<run_id>/shard=<K>of<N>@<rev>.parquet   1 row per run segment (writer shard)",
         "<store>/chunks/run=<run_id>/chunk=<k:06d>/{predictions,tokens,token_pairs,pos_pairs,factors}.<tag>.parquet",
         "```",
