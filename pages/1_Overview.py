@@ -1,5 +1,7 @@
 """Overview: what the store holds, the state of every run, and models x datasets metrics."""
 
+import contextlib
+
 import streamlit as st
 
 from core import views
@@ -51,6 +53,20 @@ else:
     with st.expander("All metrics (long form)"):
         views.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
                          "simlens_metrics", "ov_metrics_long")
+
+# ---- faithfulness evidence -------------------------------------------------------------------------
+st.header("Faithfulness evidence")
+evaluations = views.query("evaluation_list")
+if evaluations.empty:
+    st.caption("No faithfulness evaluation stored yet: `python -m precompute perturbation --dataset stsb:test` "
+               "(also convergence, conservation, distributions, pos-subsets, agreement, ground-truth, finetune).")
+else:
+    st.caption(f"{len(evaluations)} evaluation(s): " + ", ".join(
+        f"{kind} ×{n}" for kind, n in evaluations["kind"].value_counts().sort_index().items()))
+    views.show_table(evaluations[["kind", "model_name", "dataset_key", "n_pairs", "created_at"]],
+                     "simlens_evaluations", "ov_evaluations")
+with contextlib.suppress(KeyError, st.errors.StreamlitAPIException):
+    st.page_link("pages/9_Faithfulness.py", label="Open the Faithfulness page", icon=":material/verified:")
 
 # ---- runs ----------------------------------------------------------------------------------------
 st.header("Runs")
