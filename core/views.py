@@ -28,7 +28,7 @@ import pandas as pd
 import streamlit as st
 
 from core.charts import NULL_POS, chart_png, chart_svg, table_csv, table_parquet
-from core.store import Store, StoreError
+from core.store import Store, StoreError, latest_snapshot, parse_location
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE_ENV = "SIMLENS_STORE"
@@ -45,12 +45,14 @@ OPEN_END = 1e9  # an error band end at the slider's limit means "no limit"
 # --------------------------------------------------------------------------------------------------
 
 
-def store_location(env: Mapping[str, str] | None = None) -> tuple[Path, bool]:
-    """(store path, whether it was set explicitly): ``$SIMLENS_STORE``, else ``./store``."""
+def store_location(env: Mapping[str, str] | None = None) -> tuple[Path | str, bool]:
+    """(store path, whether it was set explicitly): ``$SIMLENS_STORE`` (a folder, or a DuckLake connection
+    string such as ``ducklake:postgres:dbname=simlens host=db data_path=s3://bucket/simlens/``), else
+    ``./store``."""
     env = os.environ if env is None else env
     value = (env.get(STORE_ENV) or "").strip()
     if value:
-        return Path(value).expanduser(), True
+        return (value if parse_location(value).root is None else Path(value).expanduser()), True
     return Path(DEFAULT_STORE), False
 
 
@@ -66,10 +68,10 @@ class StoreState:
 
 def store_state(path: str | os.PathLike, opener: Callable[[str], Store] | None = None) -> StoreState:
     """Classify the store at ``path`` without raising (``opener``: e.g. a cached ``Store`` factory)."""
-    root = Path(path)
-    if not root.exists():
+    root = parse_location(path).root or str(path)
+    if isinstance(root, Path) and not root.exists():
         return StoreState("missing", f"{str(root)!r} does not exist")
-    if root.is_dir() and not any(True for _ in root.iterdir()):
+    if isinstance(root, Path) and root.is_dir() and not any(True for _ in root.iterdir()):
         return StoreState("missing", f"{str(root)!r} is an empty directory")
     try:
         store = (opener or Store)(str(root))
@@ -120,23 +122,10 @@ def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
 
 
 def store_fingerprint(path: str | os.PathLike) -> tuple:
-    """A cheap token that changes whenever a writer adds a run record, chunk or meta revision: the names
-    of the revision files and the number of complete chunks per run (directory listings only)."""
-    root = Path(path)
-
-    def names(d: Path) -> list[str]:
-        try:
-            with os.scandir(d) as it:
-                return sorted(e.name for e in it if not e.name.startswith("."))
-        except OSError:
-            return []
-
-    parts: list[Any] = [tuple(names(root / "meta" / t)) for t in ("datasets", "pairs", "models")]
-    for rd in names(root / "runs"):
-        parts.append((rd, tuple(names(root / "runs" / rd))))
-    for cd in names(root / "chunks"):
-        parts.append((cd, len(names(root / "chunks" / cd))))
-    return tuple(parts)
+    """A token that changes whenever a writer commits: the store's newest snapshot id (``()`` when the store
+    cannot be read)."""
+    snap = latest_snapshot(str(path))
+    return () if snap is None else (snap,)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -679,7 +668,16 @@ def current_store_path() -> Path:
 
 @st.cache_data(show_spinner=False, max_entries=1024)
 def _cached_query(path: str, fingerprint: tuple, method: str, args: tuple, kwargs: tuple) -> Any:
-    return getattr(open_store(path), method)(*args, **dict(kwargs))
+    store = open_store(path).at(fingerprint[0]) if fingerprint else open_store(path)
+    return getattr(store, method)(*args, **dict(kwargs))
+
+
+def _pinned_fingerprint(path: str) -> tuple:
+    """The snapshot this session reads (pinned on first use; "Reload store" moves it to the newest)."""
+    pins = st.session_state.setdefault("_store_snapshots", {})
+    if not pins.get(path):
+        pins[path] = store_fingerprint(path)
+    return pins[path]
 
 
 QUERY_LOG: list[tuple[str, float]] = []  # (method, seconds) of the latest queries (the benchmark reads it)
@@ -689,7 +687,11 @@ def query(method: str, *args: Any, **kwargs: Any) -> Any:
     """``Store.<method>(*args, **kwargs)`` on the current store, cached until the store changes."""
     path = str(current_store_path())
     t0 = time.perf_counter()
-    out = _cached_query(path, store_fingerprint(path), method, args, tuple(sorted(kwargs.items())))
+    try:
+        out = _cached_query(path, _pinned_fingerprint(path), method, args, tuple(sorted(kwargs.items())))
+    except StoreError as exc:  # a missing or damaged data file, an expired snapshot: say so, never a trace
+        st.error(f"The store cannot be read: {exc}")
+        st.stop()
     QUERY_LOG.append((method, time.perf_counter() - t0))
     del QUERY_LOG[:-200]
     return out
@@ -702,7 +704,7 @@ def _cached_state(path: str, fingerprint: tuple) -> StoreState:
 
 def _state() -> StoreState:
     path = str(current_store_path())
-    return _cached_state(path, store_fingerprint(path))
+    return _cached_state(path, _pinned_fingerprint(path))
 
 
 def store_ok() -> bool:
@@ -712,19 +714,22 @@ def store_ok() -> bool:
 
 def sidebar_store_info() -> None:
     """The store's location and size in the sidebar, with a refresh button."""
+    if st.session_state.get("_reload_store"):  # clicked: this whole page run reads the newest snapshot
+        st.session_state.pop("_store_snapshots", None)
+        st.cache_data.clear()
     path, explicit = store_location()
     state = _state()
     with st.sidebar:
         st.caption("Store" + (f" (${STORE_ENV})" if explicit else f" (default; set ${STORE_ENV})"))
-        st.code(str(path.resolve() if path.exists() else path), language=None, wrap_lines=True)
+        st.code(str(path.resolve() if isinstance(path, Path) and path.exists() else path), language=None,
+                wrap_lines=True)
         if state.state == "ok":
             counts = status_counts(query("runs"))
             parts = [f"{v} {k}" for k, v in counts.items() if v]
             st.caption(f"{state.n_runs} runs: " + ", ".join(parts))
         else:
             st.caption({"missing": "no store yet", "empty": "store has no runs"}.get(state.state, "store unreadable"))
-        if st.button("Reload store", key="_reload_store", help="Re-read the store (new runs and chunks)"):
-            st.cache_data.clear()
+        st.button("Reload store", key="_reload_store", help="Move to the store's newest snapshot (new runs and chunks)")
 
 
 # (file in pages/, title, icon, section); URL paths are Streamlit's defaults, the file names without their
@@ -829,6 +834,7 @@ def _bootstrap(path: Path, first_launch: bool = False) -> bool:
     except Exception as exc:  # noqa: BLE001  (show what failed, never a trace)
         st.error(f"Could not build the demo store in `{path}`: {type(exc).__name__}: {exc}")
         return False
+    st.session_state.pop("_store_snapshots", None)
     st.cache_data.clear()
     return True
 

@@ -15,7 +15,7 @@ from core.methods import METHODS
 from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
 from core.store import Store, StoreError, merge_stores
-from core.store_schema import schema_markdown
+from core.store.schema import schema_markdown
 from precompute import evaluate
 from precompute.runner import DEFAULT_CHUNK_SIZE, run
 

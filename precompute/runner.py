@@ -17,7 +17,7 @@ from core.datasets import PairDataset, load_dataset
 from core.metrics import score_metrics
 from core.models import SimilarityModel, load_model
 from core.pos import tag_texts_batch
-from core.store import Store, StoreWriter, chunk_pair_range, make_run_id
+from core.store import PREDICT, Store, StoreWriter, chunk_pair_range, kind_of_method, make_run_id
 
 DEFAULT_CHUNK_SIZE = 64
 ProgressCallback = Callable[[int, int], None]
@@ -145,12 +145,14 @@ def run(
     data_dir: str | Path | None = None,
     progress: bool | ProgressCallback = True,
 ) -> RunResult:
-    """Attribute ``dataset`` with ``model`` and ``method`` (``predict``: scores only) into ``store``.
+    """Attribute ``dataset`` with ``model`` and ``method`` into ``store`` (a method-less run kind's name,
+    ``predict``: scores only).
 
-    Work is cut into chunks of ``chunk_size`` pairs that are written atomically; a run that was interrupted
-    resumes with the chunks that are missing, and a finished run is skipped unless ``force``. ``shard`` "K/N"
-    takes every N-th chunk, so several machines can split one corpus and merge their stores. ``progress`` is
-    a tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``.
+    Work is cut into chunks of ``chunk_size`` pairs, each committed in one transaction; a run that was
+    interrupted resumes with the chunks that are missing (its seconds add up), and a finished run is skipped
+    unless ``force`` (which also registers an edited dataset file as the dataset's next revision). ``shard``
+    "K/N" takes every N-th chunk, so several processes or machines can split one corpus into one store.
+    ``progress`` is a tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``.
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
@@ -158,10 +160,10 @@ def run(
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     ds = dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)
     model = model if isinstance(model, SimilarityModel) else load_model(model, device=device)
-    scores_only = method == "predict"
+    scores_only = kind_of_method(method) is PREDICT
     settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
     writer = StoreWriter(store, shard)
-    writer.put_dataset(_dataset_meta(ds), ds.frame)
+    writer.put_dataset(_dataset_meta(ds), ds.frame, replace=force)
     writer.put_model(_model_meta(model))
     n_pairs = len(ds) if limit is None else min(limit, len(ds))
     identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
@@ -172,6 +174,7 @@ def run(
     previous = writer.start_run({**identity, "chunk_size": chunk_size, "n_pairs": n_pairs,
                                  "code_version": code_version(), "device": _device_name(model)}, force=force)
     if previous == "done":
+        writer.close()
         return RunResult(run_id=run_id, status="skipped", pairs_written=0, seconds=0.0)
     pending = writer.pending_chunks(run_id)
     ranges = {k: chunk_pair_range(k, chunk_size, n_pairs) for k in pending}
@@ -194,15 +197,17 @@ def run(
     except Exception as exc:
         bar.close()
         writer.fail_run(run_id, f"{type(exc).__name__}: {exc}")
+        writer.close()
         raise
     bar.close()
     seconds = time.perf_counter() - start
-    predictions = Store(store).predictions(run_id)
+    with Store(store) as reader:
+        predictions = reader.predictions(run_id)
     metrics = score_metrics(predictions["model_score"].to_numpy(), predictions["gold"].to_numpy(),
                             predictions["gold_norm"].to_numpy())
-    writer.finish_run(run_id, {**metrics, "seconds": seconds,
-                               "pairs_per_s": written / seconds if seconds > 0 else None})
+    writer.finish_run(run_id, metrics)  # seconds and pairs/s over every process that worked on the run
     complete = len(writer.completed_chunks(run_id)) >= len(chunk_range_all(n_pairs, chunk_size))
+    writer.close()
     return RunResult(run_id=run_id, status="done" if complete else "partial", pairs_written=written,
                      seconds=seconds, metrics=metrics)
 

@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         while not Path(args.wait_file).exists() and time.monotonic() < deadline:
             time.sleep(0.01)
     if args.commit_wait > 0:
-        def hook(tmp: Path) -> None:
-            print(f"commit-wait {tmp.name}", flush=True)
+        def hook(k: int) -> None:
+            print(f"commit-wait {k}", flush=True)
             time.sleep(args.commit_wait)
         w._before_commit = hook
     for k in w.pending_chunks(run_id):

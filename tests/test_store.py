@@ -42,7 +42,7 @@ from core.store import (  # noqa: E402
     schema_markdown,
     shard_chunks,
 )
-from core.store_schema import CHUNK_TABLES, TABLES, arrow_schema  # noqa: E402
+from core.store.schema import CHUNK_TABLES, TABLES, arrow_schema  # noqa: E402
 
 PROC = str(TESTS / "store_writer_proc.py")
 APPROX = dict(abs=1e-6)
@@ -151,7 +151,7 @@ def test_schema_is_documented_and_typed():
             assert desc.strip()
     assert arrow_schema("token_pairs").field("relevance").type == pa.float32()
     assert arrow_schema("token_pairs").field("i").type == pa.int16()
-    assert "run_id" not in arrow_schema("predictions").names  # comes from the directory name
+    assert arrow_schema("predictions").names[:2] == ["run_id", "chunk_index"]
     assert arrow_schema("runs").field("started_at").type == pa.timestamp("us")
     for t, info in TABLES.items():
         assert set(info.key) <= set(SCHEMA[t]) and set(info.required) <= set(SCHEMA[t])
@@ -607,28 +607,23 @@ def test_empty_store_has_typed_empty_views(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 
-def test_run_record_revisions_are_published_and_collected(tmp_path, monkeypatch):
-    import core.store as store_mod
-
+def test_run_records_are_events_read_latest_wins(tmp_path):
     w = StoreWriter(tmp_path / "s")
     put_meta(w)
     rid = write_run(w, "mA", [0.9, 0.7])
-    run_dir = tmp_path / "s" / "runs" / rid
-    revs = sorted(p.name for p in run_dir.iterdir())
-    assert revs == ["shard=1of1@000001.parquet", "shard=1of1@000002.parquet"]  # start_run, finish_run
     s = Store(tmp_path / "s")
-    assert s.runs().iloc[0]["status"] == "done" and len(s.runs()) == 1  # latest revision only
-    monkeypatch.setattr(store_mod, "REVISION_GRACE_SECONDS", 0.0)
+    events = w._con.execute(f"SELECT status FROM {w._lake}.runs WHERE run_id = ?", [rid]).fetchall()
+    assert [e[0] for e in events] == ["running", "running", "done"]  # start, chunk heartbeat, finish
+    assert s.runs().iloc[0]["status"] == "done" and len(s.runs()) == 1  # the latest event only
     for k in range(5):
         w.finish_run(rid, {"spearman": float(k)})
-    # superseded revisions go once past the grace period; the previous one is kept for readers
-    assert sorted(p.name for p in run_dir.iterdir()) == ["shard=1of1@000006.parquet", "shard=1of1@000007.parquet"]
-    assert s.runs().iloc[0]["spearman"] == 4.0
-    # meta records are revisioned the same way
+    assert s.runs().iloc[0]["spearman"] == 4.0 and len(s.runs()) == 1
+    # a replaced model: the latest write wins, the old row stays until compact
     w.put_model({"model_id": "mB", "name": "renamed"}, replace=True)
-    assert sorted(p.name for p in (tmp_path / "s" / "meta" / "models").iterdir() if p.name.startswith("mB")) == [
-        "mB@000001.parquet", "mB@000002.parquet"]
     assert s.models().set_index("model_id").loc["mB", "name"] == "renamed" and len(s.models()) == 2
+    # an older snapshot still reads the old record
+    old = s.at(s.snapshot_id() - 1)
+    assert old.models().set_index("model_id").loc["mB", "name"] == "model-mB"
     s.close()
 
 
@@ -667,7 +662,6 @@ def test_start_run_idempotent_resume_force(tmp_path):
         StoreWriter(tmp_path / "s").start_run({**spec, "chunk_size": 2})
     w2.delete_run(rid)
     assert s.runs().empty and s.predictions(rid).empty
-    assert not any((tmp_path / "s" / ".trash").iterdir())
     s.close()
 
 
@@ -749,29 +743,6 @@ def test_bad_inputs(tmp_path):
         s.failures(rid, kind="sideways")
     # unknown ids: empty frames, never errors
     assert s.predictions("0000").empty and s.compare_pos("a", "b").empty and s.tokens("x", 0).empty
-    s.close()
-
-
-def test_stale_temp_files_are_invisible_and_cleaned(tmp_path):
-    w = StoreWriter(tmp_path / "s")
-    put_meta(w)
-    ra = write_run(w, "mA", [0.9, 0.7])
-    # a dead writer's leftovers: a half-written chunk dir and a temp meta file ending in .parquet.part
-    dead_pid = 2**22 + 12345
-    host = __import__("core.store", fromlist=["_HOST"])._HOST
-    tmp_chunk = tmp_path / "s" / "chunks" / f"run={ra}" / f".tmp-{dead_pid}-0123abcd-{host}-chunk=000001.part"
-    tmp_chunk.mkdir()
-    src = next((tmp_path / "s" / "chunks" / f"run={ra}" / "chunk=000000").glob("predictions.*.parquet"))
-    (tmp_chunk / src.name).write_bytes(src.read_bytes())
-    tmp_meta = tmp_path / "s" / "meta" / "models" / f".tmp-{dead_pid}-0123abcd-{host}-mZ.part"
-    tmp_meta.write_bytes(next((tmp_path / "s" / "meta" / "models").glob("mA@*.parquet")).read_bytes())
-    live = tmp_path / "s" / "chunks" / f"run={ra}" / f".tmp-{os.getpid()}-0123abcd-{host}-chunk=000009.part"
-    live.mkdir()
-    s = Store(tmp_path / "s")
-    assert len(s.predictions(ra)) == 2 and len(s.models()) == 2
-    assert completed_chunks(tmp_path / "s", ra) == {0}
-    StoreWriter(tmp_path / "s")  # next writer cleans up dead owners' temps, keeps live ones
-    assert not tmp_chunk.exists() and not tmp_meta.exists() and live.exists()
     s.close()
 
 

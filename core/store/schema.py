@@ -1,27 +1,9 @@
 """The SimLens store schema, declared once.
 
-``SCHEMA`` maps every table to its columns and each column to ``(duckdb type, description)``.
-The same structure creates the Parquet/Arrow schemas the writer uses, validates what callers
-hand in, types the reader's (possibly empty) DuckDB views and renders the README section
-(:func:`schema_markdown`). Nothing else in SimLens should spell a column name in SQL: all SQL
-lives in :mod:`core.store`.
-
-Layout of a store directory (everything is written under a ``.tmp-*`` name in its final directory,
-fsynced, then linked/renamed into place; no file a reader may glob is ever modified or replaced)::
-
-    <store>/SIMLENS_STORE.json                              marker + format version
-    <store>/meta/datasets/<dataset-slug>@<rev>.parquet       1 row per dataset
-    <store>/meta/pairs/<dataset-slug>@<rev>.parquet          all pairs of that dataset
-    <store>/meta/models/<model_id>@<rev>.parquet             1 row per model
-    <store>/meta/evaluations/<eval_id>@<rev>.parquet         the rows of one faithfulness evaluation
-    <store>/runs/<run_id>/shard=<K>of<N>@<rev>.parquet       1 row per (run, writer shard) segment
-    <store>/chunks/run=<run_id>/chunk=<k:06d>/<table>.<tag>.parquet
-            one directory per chunk, renamed into place complete, holding one file for each of
-            predictions, tokens, token_pairs, pos_pairs, factors (possibly with zero rows)
-    <store>/.trash/                                          deletions in progress
-
-Records that change (a run's status, a replaced model/dataset) get a new revision ``@<rev:06d>``;
-readers use the highest revision. ``.tmp-*``/``.trash-*`` names are never read.
+``SCHEMA`` maps every table to its columns and each column to ``(duckdb type, description)``. The same
+structure creates the DuckLake tables (plus the bookkeeping columns of ``BOOKKEEPING``), validates what
+callers hand in, types the reader's views and renders ``docs/STORE.md`` (:func:`schema_markdown`). Nothing
+outside :mod:`core.store` spells a column name in SQL.
 """
 
 from __future__ import annotations
@@ -29,10 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
-
-FORMAT_NAME = "simlens-store"
-FORMAT_VERSION = 1
-MARKER_FILE = "SIMLENS_STORE.json"
 
 # fmt: off
 SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
@@ -42,7 +20,11 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "split": ("VARCHAR", "Split name (`train`, `validation`, `test`)."),
         "lang_a": ("VARCHAR", "ISO 639-1 language of sentence1."),
         "lang_b": ("VARCHAR", "ISO 639-1 language of sentence2."),
-        "source": ("VARCHAR", "Where the pairs were loaded from (hub id, URL or file path)."),
+        "source": ("VARCHAR", "Where the pairs were first loaded from (hub id, URL or file path; not part of the identity)."),
+        "dataset_hash": ("VARCHAR", "Content hash of the pairs (pair_id, sentence1, sentence2, gold): the dataset's identity. "
+                         "The same file by another path, or under another data folder, has the same hash."),
+        "revision": ("INTEGER", "1 for the first registration of the key; +1 each time an edited file is re-registered "
+                     "(`--force`)."),
         "n_pairs": ("INTEGER", "Number of stored (kept) pairs (rows in `pairs`)."),
         "skipped": ("VARCHAR", "JSON object reason -> count of source rows that were dropped while loading."),
         "gold_min": ("DOUBLE", "Lower end of the gold scale (e.g. 0 for STS-b)."),
@@ -50,6 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
     "pairs": {
         "dataset_key": ("VARCHAR", "Dataset the pair belongs to (-> datasets.dataset_key)."),
+        "dataset_hash": ("VARCHAR", "Revision of the dataset the pair belongs to (-> datasets.dataset_hash)."),
         "pair_id": ("INTEGER", "The dataset's id of the pair: 0-based row of the source (gaps where rows were skipped)."),
         "pair_index": ("INTEGER", "0-based dense position of the pair in dataset order; chunk k of a run holds pair_index [k*C, (k+1)*C)."),
         "sentence1": ("VARCHAR", "First sentence (side a)."),
@@ -101,36 +84,53 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
     "runs": {
         "run_id": ("VARCHAR", "Deterministic hash of model_id, dataset_key, method, layer, steps, quadrature (`make_run_id`)."),
-        "shard": ("VARCHAR", "Shard `K/N` written by this segment (`1/1` when not sharded); one file per (run, shard)."),
+        "shard": ("VARCHAR", "Shard `K/N` written by this segment (`1/1` when not sharded)."),
+        "kind": ("VARCHAR", "Run kind from the run-kind registry (`core.store.RUN_KINDS`): `attribute` (relevances) "
+                 "or `predict` (scores only)."),
         "model_id": ("VARCHAR", "Explained model (-> models.model_id)."),
         "dataset_key": ("VARCHAR", "Explained dataset (-> datasets.dataset_key)."),
-        "method": ("VARCHAR", "`bilrp`, `ij`, `hxp`, `embedding`, or `predict` (scores only, no token tables)."),
+        "dataset_hash": ("VARCHAR", "Revision of the dataset the run explains (-> datasets.dataset_hash)."),
+        "method": ("VARCHAR", "An attribution method of `core.methods.METHODS` (`bilrp`, `ij`, ...), or the kind's name "
+                   "for kinds without one (`predict`: scores only, no token tables)."),
         "layer": ("INTEGER", "Layer the explanation is taken at (method specific)."),
         "steps": ("INTEGER", "Integration steps (NULL when the method has none)."),
         "quadrature": ("VARCHAR", "Quadrature rule for integrated methods (NULL when none)."),
         "pooling": ("VARCHAR", "Pooling used for this run (`mean`/`cls`)."),
         "similarity": ("VARCHAR", "Similarity used for this run (`cosine`/`dot`)."),
         "code_version": ("VARCHAR", "Version/commit of the code that produced the segment."),
-        "status": ("VARCHAR", "`running`, `done` or `failed` (for this segment; `Store.runs()` combines segments)."),
+        "status": ("VARCHAR", "`running`, `done`, `failed` or `deleted` as written; readers show a `running` segment whose "
+                   "writer is gone (dead pid on this host, or no heartbeat for `STALE_AFTER_S`) as `interrupted`."),
         "n_pairs": ("INTEGER", "Pairs in the whole run: the first n_pairs pairs (by pair_index) of the dataset."),
         "n_chunks": ("INTEGER", "ceil(n_pairs / chunk_size)."),
         "chunk_size": ("INTEGER", "Pairs per chunk C (fixed for the run; chunk ids are deterministic)."),
-        "started_at": ("TIMESTAMP", "UTC time the segment was first started."),
+        "started_at": ("TIMESTAMP", "UTC time the segment was first started (kept across resumes)."),
         "finished_at": ("TIMESTAMP", "UTC time the segment finished or failed (NULL while running)."),
-        "seconds": ("DOUBLE", "Compute seconds spent by this segment."),
-        "pairs_done": ("INTEGER", "Pairs written by this segment."),
-        "pairs_per_s": ("DOUBLE", "Throughput of this segment (pairs_done / seconds)."),
+        "seconds": ("DOUBLE", "Compute seconds spent by this segment, summed over every process that resumed it."),
+        "pairs_done": ("INTEGER", "Pairs in this segment's committed chunks."),
+        "pairs_per_s": ("DOUBLE", "Throughput of this segment: pairs written / seconds, over all its processes."),
         "device": ("VARCHAR", "Device the segment ran on, e.g. `cuda:0 (NVIDIA H100)`."),
         "host": ("VARCHAR", "Host name of the writer."),
-        "pid": ("INTEGER", "Process id of the writer (to spot stale `running` segments)."),
+        "pid": ("INTEGER", "Process id of the writer (a dead pid on this host: the run is `interrupted`)."),
+        "heartbeat_at": ("TIMESTAMP", "UTC time of the writer's latest sign of life (start, every chunk, finish)."),
         "spearman": ("DOUBLE", "Spearman correlation x100 of model_score vs gold (over this segment's pairs)."),
         "pearson": ("DOUBLE", "Pearson correlation x100 of model_score vs gold (over this segment's pairs)."),
         "mse": ("DOUBLE", "Mean squared error of model_score vs gold_norm (0-1 scale)."),
         "error_message": ("VARCHAR", "Why the segment failed (NULL unless status = failed)."),
     },
+    "chunks": {
+        "run_id": ("VARCHAR", "Run the chunk belongs to."),
+        "chunk_index": ("INTEGER", "Chunk k: the pairs with pair_index in [k*C, (k+1)*C)."),
+        "shard": ("VARCHAR", "Shard `K/N` of the writer that committed it."),
+        "n_pairs": ("INTEGER", "Pairs in the chunk (predictions rows)."),
+        "content_hash": ("VARCHAR", "Hash of the chunk's rows in every chunk table (merge compares chunks by it)."),
+        "seconds": ("DOUBLE", "Seconds the writer spent computing the chunk."),
+        "host": ("VARCHAR", "Host of the writer."),
+        "pid": ("INTEGER", "Process id of the writer."),
+        "committed_at": ("TIMESTAMP", "UTC time of the commit."),
+    },
     "predictions": {
-        "run_id": ("VARCHAR", "Run (from the directory name `run=<id>`; not stored inside the file)."),
-        "chunk_index": ("INTEGER", "Chunk (from the directory name `chunk=<k>`; not stored inside the file)."),
+        "run_id": ("VARCHAR", "Run (-> runs.run_id)."),
+        "chunk_index": ("INTEGER", "Chunk of the run (-> chunks.chunk_index)."),
         "pair_id": ("INTEGER", "Pair (-> pairs.pair_id of the run's dataset)."),
         "model_score": ("DOUBLE", "The model's own similarity (e.g. cosine of the pooled embeddings)."),
         "explained_score": ("DOUBLE", "The score the relevance matrix decomposes (NULL for `predict` runs)."),
@@ -144,8 +144,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "truncated": ("BOOLEAN", "Whether either sentence was truncated to the model's max length."),
     },
     "tokens": {
-        "run_id": ("VARCHAR", "Run (from the directory name)."),
-        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "run_id": ("VARCHAR", "Run."),
+        "chunk_index": ("INTEGER", "Chunk of the run."),
         "pair_id": ("INTEGER", "Pair."),
         "side": ("VARCHAR", "`a` (sentence1) or `b` (sentence2)."),
         "token_index": ("SMALLINT", "Position of the token in the model input (0-based, incl. special tokens)."),
@@ -158,8 +158,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "pos": ("VARCHAR", "Universal POS tag of the word; the token text for special tokens (`[CLS]`); NULL when the language has no tagger."),
     },
     "token_pairs": {
-        "run_id": ("VARCHAR", "Run (from the directory name)."),
-        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "run_id": ("VARCHAR", "Run."),
+        "chunk_index": ("INTEGER", "Chunk of the run."),
         "pair_id": ("INTEGER", "Pair."),
         "i": ("SMALLINT", "token_index on side a."),
         "j": ("SMALLINT", "token_index on side b."),
@@ -174,8 +174,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "special_b": ("BOOLEAN", "Denormalised tokens.is_special of (b, j)."),
     },
     "pos_pairs": {
-        "run_id": ("VARCHAR", "Run (from the directory name)."),
-        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "run_id": ("VARCHAR", "Run."),
+        "chunk_index": ("INTEGER", "Chunk of the run."),
         "pair_id": ("INTEGER", "Pair."),
         "pos_a": ("VARCHAR", "POS of the side-a token/word (NULL stays NULL)."),
         "pos_b": ("VARCHAR", "POS of the side-b token/word (NULL stays NULL)."),
@@ -192,8 +192,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
                        "tokens are excluded."),
     },
     "factors": {
-        "run_id": ("VARCHAR", "Run (from the directory name)."),
-        "chunk_index": ("INTEGER", "Chunk (from the directory name)."),
+        "run_id": ("VARCHAR", "Run."),
+        "chunk_index": ("INTEGER", "Chunk of the run."),
         "pair_id": ("INTEGER", "Pair."),
         "side": ("VARCHAR", "`a` or `b`."),
         "token_index": ("SMALLINT", "Token position."),
@@ -205,42 +205,65 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
 }
 # fmt: on
 
+#: Columns every physical table carries besides its SCHEMA columns; readers never show them.
+BOOKKEEPING: dict[str, tuple[str, str]] = {
+    "write_id": ("BIGINT", "Random id of the write (one transaction) that stored the row."),
+    "written_at": ("TIMESTAMP", "UTC time of that write."),
+}
+
 
 @dataclass(frozen=True)
 class TableInfo:
-    """Where a table lives and how rows are keyed/validated on write."""
+    """How a table is written and read.
 
-    location: str  # "meta" | "runs" | "chunk"
+    ``kind``: ``record`` (a record is replaced as a whole by a newer write of the same ``record_key``; readers
+    see the latest write), ``event`` (append-only events, readers see the latest event per ``record_key``),
+    ``chunk`` (rows of one run chunk; readers see the rows of the chunk's winning write only) or ``ledger``
+    (the chunks table itself: the first committed write of a chunk wins).
+    """
+
+    kind: str
     description: str
     key: tuple[str, ...]
     required: tuple[str, ...]  # columns a caller must hand in (others are derived or NULL)
+    record_key: tuple[str, ...] = ()
 
 
 TABLES: dict[str, TableInfo] = {
     "datasets": TableInfo(
-        "meta", "One row per dataset. File `meta/datasets/<slug>@<rev>.parquet`.", ("dataset_key",),
-        ("dataset_key", "name", "split"),
+        "record", "One row per dataset key: its latest registered revision.", ("dataset_key",),
+        ("dataset_key", "name", "split"), ("dataset_key",),
     ),
     "pairs": TableInfo(
-        "meta", "Sentence pairs of a dataset in dataset order. File `meta/pairs/<slug>@<rev>.parquet`.",
-        ("dataset_key", "pair_id"), ("sentence1", "sentence2", "gold"),
+        "record", "Sentence pairs of every dataset revision in dataset order (the `pairs` view shows the latest "
+        "revision of each dataset).", ("dataset_key", "pair_id"), ("sentence1", "sentence2", "gold"),
+        ("dataset_hash",),
     ),
     "models": TableInfo(
-        "meta", "One row per model. File `meta/models/<model_id>@<rev>.parquet`.", ("model_id",), ("model_id", "name"),
+        "record", "One row per model.", ("model_id",), ("model_id", "name"), ("model_id",),
     ),
     "evaluations": TableInfo(
-        "meta",
+        "record",
         "Faithfulness evidence (`python -m precompute convergence|conservation|perturbation|distributions|"
-        "pos-subsets|agreement|ground-truth|finetune|table1`), long form: one record per evaluation, file "
-        "`meta/evaluations/<eval_id>@<rev>.parquet` holding all its rows (a re-run is a new revision). "
-        "Read with `Store.evaluations()`, `Store.evaluation_list()` and `Store.model_table1()`.",
-        ("eval_id", "row_index"), ("eval_id", "kind", "model_id", "metric", "y"),
+        "pos-subsets|agreement|ground-truth|finetune|table1`), long form: all rows of one evaluation are written "
+        "together; a re-run replaces them. Read with `Store.evaluations()`, `Store.evaluation_list()` and "
+        "`Store.model_table1()`.",
+        ("eval_id", "row_index"), ("eval_id", "kind", "model_id", "metric", "y"), ("eval_id",),
     ),
     "runs": TableInfo(
-        "runs",
-        "One row per (run, writer shard) *segment*, file `runs/<run_id>/shard=<K>of<N>@<rev>.parquet` (a new "
-        "revision on every status change). `Store.runs()` combines the segments of a run into one row.",
+        "event",
+        "Append-only events of every (run, writer shard) *segment*: start, one per committed chunk (heartbeat, "
+        "timings), finish, fail, delete. Readers use each segment's latest event; `Store.runs()` combines the "
+        "segments of a run into one row.",
         ("run_id", "shard"), ("model_id", "dataset_key", "method", "layer", "n_pairs", "chunk_size"),
+        ("run_id", "shard"),
+    ),
+    "chunks": TableInfo(
+        "ledger",
+        "One row per committed write of a run chunk, in the same transaction as the chunk's rows. When two "
+        "writers race on a chunk (or a worker retries after its commit), the first committed write wins and "
+        "every reader query sees only its rows: results are exactly-once as read.",
+        ("run_id", "chunk_index"), ("run_id", "chunk_index"), ("run_id", "chunk_index"),
     ),
     "predictions": TableInfo(
         "chunk", "One row per (run, pair): scores and conservation check.", ("pair_id",), ("pair_id", "model_score"),
@@ -267,9 +290,9 @@ TABLES: dict[str, TableInfo] = {
     ),
 }
 
-META_TABLES = ("datasets", "pairs", "models", "evaluations")
-CHUNK_TABLES = ("predictions", "tokens", "token_pairs", "pos_pairs", "factors")
-PARTITION_COLUMNS = ("run_id", "chunk_index")  # chunk tables: taken from the directory names
+META_TABLES = tuple(t for t, i in TABLES.items() if i.kind == "record")
+CHUNK_TABLES = tuple(t for t, i in TABLES.items() if i.kind == "chunk")
+CHUNK_COLUMNS = ("run_id", "chunk_index")  # every chunk table's columns the writer fills in itself
 
 _ARROW_TYPES = {
     "VARCHAR": pa.string(),
@@ -285,48 +308,56 @@ _ARROW_TYPES = {
 }
 
 
-def file_columns(table: str) -> list[str]:
-    """Columns physically stored in the table's Parquet files (partition columns excluded)."""
-    cols = list(SCHEMA[table])
-    if TABLES[table].location == "chunk":
-        cols = [c for c in cols if c not in PARTITION_COLUMNS]
+def columns(table: str, bookkeeping: bool = False) -> dict[str, str]:
+    """column -> DuckDB type of a table (with the bookkeeping columns when asked)."""
+    cols = {c: typ for c, (typ, _) in SCHEMA[table].items()}
+    if bookkeeping:
+        cols.update({c: typ for c, (typ, _) in BOOKKEEPING.items()})
     return cols
 
 
-def arrow_schema(table: str) -> pa.Schema:
-    """The exact Arrow schema of the table's Parquet files."""
-    return pa.schema([pa.field(c, _ARROW_TYPES[SCHEMA[table][c][0]]) for c in file_columns(table)])
+def arrow_schema(table: str, bookkeeping: bool = False) -> pa.Schema:
+    """The Arrow schema of a table's rows as the writer inserts them."""
+    return pa.schema([pa.field(c, _ARROW_TYPES[t]) for c, t in columns(table, bookkeeping).items()])
 
 
 def schema_markdown() -> str:
-    """Markdown documentation of the store layout and every table/column (for the README)."""
+    """Markdown documentation of the store (docs/STORE.md): layout, every table and column."""
     lines = [
         "### Store layout",
         "",
+        "A store is a [DuckLake](https://ducklake.select): a catalog database plus Parquet data files. The "
+        "default `./store` folder holds a SQLite catalog and its data folder; a PostgreSQL catalog with data on "
+        "S3 (or any object store DuckDB reads) is one connection string away (`--store`, `$SIMLENS_STORE`):",
+        "",
         "```",
-        "<store>/SIMLENS_STORE.json                          marker + format version",
-        "<store>/meta/datasets/<dataset-slug>@<rev>.parquet   1 row per dataset",
-        "<store>/meta/pairs/<dataset-slug>@<rev>.parquet      the dataset's pairs",
-        "<store>/meta/models/<model_id>@<rev>.parquet         1 row per model",
-        "<store>/meta/evaluations/<eval_id>@<rev>.parquet     the rows of one faithfulness evaluation",
-        "<store>/runs/<run_id>/shard=<K>of<N>@<rev>.parquet   1 row per run segment (writer shard)",
-        "<store>/chunks/run=<run_id>/chunk=<k:06d>/{predictions,tokens,token_pairs,pos_pairs,factors}.<tag>.parquet",
+        "store/                                   local store (the default)",
+        "store/catalog.sqlite                     DuckLake catalog: tables, snapshots, file lists, small inlined rows",
+        "store/data/main/<table>/*.parquet        data files, written once, removed only by `compact`",
+        "",
+        "ducklake:sqlite:/path/catalog.sqlite data_path=/path/data/",
+        "ducklake:postgres:dbname=simlens host=db.example.org user=me data_path=s3://bucket/simlens/",
         "```",
         "",
-        "Every file is written under a `.tmp-*` name in its final directory, fsynced and linked/renamed into "
-        "place, and never modified or replaced afterwards (DuckDB may read a file's footer and data through "
-        "separate opens): a record that changes, such as a run's status, gets a new revision `@<rev>` and "
-        "readers use the highest one. A chunk directory is renamed into place only when all five files are "
-        "complete, so readers never see partial chunks. Chunk k of a run holds the pairs with `pair_index` in `[k*C, (k+1)*C)` (C = `chunk_size`); shard K/N writes "
-        "the chunks with `k % N == K-1`. Readers query the files through DuckDB views over "
-        "`read_parquet(<chunk glob>, union_by_name=true, hive_partitioning=true)` (records: over the list of "
-        "latest revisions); `run_id`/`chunk_index` of chunk tables come from the directory names, so a query "
-        "for one run only opens that run's files. An empty table is an empty view with the same typed columns.",
+        "Every write is one DuckLake transaction: a chunk of a run (its rows in every chunk table, its `chunks` "
+        "row and a run heartbeat event) commits whole or not at all, from any number of processes (SQLite) or "
+        "machines (PostgreSQL) at once. Readers query one snapshot at a time: the dashboard reads one snapshot "
+        "per page run and \"Reload store\" moves it to the newest. Chunk k of a run holds the pairs with "
+        "`pair_index` in `[k*C, (k+1)*C)` (C = `chunk_size`); shard K/N writes the chunks with `k % N == K-1`, "
+        "into the same store. Readers see, per table kind: *record* tables the latest write of each record, "
+        "*event* tables the latest event of each segment, chunk tables the rows of each chunk's first committed "
+        "write (`chunks`). `python -m precompute compact` merges small files, expires old snapshots and deletes "
+        "unreferenced files; `merge` copies stores built apart into one; `migrate` converts a store of the "
+        "Parquet-directory layout (format 1) into this one.",
+        "",
+        "Every table also has the bookkeeping columns "
+        + ", ".join(f"`{c}` ({t}: {d})" for c, (t, d) in BOOKKEEPING.items()) + ", which readers never show.",
         "",
     ]
     for table, cols in SCHEMA.items():
         info = TABLES[table]
-        lines += [f"### `{table}`", "", info.description, "", "| column | type | description |", "|---|---|---|"]
+        lines += [f"### `{table}`", "", f"*{info.kind}* table. {info.description}", "",
+                  "| column | type | description |", "|---|---|---|"]
         for name, (typ, desc) in cols.items():
             lines.append(f"| `{name}` | {typ} | {desc} |")
         lines.append("")

@@ -1,0 +1,283 @@
+"""Where a store lives and how to open it: DuckDB extensions, the DuckLake ATTACH, the tables from the
+schema, and transactions that retry when another writer holds the catalog.
+
+A store *location* is a local folder (``./store``: ``catalog.sqlite`` + ``data/``) or a DuckLake connection
+string such as ``ducklake:postgres:dbname=simlens host=db user=me data_path=s3://bucket/simlens/``
+(``data_path=`` is needed when the store is created; S3 credentials come from the usual ``AWS_*``
+environment variables, ``AWS_ENDPOINT_URL`` for a non-AWS endpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlparse
+
+import duckdb
+
+from core.store.records import StoreError, quote
+from core.store.schema import TABLES, columns
+
+CATALOG_FILE = "catalog.sqlite"
+DATA_DIR = "data"
+LEGACY_MARKER = "SIMLENS_STORE.json"  # the Parquet-directory layout of format 1
+_EXTENSION_PACKAGES = {"ducklake": "duckdb_extension_ducklake", "sqlite": "duckdb_extension_sqlite",
+                       "postgres": "duckdb_extension_postgres", "httpfs": "duckdb_extension_httpfs"}
+_LOADED_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """A parsed store location. ``catalog``: the DuckLake connection string (without ``data_path``);
+    ``data_path``: where new data files go (None: the catalog knows); ``root``: the folder of a local store."""
+
+    spec: str
+    catalog: str
+    data_path: str | None
+    root: Path | None
+
+    def __str__(self) -> str:
+        return self.spec
+
+    @property
+    def kind(self) -> str:
+        """``sqlite``, ``postgres``, ``duckdb`` ... : the catalog database."""
+        return self.catalog.split(":", 2)[1] if self.catalog.count(":") >= 2 else "duckdb"
+
+    @property
+    def remote_data(self) -> bool:
+        return bool(self.data_path and urlparse(self.data_path).scheme not in ("", "file"))
+
+
+def parse_location(spec: str | os.PathLike | StoreLocation) -> StoreLocation:
+    """A folder path, or a ``ducklake:`` connection string with an optional ``data_path=<url>`` token."""
+    if isinstance(spec, StoreLocation):
+        return spec
+    text = str(spec).strip()
+    if not text:
+        raise StoreError("empty store location")
+    if text.startswith("ducklake:"):
+        tokens = text.split()
+        data = [t.split("=", 1)[1] for t in tokens if t.startswith("data_path=")]
+        catalog = " ".join(t for t in tokens if not t.startswith("data_path="))
+        return StoreLocation(text, catalog, data[-1] if data else None, None)
+    root = Path(text).expanduser()
+    return StoreLocation(text, f"ducklake:sqlite:{root / CATALOG_FILE}", str(root / DATA_DIR) + os.sep, root)
+
+
+def is_legacy(loc: StoreLocation) -> bool:
+    """Whether ``loc`` is a store in the Parquet-directory layout of format 1 (convert it with ``migrate``)."""
+    return loc.root is not None and (loc.root / LEGACY_MARKER).is_file()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _packaged_extension(name: str) -> Path | None:
+    try:
+        module = importlib.import_module(_EXTENSION_PACKAGES[name])
+    except ImportError:
+        return None
+    found = sorted(Path(module.__file__).parent.glob(f"extensions/v{duckdb.__version__}/*.duckdb_extension"))
+    return found[0] if found else None
+
+
+def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """LOAD a DuckDB extension: installed already, else from its PyPI package (``duckdb-extension-<name>``),
+    else DuckDB's own ``INSTALL`` (needs network)."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute(f"LOAD {name}")
+        return
+    with _LOADED_LOCK:
+        packaged = _packaged_extension(name)
+        try:
+            con.execute(f"FORCE INSTALL {_literal(str(packaged))}" if packaged else f"INSTALL {name}")
+            con.execute(f"LOAD {name}")
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot load DuckDB's {name} extension ({exc}); pip install "
+                             f"duckdb-extension-{name}=={duckdb.__version__}") from None
+
+
+def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
+    env = os.environ
+    if not env.get("AWS_ACCESS_KEY_ID"):
+        return
+    parts = [f"KEY_ID {_literal(env['AWS_ACCESS_KEY_ID'])}",
+             f"SECRET {_literal(env.get('AWS_SECRET_ACCESS_KEY', ''))}",
+             f"REGION {_literal(env.get('AWS_REGION') or env.get('AWS_DEFAULT_REGION') or 'us-east-1')}"]
+    if env.get("AWS_SESSION_TOKEN"):
+        parts.append(f"SESSION_TOKEN {_literal(env['AWS_SESSION_TOKEN'])}")
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        url = urlparse(endpoint if "//" in endpoint else f"https://{endpoint}")
+        parts += [f"ENDPOINT {_literal(url.netloc)}", "URL_STYLE 'path'", f"USE_SSL {str(url.scheme == 'https').lower()}"]
+    con.execute(f"CREATE OR REPLACE SECRET simlens_s3 (TYPE s3, {', '.join(parts)})")
+
+
+_INSTANCE: list[duckdb.DuckDBPyConnection] = []
+_ALIASES = itertools.count(1)
+
+
+def _instance() -> duckdb.DuckDBPyConnection:
+    """The process's DuckDB instance with the extensions loaded (loading them costs ~1 s, once)."""
+    with _LOADED_LOCK:
+        if not _INSTANCE:
+            con = duckdb.connect(":memory:")
+            for name in ("ducklake", "sqlite"):
+                load_extension(con, name)
+            _INSTANCE.append(con)
+        return _INSTANCE[0]
+
+
+def connect(loc: StoreLocation, *, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A connection (a cursor of the process's DuckDB instance) with the store attached under a fresh alias
+    (created when writable): (connection, alias)."""
+    if loc.root is not None:
+        if is_legacy(loc):
+            raise StoreError(f"{str(loc.root)!r} is a SimLens store in the old Parquet-directory layout; convert it "
+                             f"with: python -m precompute migrate {loc.root} NEW_STORE")
+        if loc.root.exists() and not loc.root.is_dir():
+            raise StoreError(f"store path {str(loc.root)!r} exists and is not a directory")
+        catalog = loc.root / CATALOG_FILE
+        if read_only and not loc.root.exists():
+            raise StoreError(f"SimLens store {str(loc.root)!r} does not exist")
+        if not catalog.exists() and loc.root.is_dir() and any(True for _ in loc.root.iterdir()):
+            raise StoreError(f"{str(loc.root)!r} is a non-empty directory that is not a SimLens store (no {CATALOG_FILE})")
+        if read_only and not catalog.exists():
+            raise StoreError(f"{str(loc.root)!r} is not a SimLens store (no {CATALOG_FILE})")
+        if not read_only:
+            try:
+                (loc.root / DATA_DIR).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc.strerror or exc}") from None
+    con = _instance().cursor()
+    alias = f"lake{next(_ALIASES)}"
+    try:
+        if loc.kind == "postgres":
+            load_extension(con, "postgres")
+        if loc.root is None:
+            load_extension(con, "httpfs")
+            _s3_secret(con)
+        attach(con, loc, alias, read_only=read_only)
+    except duckdb.Error as exc:
+        con.close()
+        raise StoreError(f"cannot open the store {loc}: {exc}") from None
+    except BaseException:
+        con.close()
+        raise
+    return con, alias
+
+
+def disconnect(con: duckdb.DuckDBPyConnection, alias: str) -> None:
+    """DETACH the store and close the connection."""
+    with contextlib.suppress(duckdb.Error):
+        con.execute(f"DETACH {alias}")
+    con.close()
+
+
+def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, read_only: bool) -> None:
+    """ATTACH the store at ``loc`` as ``alias`` (extensions loaded already)."""
+    options = ["READ_ONLY"] if read_only else []
+    if loc.data_path and not read_only:
+        options.append(f"DATA_PATH {_literal(loc.data_path)}")
+    suffix = f" ({', '.join(options)})" if options else ""
+    _retry(lambda: con.execute(f"ATTACH {_literal(loc.catalog)} AS {alias}{suffix}"), f"open {loc}")
+
+
+def existing_columns(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, list[str]]:
+    """table -> column names of the store's tables as they are now."""
+    rows = con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = ? "
+                       "ORDER BY table_name, column_index", [lake]).fetchall()
+    out: dict[str, list[str]] = {}
+    for table, col in rows:
+        out.setdefault(table, []).append(col)
+    return out
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection, lake: str) -> None:
+    """Create the schema's tables, and add the columns a newer schema declares, in one transaction."""
+    def create(c: duckdb.DuckDBPyConnection) -> None:
+        have = existing_columns(c, lake)
+        for table in TABLES:
+            cols = columns(table, bookkeeping=True)
+            if table not in have:
+                body = ", ".join(f"{quote(n)} {t}" for n, t in cols.items())
+                c.execute(f"CREATE TABLE {lake}.{quote(table)} ({body})")
+                continue
+            for n, t in cols.items():
+                if n not in have[table]:
+                    c.execute(f"ALTER TABLE {lake}.{quote(table)} ADD COLUMN {quote(n)} {t}")
+
+    have = existing_columns(con, lake)
+    wanted = {t: list(columns(t, bookkeeping=True)) for t in TABLES}
+    if all(t in have and set(cols) <= set(have[t]) for t, cols in wanted.items()):
+        return
+    transaction(con, create, "create the store's tables")
+
+
+_TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|deadlock|Failed to commit", re.I)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and bool(_TRANSIENT.search(str(exc)))
+
+
+def _retry(fn: Callable[[], T], what: str, attempts: int = 200) -> T:
+    delay = 0.005
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except duckdb.Error as exc:
+            if not _transient(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 1.5, 0.5)
+    raise AssertionError("unreachable")
+
+
+def transaction(con: duckdb.DuckDBPyConnection, body: Callable[[duckdb.DuckDBPyConnection], T], what: str) -> T:
+    """Run ``body(con)`` in one transaction; retried from the start while another writer holds the catalog
+    or a concurrent commit conflicts. Any other error rolls back and is raised (DuckDB's as StoreError)."""
+    def attempt() -> T:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            result = body(con)
+            con.execute("COMMIT")
+            return result
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                con.execute("ROLLBACK")
+            raise
+
+    try:
+        return _retry(attempt, what)
+    except duckdb.Error as exc:
+        raise StoreError(f"{what}: {exc}") from None
+
+
+def data_file_error(exc: BaseException, where: str) -> StoreError | None:
+    """A clear StoreError for a missing or damaged data file (naming its table and path), or None."""
+    text = str(exc)
+    m = re.search(r"""['"]?((?:[a-z0-9]+://)?[^\s'"]*?/([a-z_]+)/[^\s'"/]*\.parquet)""", text)
+    if m is None or not re.search(r"No such file|No files found|not exist|magic bytes|Invalid|corrupt|"
+                                  r"could not|Could not|too small|truncated|Parquet|HTTP", text):
+        return None
+    return StoreError(f"{where}: the data file of table {m.group(2)!r} at {m.group(1)} is missing or damaged "
+                      f"({text.splitlines()[0][:200]}). Restore the file, or rebuild the affected runs (--force).")
+
+
+def describe(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
+    """column -> type of a query's result (without running it)."""
+    return {r[0]: r[1] for r in con.execute(f"DESCRIBE {sql}").fetchall()}

@@ -1,0 +1,192 @@
+"""Merging stores built apart (e.g. shards written on machines without a shared catalog) into one.
+
+Every conflict is found before anything is written; then records, chunks (one transaction each, so a
+killed merge leaves whole chunks only) and run segments are copied. Merging again changes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.store.catalog import StoreLocation, attach, parse_location, transaction
+from core.store.reader import StoreReader
+from core.store.store import Store
+from core.store.records import StoreError, quote, same_value, to_arrow
+from core.store.schema import CHUNK_TABLES, SCHEMA, columns
+from core.store.writer import RUN_IDENTITY, StoreWriter, insert, new_write
+
+_DATASET_IDENTITY = ("dataset_hash", "name", "split", "lang_a", "lang_b", "gold_min", "gold_max")
+
+
+def _segment_rank(seg: dict[str, Any]) -> tuple:
+    t = seg.get("finished_at") or seg.get("started_at")
+    return (seg.get("status") == "done", pd.Timestamp(t) if t is not None and not pd.isna(t) else pd.Timestamp.min)
+
+
+def _records(reader: StoreReader, table: str, key: str) -> dict[Any, pd.DataFrame]:
+    df = reader.table(table)
+    return {k: g.reset_index(drop=True) for k, g in df.groupby(key, sort=True)} if len(df) else {}
+
+
+def merge_stores(sources: Sequence[str | os.PathLike | StoreLocation], dest: str | os.PathLike | StoreLocation,
+                 ) -> dict[str, int]:
+    """Merge the datasets, models, evaluations, runs and chunks of ``sources`` into ``dest`` (created if needed).
+
+    Idempotent: records and chunks already present with identical content are skipped. Conflicts raise
+    StoreError before anything is copied: a dataset (content hash, name, split, languages, gold range) or
+    model record that differs, a chunk whose content differs, or run segments whose identity fields disagree.
+    The same evaluation in several stores resolves to the newest; the same (run, shard) segment to the
+    finished one, then the later one. Safe while readers read ``dest``. Returns counts of copied/skipped items.
+    """
+    dest_loc = parse_location(dest)
+    src_locs = [parse_location(s) for s in sources]
+    for loc in src_locs:
+        if loc.root is not None and not (loc.root / "catalog.sqlite").exists() and not loc.root.exists():
+            raise StoreError(f"merge_stores: source {loc} does not exist")
+    src_locs = [loc for loc in src_locs if not (loc.root is not None and dest_loc.root is not None
+                                                and loc.root.resolve() == dest_loc.root.resolve())]
+    writer = StoreWriter(dest_loc)
+    readers = [Store(loc) for loc in src_locs]
+    target = Store(dest_loc)
+    try:
+        return _merge(writer, target, readers)
+    finally:
+        for r in (*readers, target):
+            r.close()
+        writer.close()
+
+
+def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str, int]:
+    counts = dict.fromkeys(("meta_copied", "meta_skipped", "segments_copied", "segments_skipped", "chunks_copied",
+                            "chunks_skipped"), 0)
+    # ---- plan (and detect every conflict) before touching dest ----
+    have_ds = {r["dataset_key"]: r for r in target.datasets().to_dict("records")}
+    have_hashes = set(target._df("SELECT dataset_hash FROM _datasets_rev")["dataset_hash"])
+    have_models = {r["model_id"]: r for r in target.models().to_dict("records")}
+    have_evals = {r["eval_id"]: r for r in target.evaluation_list().to_dict("records")}
+    copy_ds: dict[str, tuple[StoreReader | None, dict]] = {}
+    copy_pairs: dict[str, tuple[StoreReader, str]] = {}
+    copy_models: dict[str, dict] = {}
+    copy_evals: dict[str, tuple[StoreReader, dict]] = {}
+    for reader in readers:
+        for ds in reader.datasets().to_dict("records"):
+            other = copy_ds.get(ds["dataset_key"], (None, have_ds.get(ds["dataset_key"])))[1]
+            if other is not None:
+                diff = [f for f in _DATASET_IDENTITY if not same_value(other.get(f), ds.get(f))]
+                if diff:
+                    raise StoreError(f"merge_stores: conflicting pairs record {ds['dataset_key']!r}: {reader.location} "
+                                     f"differs in {', '.join(diff)}")
+                counts["meta_skipped"] += 1
+                continue
+            copy_ds[ds["dataset_key"]] = (reader, ds)
+        for h in reader._df("SELECT dataset_hash FROM _datasets_rev ORDER BY written_at")["dataset_hash"]:
+            if h not in have_hashes and h not in copy_pairs:
+                copy_pairs[h] = (reader, h)
+        for m in reader.models().to_dict("records"):
+            other = copy_models.get(m["model_id"]) or have_models.get(m["model_id"])
+            if other is not None:
+                if not all(same_value(other.get(c), m.get(c)) for c in SCHEMA["models"]):
+                    raise StoreError(f"merge_stores: conflicting models record {m['model_id']!r} in {reader.location}")
+                counts["meta_skipped"] += 1
+                continue
+            copy_models[m["model_id"]] = m
+        for e in reader.evaluation_list().to_dict("records"):
+            other = copy_evals.get(e["eval_id"], (None, have_evals.get(e["eval_id"])))[1]
+            if other is not None and not pd.Timestamp(e["created_at"]) > pd.Timestamp(other["created_at"]):
+                counts["meta_skipped"] += 1
+                continue
+            copy_evals[e["eval_id"]] = (reader, e)
+
+    identity: dict[str, tuple[dict, str]] = {}
+    seg_plan: dict[tuple[str, str], dict] = {}
+    have_segs = {(s["run_id"], s["shard"]): s for s in target.table("runs").to_dict("records")}
+    for where, reader in [(str(target.location), target)] + [(str(r.location), r) for r in readers]:
+        for seg in reader.table("runs").to_dict("records"):
+            rid = seg["run_id"]
+            if rid in identity:
+                ref, ref_where = identity[rid]
+                diff = [f for f in RUN_IDENTITY if not same_value(ref.get(f), seg.get(f))]
+                if diff:
+                    raise StoreError(f"merge_stores: conflicting metadata for run {rid}: " + ", ".join(
+                        f"{f}={ref.get(f)!r} in {ref_where} vs {seg.get(f)!r} in {where}" for f in diff))
+            else:
+                identity[rid] = (seg, where)
+            if reader is target:
+                continue
+            key = (rid, seg["shard"])
+            current = seg_plan.get(key) or have_segs.get(key)
+            if current is not None and (all(same_value(current.get(c), seg.get(c)) for c in SCHEMA["runs"])
+                                        or _segment_rank(seg) <= _segment_rank(current)):
+                counts["segments_skipped"] += 1
+                continue
+            seg_plan[key] = seg
+
+    have_chunks = {(c["run_id"], c["chunk_index"]): c["content_hash"] for c in target.table("chunks").to_dict("records")}
+    chunk_plan: dict[tuple[str, int], tuple[int, dict, int]] = {}
+    for i, reader in enumerate(readers):
+        wins = reader._df("SELECT * FROM _chunk_wins")
+        for c in wins.to_dict("records"):
+            key = (c["run_id"], int(c["chunk_index"]))
+            other = chunk_plan[key][1]["content_hash"] if key in chunk_plan else have_chunks.get(key)
+            if other is not None:
+                if other != c["content_hash"]:
+                    raise StoreError(f"merge_stores: conflicting chunk run={key[0]}/chunk={key[1]:06d}: its content "
+                                     f"in {reader.location} differs")
+                if key not in chunk_plan:
+                    counts["chunks_skipped"] += 1
+                continue
+            chunk_plan[key] = (i, c, int(c["write_id"]))
+
+    # ---- execute: records, then chunks, then run segments ----
+    for h, (reader, _h) in copy_pairs.items():
+        ds = reader._df("SELECT * FROM _datasets_rev WHERE dataset_hash = $h", {"h": h})
+        rows = reader._df("SELECT * EXCLUDE (write_id) FROM _pairs_all WHERE dataset_hash = $h", {"h": h})
+        writer._write_records({"datasets": ds.drop(columns=["write_id", "written_at"]), "pairs": rows},
+                              f"merge dataset {ds['dataset_key'].iloc[0]}", written_at=ds["written_at"].iloc[0])
+        counts["meta_copied"] += 1
+    for m in copy_models.values():
+        writer._write_records({"models": pd.DataFrame([m])}, f"merge model {m['model_id']}")
+        counts["meta_copied"] += 1
+    for eid, (reader, _e) in copy_evals.items():
+        writer._write_records({"evaluations": reader.evaluations(eval_id=eid)}, f"merge evaluation {eid}")
+        counts["meta_copied"] += 1
+    con = writer._con
+    for i, loc in enumerate(r.location for r in readers):
+        attach(con, loc, f"{writer._lake}_src{i}", read_only=True)
+    try:
+        for (rid, k), (i, rec, src_wid) in sorted(chunk_plan.items()):
+            _copy_chunk(con, writer._lake, f"{writer._lake}_src{i}", rid, k, src_wid, rec)
+            counts["chunks_copied"] += 1
+    finally:
+        for i in range(len(readers)):
+            con.execute(f"DETACH {writer._lake}_src{i}")
+    for seg in seg_plan.values():
+        wid, at = new_write()
+        transaction(con, lambda c, seg=seg, wid=wid, at=at: insert(
+            c, writer._lake, "runs", to_arrow("runs", pd.DataFrame([seg]), "merge"), wid, at), f"merge run {seg['run_id']}")
+        counts["segments_copied"] += 1
+    return counts
+
+
+def _copy_chunk(con: duckdb.DuckDBPyConnection, lake: str, src: str, run_id: str, k: int, src_wid: int, record: dict) -> None:
+    params = {"r": run_id, "k": k, "w": src_wid}
+
+    def body(c: duckdb.DuckDBPyConnection) -> None:
+        if c.execute(f"SELECT count(*) FROM {lake}.chunks WHERE run_id = $r AND chunk_index = $k",
+                     {"r": run_id, "k": k}).fetchone()[0]:
+            return  # appeared concurrently; its content is checked on the next merge
+        wid, at = new_write()
+        for t in CHUNK_TABLES:
+            sel = ", ".join(quote(col) for col in columns(t))
+            c.execute(f"INSERT INTO {lake}.{quote(t)} ({sel}, write_id, written_at) SELECT {sel}, $wid, $at "
+                      f"FROM {src}.{quote(t)} WHERE run_id = $r AND chunk_index = $k AND write_id = $w",
+                      {**params, "wid": wid, "at": at})
+        rec = {c_: record.get(c_) for c_ in SCHEMA["chunks"]}
+        insert(c, lake, "chunks", to_arrow("chunks", pd.DataFrame([rec]), "merge"), wid, at)
+
+    transaction(con, body, f"merge chunk {run_id}/{k}")

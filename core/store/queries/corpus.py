@@ -1,0 +1,186 @@
+"""Corpus aggregates: POS heat maps, the token pairs behind a cell, top pairs of a score quartile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.store.records import StoreError, quote
+from core.store.units import WORD_UNIT
+
+LEVEL_COLS = {  # level -> (positive sum, negative sum, count) columns of pos_pairs
+    "token": ("pos_sum", "neg_sum", "n_token_pairs"),
+    "word": ("word_pos_sum", "word_neg_sum", "n_word_pairs"),
+}
+_EXAMPLE_ORDER = {"abs": "abs(t.relevance) DESC", "pos": "t.relevance DESC", "neg": "t.relevance ASC"}
+HEATMAP_COLS = ["pos_a", "pos_b", "relevance", "pos_sum", "neg_sum", "count", "n_pairs",
+                "relevance_norm", "pos_norm", "neg_norm"]
+
+
+def check_band(band: Any, what: str) -> tuple[float, float] | None:
+    if band is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in band)
+    except (TypeError, ValueError):
+        raise StoreError(f"{what} must be a (lo, hi) pair of numbers or None") from None
+    return lo, hi
+
+
+def _norm(values: pd.Series, scale: float) -> pd.Series:
+    return values / scale if scale and np.isfinite(scale) and scale > 0 else values * 0.0
+
+
+def finish_heatmap(df: pd.DataFrame, agg: str) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=HEATMAP_COLS)
+    for c in ("pos_sum", "neg_sum"):
+        df[c] = df[c].astype(float)
+    if agg == "mean":
+        denom = df["count"].where(df["count"] > 0).astype(float)
+        df["pos_sum"] = df["pos_sum"] / denom
+        df["neg_sum"] = df["neg_sum"] / denom
+    df["relevance"] = df["pos_sum"] + df["neg_sum"]
+    df["relevance_norm"] = _norm(df["relevance"], float(df["relevance"].abs().max()))
+    scale = float(max(df["pos_sum"].abs().max(), df["neg_sum"].abs().max()))
+    df["pos_norm"] = _norm(df["pos_sum"], scale)
+    df["neg_norm"] = _norm(df["neg_sum"], scale)
+    return df[HEATMAP_COLS].reset_index(drop=True)
+
+
+def unit_pairs_sql(level: str, include_special: bool) -> str:
+    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units)."""
+    special = "" if include_special else " AND NOT special_a AND NOT special_b"
+    if level == "token":
+        return (f"SELECT run_id, pair_id, token_a AS label_a, token_b AS label_b, relevance "
+                f"FROM token_pairs WHERE list_contains($runs, run_id){special}")
+    if level != "word":
+        raise StoreError("level must be 'token' or 'word'")
+    return f"""
+        WITH u AS (
+            SELECT run_id, pair_id, i, j, relevance, token_a, token_b,
+                   {WORD_UNIT.sql("special_a", "word_a", "i")} AS ua, {WORD_UNIT.sql("special_b", "word_b", "j")} AS ub
+            FROM token_pairs WHERE list_contains($runs, run_id){special}
+        ), w AS (
+            SELECT run_id, pair_id, ua, ub, sum(relevance) AS relevance,
+                   first(token_a ORDER BY i) AS ta, first(token_b ORDER BY j) AS tb
+            FROM u GROUP BY run_id, pair_id, ua, ub
+        ), words AS (
+            SELECT run_id, pair_id, side, word_index, first(word ORDER BY token_index) AS word
+            FROM tokens WHERE list_contains($runs, run_id) AND word_index IS NOT NULL
+            GROUP BY run_id, pair_id, side, word_index
+        )
+        SELECT w.run_id, w.pair_id, coalesce(wa.word, w.ta) AS label_a, coalesce(wb.word, w.tb) AS label_b,
+               w.relevance
+        FROM w
+        LEFT JOIN words wa ON wa.run_id = w.run_id AND wa.pair_id = w.pair_id AND wa.side = 'a' AND wa.word_index = w.ua
+        LEFT JOIN words wb ON wb.run_id = w.run_id AND wb.pair_id = w.pair_id AND wb.side = 'b' AND wb.word_index = w.ub
+    """
+
+
+class CorpusQueries:
+    """Aggregates over a run's (or several runs') pairs."""
+
+    def pos_heatmap(self, run_ids: str | Iterable[str] | None = None, dataset_key: str | None = None,
+                    gold_band: tuple[float, float] | None = None, error_band: tuple[float, float] | None = None,
+                    include_special: bool = True, level: str = "token", agg: str = "sum") -> pd.DataFrame:
+        """POS x POS relevance over the selected runs' pairs (from pos_pairs; fast).
+
+        run_ids: one id, a list, or None (= all runs, optionally of ``dataset_key``). Filters: gold_band =
+        (lo, hi) on predictions.gold_norm (0-1), error_band on predictions.error (model_score - gold_norm),
+        both inclusive; include_special=False drops cells with a special token. level "token"/"word" chooses
+        token-pair or word-pair sums; agg "sum" or "mean" (divided by count = number of token/word pairs).
+        Columns: pos_a, pos_b, relevance (= pos_sum + neg_sum), pos_sum, neg_sum, count, n_pairs (sentence
+        pairs contributing), relevance_norm (÷ largest |relevance|), pos_norm, neg_norm (both ÷ the largest
+        |pos_sum| or |neg_sum|, so they share one scale). NULL POS stays NULL.
+        """
+        if level not in LEVEL_COLS:
+            raise StoreError("level must be 'token' or 'word'")
+        if agg not in ("sum", "mean"):
+            raise StoreError("agg must be 'sum' or 'mean'")
+        gold_band = check_band(gold_band, "gold_band")
+        error_band = check_band(error_band, "error_band")
+        with self._snapshot():
+            runs = self._select_runs(run_ids, dataset_key)
+            if not runs:
+                return pd.DataFrame(columns=HEATMAP_COLS)
+            ps, ns, n = (quote(c) for c in LEVEL_COLS[level])
+            params: dict[str, Any] = {"runs": runs}
+            join, where = "", ["list_contains($runs, p.run_id)"]
+            if gold_band or error_band:
+                join = "JOIN predictions r ON r.run_id = p.run_id AND r.pair_id = p.pair_id"
+                where.append("list_contains($runs, r.run_id)")
+                if gold_band:
+                    where.append("r.gold_norm BETWEEN $glo AND $ghi")
+                    params.update(glo=gold_band[0], ghi=gold_band[1])
+                if error_band:
+                    where.append("r.error BETWEEN $elo AND $ehi")
+                    params.update(elo=error_band[0], ehi=error_band[1])
+            if not include_special:
+                where.append("NOT p.special_a AND NOT p.special_b")
+            df = self._df(f"""
+                SELECT p.pos_a, p.pos_b, sum(p.{ps}) AS pos_sum, sum(p.{ns}) AS neg_sum,
+                       CAST(sum(p.{n}) AS BIGINT) AS count, CAST(sum(p.pair_count) AS BIGINT) AS n_pairs
+                FROM pos_pairs p {join}
+                WHERE {' AND '.join(where)}
+                GROUP BY p.pos_a, p.pos_b
+                ORDER BY p.pos_a NULLS LAST, p.pos_b NULLS LAST
+            """, params)
+        return finish_heatmap(df, agg)
+
+    def pos_cell_examples(self, run_id: str, pos_a: str | None, pos_b: str | None, limit: int = 20,
+                          include_special: bool = True, order: str = "abs") -> pd.DataFrame:
+        """The token pairs behind one heat-map cell (NULL POS matches NULL), strongest first.
+
+        order: "abs" (largest |relevance|), "pos" (most positive) or "neg" (most negative).
+        Columns: pair_id, i, j, token_a, token_b, relevance, word_a, word_b, sentence1, sentence2.
+        """
+        if order not in _EXAMPLE_ORDER:
+            raise StoreError(f"order must be one of {list(_EXAMPLE_ORDER)}")
+        special = "" if include_special else " AND NOT t.special_a AND NOT t.special_b"
+        with self._snapshot():
+            info = self._run_row(run_id)
+            return self._df(f"""
+                WITH top AS (
+                    SELECT t.pair_id, t.i, t.j, t.token_a, t.token_b, t.relevance, t.word_a, t.word_b
+                    FROM token_pairs t
+                    WHERE t.run_id = $run AND t.pos_a IS NOT DISTINCT FROM CAST($pa AS VARCHAR)
+                      AND t.pos_b IS NOT DISTINCT FROM CAST($pb AS VARCHAR){special}
+                    ORDER BY {_EXAMPLE_ORDER[order]}, t.pair_id, t.i, t.j
+                    LIMIT $lim
+                )
+                SELECT t.*, s.sentence1, s.sentence2
+                FROM top t LEFT JOIN _pairs_all s ON s.dataset_hash = $dh AND s.pair_id = t.pair_id
+                ORDER BY {_EXAMPLE_ORDER[order]}, t.pair_id, t.i, t.j
+            """, {"run": str(run_id), "dh": info["dataset_hash"] if info else None, "pa": pos_a, "pb": pos_b,
+                  "lim": int(limit)})
+
+    def quartile_top_pairs(self, run_id: str, quartile: str = "high", k: int = 5, include_special: bool = False,
+                           level: str = "token") -> pd.DataFrame:
+        """Most relevant token (or word) pairs among the 25% pairs with the highest/lowest model_score.
+
+        The quartile = the ceil(n/4) pairs with the highest (lowest) model_score, ties broken by pair_id;
+        their token pairs are grouped by text (token_a, token_b) and ranked by summed relevance, largest
+        first (BiLRP paper, Fig. 5). Columns: token_a, token_b, relevance (sum), mean_relevance, count
+        (token pairs), n_pairs.
+        """
+        if quartile not in ("high", "low"):
+            raise StoreError("quartile must be 'high' or 'low'")
+        sub = unit_pairs_sql(level, include_special)
+        direction = "DESC" if quartile == "high" else "ASC"
+        return self._df(f"""
+            WITH q AS (
+                SELECT pair_id, row_number() OVER (ORDER BY model_score {direction}, pair_id) AS rn,
+                       count(*) OVER () AS n
+                FROM predictions WHERE run_id = $run AND model_score IS NOT NULL
+            ), up AS ({sub})
+            SELECT label_a AS token_a, label_b AS token_b, sum(relevance) AS relevance,
+                   avg(relevance) AS mean_relevance, count(*) AS count, count(DISTINCT pair_id) AS n_pairs
+            FROM up WHERE pair_id IN (SELECT pair_id FROM q WHERE rn <= ceil(n / 4.0))
+            GROUP BY label_a, label_b
+            ORDER BY relevance DESC, token_a, token_b
+            LIMIT $k
+        """, {"run": str(run_id), "runs": [str(run_id)], "k": int(k)})

@@ -1,0 +1,135 @@
+"""One run's pairs: predictions, a pair's sentences, runs, tokens, factors and relevance matrix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.store.records import StoreError, decode_factor, quote
+from core.store.units import word_matrix
+
+_MATRIX_COLS = ["i", "j", "token_a", "token_b", "relevance", "pos_a", "pos_b", "word_a", "word_b",
+                "special_a", "special_b"]
+
+
+class PairQueries:
+    """Per run and per pair."""
+
+    def _pair_params(self, run_id: str, pair_id: int) -> dict[str, Any] | None:
+        """{run, chunk, pid} query parameters for one pair of a run (chunk: for file pruning)."""
+        df = self._df("""
+            SELECT s.pair_index // r.chunk_size AS chunk
+            FROM (SELECT first(dataset_hash) AS dh, first(chunk_size) AS chunk_size FROM runs
+                  WHERE run_id = $run GROUP BY run_id) r
+            JOIN _pairs_all s ON s.dataset_hash = r.dh AND s.pair_id = $pid
+        """, {"run": str(run_id), "pid": int(pair_id)})
+        if df.empty:
+            return None
+        return {"run": str(run_id), "chunk": int(df["chunk"].iloc[0]), "pid": int(pair_id)}
+
+    def predictions(self, run_id: str) -> pd.DataFrame:
+        """All predictions of a run (plus sentence1/sentence2), ordered by pair_id."""
+        with self._snapshot():
+            info = self._run_row(run_id)
+            return self._df("""
+                SELECT p.* EXCLUDE (chunk_index), s.sentence1, s.sentence2
+                FROM predictions p LEFT JOIN _pairs_all s ON s.dataset_hash = $dh AND s.pair_id = p.pair_id
+                WHERE p.run_id = $run ORDER BY p.pair_id
+            """, {"run": str(run_id), "dh": info["dataset_hash"] if info else None})
+
+    def pair_info(self, dataset_key: str, pair_id: int) -> pd.DataFrame:
+        """The pair's sentences and gold plus its dataset's name/split/languages (0 or 1 row)."""
+        return self._df("""
+            SELECT s.dataset_key, s.pair_id, s.sentence1, s.sentence2, s.gold, s.gold_norm,
+                   d.name, d.split, d.lang_a, d.lang_b, d.gold_min, d.gold_max
+            FROM pairs s LEFT JOIN datasets d ON d.dataset_key = s.dataset_key
+            WHERE s.dataset_key = $ds AND s.pair_id = $pid
+        """, {"ds": str(dataset_key), "pid": int(pair_id)})
+
+    def pair_runs(self, dataset_key: str, pair_id: int) -> pd.DataFrame:
+        """Every stored run that has this pair: run/model columns + the pair's prediction."""
+        cols = ["run_id", "model_id", "model_name", "method", "layer", "steps", "quadrature", "status"]
+        pcols = ["model_score", "explained_score", "matrix_sum", "residual", "gold", "gold_norm", "error",
+                 "n_tokens_a", "n_tokens_b", "truncated"]
+        with self._snapshot():
+            runs = self.runs()
+            runs = runs[runs["dataset_key"] == dataset_key]
+            if runs.empty:
+                return pd.DataFrame(columns=[*cols, "pair_id", *pcols])
+            preds = self._df(f"""
+                SELECT run_id, pair_id, {', '.join(quote(c) for c in pcols)} FROM predictions
+                WHERE list_contains($runs, run_id) AND pair_id = $pid
+            """, {"runs": runs["run_id"].tolist(), "pid": int(pair_id)})
+        out = runs[cols].merge(preds, on="run_id", how="inner")
+        return out.sort_values(["model_name", "method", "layer", "run_id"], kind="stable").reset_index(drop=True)
+
+    def tokens(self, run_id: str, pair_id: int) -> pd.DataFrame:
+        """Tokens of both sentences of a pair in a run, ordered by side, token_index."""
+        with self._snapshot():
+            params = self._pair_params(run_id, pair_id)
+            if params is None:
+                return self.table("tokens").head(0)
+            return self._df("""
+                SELECT * FROM tokens WHERE run_id = $run AND chunk_index = $chunk AND pair_id = $pid
+                ORDER BY side, token_index
+            """, params)
+
+    def load_factors(self, run_id: str, pair_id: int, side: str,
+                     return_norm: bool = False) -> np.ndarray | tuple[np.ndarray, float | None]:
+        """Factor vectors of one sentence as a float32 array (n_tokens, dim), by token_index.
+
+        With ``return_norm=True`` returns ``(factors, embedding_norm)`` (norm None if not stored); a cosine
+        model's matrix of two stored sentences is then F_a @ F_b.T / (|e_a| |e_b|). Raises StoreError when
+        none are stored (unknown run/pair, or run without factors).
+        """
+        if side not in ("a", "b"):
+            raise StoreError("side must be 'a' or 'b'")
+        with self._snapshot():
+            params = self._pair_params(run_id, pair_id)
+            df = pd.DataFrame()
+            if params is not None:
+                df = self._df("""
+                    SELECT token_index, dim, factor, embedding_norm FROM factors
+                    WHERE run_id = $run AND chunk_index = $chunk AND pair_id = $pid AND side = $side
+                    ORDER BY token_index
+                """, {**params, "side": side})
+        if df.empty:
+            raise StoreError(f"no factors stored for run {run_id!r}, pair {pair_id}, side {side!r} in {self.location}")
+        f = np.stack([decode_factor(b, d) for b, d in zip(df["factor"], df["dim"], strict=True)])
+        if not return_norm:
+            return f
+        norm = df["embedding_norm"].iloc[0]
+        return f, None if pd.isna(norm) else float(norm)
+
+    def pair_matrix(self, run_id: str, pair_id: int, level: str = "token",
+                    include_special: bool = True) -> pd.DataFrame:
+        """Relevance matrix of one pair in long form, ordered by (i, j).
+
+        level="token": i, j are token indices. level="word": the token pairs are summed into word units
+        (:data:`core.store.units.WORD_UNIT`); i, j are then the 0-based positions of the units in sentence
+        order, word_a/word_b their word_index (NULL for special tokens), token_a/token_b the word text, pos_*
+        the POS of the word's first piece and n_token_pairs how many token pairs were summed.
+        Columns: i, j, token_a, token_b, relevance, pos_a, pos_b, word_a, word_b, special_a, special_b
+        (+ n_token_pairs at word level).
+        """
+        if level not in ("token", "word"):
+            raise StoreError("level must be 'token' or 'word'")
+        with self._snapshot():
+            params = self._pair_params(run_id, pair_id)
+            if params is None:
+                return pd.DataFrame(columns=_MATRIX_COLS + (["n_token_pairs"] if level == "word" else []))
+            special = "" if include_special else " AND NOT special_a AND NOT special_b"
+            tp = self._df(f"""
+                SELECT {', '.join(quote(c) for c in _MATRIX_COLS)} FROM token_pairs
+                WHERE run_id = $run AND chunk_index = $chunk AND pair_id = $pid{special}
+                ORDER BY i, j
+            """, params)
+            if level == "token" or tp.empty:
+                return tp if level == "token" else pd.DataFrame(columns=[*_MATRIX_COLS, "n_token_pairs"])
+            toks = self._df("""
+                SELECT side, token_index, token, word_index, word FROM tokens
+                WHERE run_id = $run AND chunk_index = $chunk AND pair_id = $pid
+            """, params)
+        return word_matrix(tp, toks)

@@ -1,0 +1,281 @@
+"""The store's reader: one DuckDB connection with the store attached read-only, and typed views of every
+table at one snapshot.
+
+A :class:`StoreReader` follows the newest snapshot (each query reads the snapshot that is newest when it
+starts); :meth:`StoreReader.at` gives a reader pinned to one snapshot (the dashboard pins one per page run,
+"Reload store" moves to the newest). Views show what readers may see: a record's latest write, a run
+segment's latest event, a chunk's first committed write (exactly-once as read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from core.store.catalog import StoreLocation, connect, data_file_error, disconnect, parse_location
+from core.store.records import StoreError, quote
+from core.store.schema import SCHEMA, TABLES, columns
+
+STALE_AFTER_S = 15 * 60.0  # a running segment of another host without a heartbeat this long is interrupted
+_HOST = socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
+def _empty_view(table: str, extra: Mapping[str, str] | None = None) -> str:
+    cols = {**columns(table), **(extra or {})}
+    return "SELECT " + ", ".join(f"CAST(NULL AS {t}) AS {quote(c)}" for c, t in cols.items()) + " WHERE false"
+
+
+def _select(table: str, have: Mapping[str, str], alias: str = "", extra: Sequence[str] = ()) -> str:
+    pre = f"{alias}." if alias else ""
+    parts = []
+    for c, typ in columns(table).items():
+        parts.append(f"{pre}{quote(c)}" if c in have else f"CAST(NULL AS {typ}) AS {quote(c)}")
+    parts += [f"{pre}{quote(c)}" for c in extra]
+    return ", ".join(parts)
+
+
+class StoreReader:
+    """Read-only access to a store; safe while writers write, merges or compactions run.
+
+    One connection per reader, guarded by a lock: share a reader between threads freely.
+    """
+
+    def __init__(self, path: str | os.PathLike | StoreLocation, *, snapshot: int | None = None) -> None:
+        self.location = parse_location(path)
+        self.root = self.location.root if self.location.root is not None else self.location.spec
+        self._con, self._lake = connect(self.location, read_only=True)
+        self._lock = threading.RLock()
+        self._views: dict[str, Any] = {"snapshot": None, "schema_version": None, "columns": {}}
+        self._pin = snapshot
+        self._scope: list[int] = []
+        if not self._has_tables():
+            disconnect(self._con, self._lake)
+            raise StoreError(f"{self.location} is not a SimLens store (its catalog has no SimLens tables)")
+
+    def _has_tables(self) -> bool:
+        rows = self._con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [self._lake]).fetchall()
+        return "runs" in {r[0] for r in rows}
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the DuckDB connection (of this reader and every reader made by :meth:`at`)."""
+        with self._lock:
+            disconnect(self._con, self._lake)
+
+    def __enter__(self) -> StoreReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def snapshot_id(self) -> int:
+        """The newest committed snapshot of the store."""
+        with self._lock:
+            return int(self._retry(lambda: self._con.execute(f"FROM {self._lake}.current_snapshot()").fetchone()[0]))
+
+    @property
+    def pinned(self) -> int | None:
+        """The snapshot this reader is pinned to (None: it follows the newest)."""
+        return self._pin
+
+    def at(self, snapshot: int | None) -> StoreReader:
+        """A reader of the same store pinned to ``snapshot`` (None: following the newest); shares this
+        reader's connection."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone._pin = None if snapshot is None else int(snapshot)
+        return clone
+
+    def _retry(self, fn: Any) -> Any:
+        for attempt in range(50):
+            try:
+                return fn()
+            except duckdb.Error as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 49:
+                    raise
+                time.sleep(0.02)
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[int]:
+        """One snapshot for everything queried inside (nested scopes share the outer one)."""
+        with self._lock:
+            if self._scope:
+                yield self._scope[-1]
+                return
+            snap = self._pin if self._pin is not None else self.snapshot_id()
+            self._use(snap)
+            self._scope.append(snap)
+            try:
+                yield snap
+            finally:
+                self._scope.pop()
+
+    def _use(self, snap: int) -> None:
+        """Point the views at snapshot ``snap`` (recreated only when the schema or the chunk winners' rule
+        changes; otherwise one variable moves)."""
+        if self._views["snapshot"] == snap:
+            return
+        try:
+            found = self._con.execute(
+                f"SELECT (SELECT schema_version FROM ducklake_snapshots(?) WHERE snapshot_id = ?), "
+                f"(SELECT count(*) > count(DISTINCT (run_id, chunk_index)) FROM {self._lake}.chunks "
+                f"AT (VERSION => {int(snap)}))", [self._lake, snap]).fetchone()
+        except duckdb.Error as exc:
+            if "does not exist" in str(exc) or "not found" in str(exc).lower():
+                found = self._con.execute("SELECT schema_version, false FROM ducklake_snapshots(?) "
+                                          "WHERE snapshot_id = ?", [self._lake, snap]).fetchone()
+            else:
+                raise StoreError(f"cannot read the snapshots of {self.location}: {exc}") from None
+        if found is None or found[0] is None:
+            raise StoreError(f"snapshot {snap} of {self.location} does not exist (expired by compact?); "
+                             f"reload the store")
+        version, losers = found[0], bool(found[1])
+        self._con.execute("SET VARIABLE simlens_snapshot = ?", [int(snap)])
+        if (version, losers) != (self._views["schema_version"], self._views.get("losers")):
+            if version != self._views["schema_version"]:
+                self._views["columns"] = self._columns_at(snap)
+            self._create_views(self._views["columns"], losers)
+            self._views.update(schema_version=version, losers=losers)
+        self._views["snapshot"] = snap
+
+    def _columns_at(self, snap: int) -> dict[str, dict[str, str]]:
+        tables = {r[0] for r in self._con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ?", [self._lake]).fetchall()}
+        out = {}
+        for t in TABLES:
+            if t not in tables:
+                continue
+            try:
+                out[t] = {r[0]: r[1] for r in self._con.execute(
+                    f"DESCRIBE SELECT * FROM {self._lake}.{quote(t)} AT (VERSION => {int(snap)})").fetchall()}
+            except duckdb.Error:
+                continue  # created after this snapshot
+        return out
+
+    def _create_views(self, have: Mapping[str, Mapping[str, str]], losers: bool) -> None:
+        def src(t: str) -> str:
+            return f"{self._lake}.{quote(t)} AT (VERSION => getvariable('simlens_snapshot'))"
+
+        sql: dict[str, str] = {}
+        bk = {"write_id": "BIGINT", "written_at": "TIMESTAMP"}
+        if "datasets" in have:
+            sql["_datasets_rev"] = (f"SELECT {_select('datasets', have['datasets'], extra=list(bk))} FROM "
+                                    f"{src('datasets')} WHERE write_id IN (SELECT arg_max(write_id, written_at) "
+                                    f"FROM {src('datasets')} GROUP BY dataset_hash)")
+        else:
+            sql["_datasets_rev"] = _empty_view("datasets", bk)
+        sql["_datasets_w"] = ("SELECT * FROM _datasets_rev WHERE write_id IN (SELECT arg_max(write_id, written_at) "
+                              "FROM _datasets_rev GROUP BY dataset_key)")
+        sql["datasets"] = "SELECT * EXCLUDE (write_id, written_at) FROM _datasets_w"
+        if "pairs" in have:
+            sql["_pairs_all"] = (f"SELECT {_select('pairs', have['pairs'], extra=['write_id'])} FROM {src('pairs')} "
+                                 f"WHERE write_id IN (SELECT write_id FROM _datasets_rev)")
+        else:
+            sql["_pairs_all"] = _empty_view("pairs", {"write_id": "BIGINT"})
+        sql["pairs"] = "SELECT * EXCLUDE (write_id) FROM _pairs_all WHERE write_id IN (SELECT write_id FROM _datasets_w)"
+        for t in ("models", "evaluations"):
+            key = ", ".join(quote(c) for c in TABLES[t].record_key)
+            sql[t] = (f"SELECT {_select(t, have[t])} FROM {src(t)} WHERE write_id IN (SELECT arg_max(write_id, "
+                      f"written_at) FROM {src(t)} GROUP BY {key})") if t in have else _empty_view(t)
+        if "runs" in have:
+            sql["runs"] = (f"SELECT * FROM (SELECT {_select('runs', have['runs'])} FROM {src('runs')} "
+                           f"QUALIFY row_number() OVER (PARTITION BY run_id, shard ORDER BY written_at DESC, "
+                           f"write_id DESC) = 1) WHERE status <> 'deleted'")
+        else:
+            sql["runs"] = _empty_view("runs")
+        if "chunks" in have:
+            sql["_chunk_wins"] = (f"SELECT {_select('chunks', have['chunks'], extra=['write_id'])} FROM {src('chunks')} "
+                                  f"QUALIFY row_number() OVER (PARTITION BY run_id, chunk_index "
+                                  f"ORDER BY snapshot_id, write_id) = 1")
+        else:
+            sql["_chunk_wins"] = _empty_view("chunks", {"write_id": "BIGINT"})
+        sql["chunks"] = "SELECT * EXCLUDE (write_id) FROM _chunk_wins"
+        for t, info in TABLES.items():
+            if info.kind != "chunk":
+                continue
+            if t not in have:
+                sql[t] = _empty_view(t)
+            elif losers:
+                sql[t] = (f"SELECT {_select(t, have[t], 't')} FROM {src(t)} t SEMI JOIN _chunk_wins w ON "
+                          f"t.run_id = w.run_id AND t.chunk_index = w.chunk_index AND t.write_id = w.write_id")
+            else:
+                sql[t] = f"SELECT {_select(t, have[t])} FROM {src(t)}"
+        for name, body in sql.items():
+            self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {body}")
+
+    def _df(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
+        with self._snapshot():
+            try:
+                return self._retry(lambda: self._con.execute(sql, params or {}).df())
+            except duckdb.Error as exc:
+                clear = data_file_error(exc, f"reading {self.location}")
+                if clear is not None:
+                    raise clear from None
+                raise
+
+    # ---- raw tables ---------------------------------------------------------------------------
+    def table(self, name: str, run_id: str | None = None, pair_id: int | None = None,
+              dataset_key: str | None = None) -> pd.DataFrame:
+        """Rows of any table in SCHEMA order, optionally filtered (run_id / pair_id / dataset_key)."""
+        if name not in SCHEMA:
+            raise StoreError(f"unknown table {name!r}; tables: {list(SCHEMA)}")
+        cols = SCHEMA[name]
+        where, params = [], {}
+        if run_id is not None and "run_id" in cols:
+            where.append("run_id = $run")
+            params["run"] = str(run_id)
+        if pair_id is not None and "pair_id" in cols:
+            where.append("pair_id = $pid")
+            params["pid"] = int(pair_id)
+        if dataset_key is not None and "dataset_key" in cols:
+            where.append("dataset_key = $ds")
+            params["ds"] = str(dataset_key)
+        order = ", ".join(quote(c) for c in ("run_id", *TABLES[name].key) if c in cols)
+        sql = f"SELECT * FROM {quote(name)}" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return self._df(sql + f" ORDER BY {order} NULLS LAST", params)
+
+    def summary(self) -> pd.DataFrame:
+        """Rows as read, and data files/bytes on disk (all snapshots' files until ``compact``), per table."""
+        with self._snapshot():
+            files = self._df(f"SELECT table_name, file_count, file_size_bytes FROM ducklake_table_info('{self._lake}')")
+            files = files.set_index("table_name")
+            out = []
+            for t in SCHEMA:
+                n = int(self._df(f"SELECT count(*) AS n FROM {quote(t)}")["n"].iloc[0])
+                f = files.loc[t] if t in files.index else None
+                out.append({"table": t, "rows": n, "files": int(f["file_count"]) if f is not None else 0,
+                            "bytes": int(f["file_size_bytes"]) if f is not None else 0})
+            return pd.DataFrame(out)
+
+    def live_status(self, runs: pd.DataFrame) -> pd.Series:
+        """Each segment's status with ``running`` shown as ``interrupted`` when its writer is gone: a dead
+        pid on this host, or no heartbeat for :data:`STALE_AFTER_S` from another host."""
+        now = pd.Timestamp.utcnow().tz_localize(None)
+        out = []
+        for status, host, pid, beat in zip(runs["status"], runs["host"], runs["pid"], runs["heartbeat_at"], strict=True):
+            if status == "running":
+                if host == _HOST and pd.notna(pid) and not pid_alive(int(pid)):
+                    status = "interrupted"
+                elif host != _HOST and (pd.isna(beat) or (now - pd.Timestamp(beat)).total_seconds() > STALE_AFTER_S):
+                    status = "interrupted"
+            out.append(status)
+        return pd.Series(out, index=runs.index, dtype=object)

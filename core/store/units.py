@@ -1,0 +1,150 @@
+"""Word units and the per-pair POS aggregate: the one rule for how subword tokens form words.
+
+A token's *word unit* is its ``word_index``, or ``-1 - token_index`` when it is a special token or has no
+word (so each such token is a unit of its own). :data:`WORD_UNIT` states that rule once and renders it both
+as SQL (for queries over stored token pairs) and as numpy (for frames in memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class WordUnitRule:
+    """unit = -1 - index if special or word is NULL else word."""
+
+    def sql(self, special: str, word: str, index: str) -> str:
+        """The rule as a SQL expression over the given column expressions."""
+        return f"CASE WHEN coalesce({special}, false) OR {word} IS NULL THEN -1 - {index} ELSE {word} END"
+
+    def numpy(self, special: Any, word: Any, index: Any) -> np.ndarray:
+        """The rule over array-likes (``word`` may hold NaN/NA/None for no word)."""
+        idx = np.asarray(index, dtype=np.int64)
+        words = pd.array(pd.Series(word, dtype="object").tolist(), dtype="Int64")
+        no_word = np.asarray(pd.isna(words))
+        flags = pd.Series(special, dtype="object").fillna(False).astype(bool).to_numpy()
+        return np.where(flags | no_word, -1 - idx, np.asarray(words.fillna(0), dtype=np.int64))
+
+
+WORD_UNIT = WordUnitRule()
+
+_POS_AGG_SQL = f"""
+WITH t AS (
+    SELECT pair_id, i, j, CAST(relevance AS DOUBLE) AS r, pos_a, pos_b,
+           coalesce(special_a, false) AS sa, coalesce(special_b, false) AS sb,
+           {WORD_UNIT.sql("special_a", "word_a", "i")} AS ua,
+           {WORD_UNIT.sql("special_b", "word_b", "j")} AS ub
+    FROM tp_input
+), w AS (
+    SELECT pair_id, ua, ub, first(pos_a ORDER BY i, j) AS pos_a, first(pos_b ORDER BY j, i) AS pos_b,
+           bool_or(sa) AS sa, bool_or(sb) AS sb, sum(r) AS r
+    FROM t GROUP BY pair_id, ua, ub
+), cells AS (
+    SELECT pair_id, pos_a, pos_b, sa, sb, sum(greatest(r, 0)) AS ps, sum(least(r, 0)) AS ns,
+           count(*) AS n, 0.0 AS wps, 0.0 AS wns, 0 AS wn
+    FROM t GROUP BY pair_id, pos_a, pos_b, sa, sb
+    UNION ALL
+    SELECT pair_id, pos_a, pos_b, sa, sb, 0.0, 0.0, 0,
+           sum(greatest(r, 0)), sum(least(r, 0)), count(*)
+    FROM w GROUP BY pair_id, pos_a, pos_b, sa, sb
+)
+SELECT pair_id, pos_a, pos_b, sa AS special_a, sb AS special_b,
+       sum(ps) AS pos_sum, sum(ns) AS neg_sum, CAST(sum(n) AS INTEGER) AS n_token_pairs,
+       sum(wps) AS word_pos_sum, sum(wns) AS word_neg_sum, CAST(sum(wn) AS INTEGER) AS n_word_pairs,
+       CAST(row_number() OVER (PARTITION BY pair_id, pos_a, pos_b ORDER BY sa, sb) = 1 AS TINYINT) AS pair_count
+FROM cells
+GROUP BY pair_id, pos_a, pos_b, sa, sb
+ORDER BY pair_id, pos_a NULLS LAST, pos_b NULLS LAST, special_a, special_b
+"""
+
+
+def pos_pair_aggregate(token_pairs: pd.DataFrame) -> pd.DataFrame:
+    """pos_pairs rows for a frame of token_pairs rows (one chunk or any subset).
+
+    Groups by (pair_id, pos_a, pos_b, special_a, special_b); NULL POS stays NULL. Token level:
+    ``pos_sum``/``neg_sum`` = sums of the positive/negative relevances, ``n_token_pairs``. Word level:
+    relevances are first summed over the :data:`WORD_UNIT` pairs (a word takes the POS of its first piece),
+    then split into ``word_pos_sum``/``word_neg_sum``; ``n_word_pairs`` counts them. ``pair_count`` is 1 on
+    one row per (pair_id, pos_a, pos_b) (the one with fewest special tokens). Needs pair_id, i, j,
+    relevance; pos_*/word_*/special_* default to NULL/NULL/False.
+    """
+    from core.store.records import StoreError
+
+    needed = ["pair_id", "i", "j", "relevance"]
+    missing = [c for c in needed if c not in token_pairs.columns]
+    if missing:
+        raise StoreError(f"pos_pair_aggregate: token_pairs is missing column(s) {missing}")
+    types = {"pair_id": pa.int64(), "i": pa.int64(), "j": pa.int64(), "relevance": pa.float64(),
+             "pos_a": pa.string(), "pos_b": pa.string(), "word_a": pa.int64(), "word_b": pa.int64(),
+             "special_a": pa.bool_(), "special_b": pa.bool_()}
+    defaults = {"pos_a": None, "pos_b": None, "word_a": None, "word_b": None, "special_a": False, "special_b": False}
+    n = len(token_pairs)
+    arrays = {}
+    for c, typ in types.items():
+        values = token_pairs[c] if c in token_pairs.columns else pd.Series([defaults[c]] * n, dtype="object")
+        arrays[c] = pa.array(values, typ, from_pandas=True)
+    con = duckdb.connect()
+    try:
+        con.register("tp_input", pa.table(arrays))
+        return con.execute(_POS_AGG_SQL).df()
+    finally:
+        con.close()
+
+
+def _unit_table(tp: pd.DataFrame, toks: pd.DataFrame, side: str) -> pd.DataFrame:
+    """One row per token of ``side``: its unit and the unit's label/pos/word index/order."""
+    idx = "i" if side == "a" else "j"
+    t = tp[[idx, f"token_{side}", f"pos_{side}", f"word_{side}", f"special_{side}"]].drop_duplicates(idx)
+    t = t.sort_values(idx).reset_index(drop=True)
+    special = t[f"special_{side}"].fillna(False).astype(bool) | t[f"word_{side}"].isna()
+    t["unit"] = WORD_UNIT.numpy(t[f"special_{side}"], t[f"word_{side}"], t[idx])
+    texts = toks[(toks["side"] == side) & toks["word_index"].notna()].sort_values("token_index")
+    word_text = texts.drop_duplicates("word_index").set_index("word_index")["word"]
+    pieces = {}
+    for u, g in t.groupby("unit", sort=False):
+        toks_u = [str(x) for x in g[f"token_{side}"]]
+        pieces[u] = toks_u[0] + "".join(x[2:] if x.startswith("##") else x for x in toks_u[1:])
+    first = t.drop_duplicates("unit").copy()
+    first["label"] = [
+        (word_text.get(w) if not sp and w in word_text.index and pd.notna(word_text.get(w)) else None) or pieces[u]
+        for u, w, sp in zip(first["unit"], first[f"word_{side}"], special.loc[first.index], strict=True)
+    ]
+    first["order"] = np.arange(len(first))
+    first["word"] = first[f"word_{side}"].where(~special.loc[first.index])
+    first = first.set_index("unit")[["label", f"pos_{side}", "word", f"special_{side}", "order"]]
+    return t[[idx, "unit"]].merge(first, left_on="unit", right_index=True)
+
+
+def word_matrix(tp: pd.DataFrame, toks: pd.DataFrame) -> pd.DataFrame:
+    """A pair's token-level matrix rows summed into word units (see ``Store.pair_matrix(level="word")``)."""
+    ua = _unit_table(tp, toks, "a")
+    ub = _unit_table(tp, toks, "b")
+    m = tp[["i", "j", "relevance"]].merge(ua[["i", "unit"]], on="i").merge(
+        ub[["j", "unit"]], on="j", suffixes=("_a", "_b"))
+    g = m.groupby(["unit_a", "unit_b"], sort=False).agg(
+        relevance=("relevance", lambda r: float(np.asarray(r, dtype=np.float64).sum())),
+        n_token_pairs=("relevance", "size")).reset_index()
+    attrs_a = ua.drop_duplicates("unit").set_index("unit")
+    attrs_b = ub.drop_duplicates("unit").set_index("unit")
+    out = pd.DataFrame({
+        "i": g["unit_a"].map(attrs_a["order"]).astype("int64"),
+        "j": g["unit_b"].map(attrs_b["order"]).astype("int64"),
+        "token_a": g["unit_a"].map(attrs_a["label"]),
+        "token_b": g["unit_b"].map(attrs_b["label"]),
+        "relevance": g["relevance"],
+        "pos_a": g["unit_a"].map(attrs_a["pos_a"]),
+        "pos_b": g["unit_b"].map(attrs_b["pos_b"]),
+        "word_a": g["unit_a"].map(attrs_a["word"]).astype("Int16"),
+        "word_b": g["unit_b"].map(attrs_b["word"]).astype("Int16"),
+        "special_a": g["unit_a"].map(attrs_a["special_a"]).astype(bool),
+        "special_b": g["unit_b"].map(attrs_b["special_b"]).astype(bool),
+        "n_token_pairs": g["n_token_pairs"].astype("int64"),
+    })
+    return out.sort_values(["i", "j"]).reset_index(drop=True)
