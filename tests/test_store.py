@@ -878,8 +878,6 @@ def _read_until(p: subprocess.Popen, pred, timeout: float = 30.0) -> list[str]:
 def _check_full_run(store: Path, n: int, c: int) -> None:
     rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
     assert completed_chunks(store, rid) == set(range(-(-n // c)))
-    run_dir = store / "chunks" / f"run={rid}"
-    assert sorted(os.listdir(run_dir)) == [f"chunk={k:06d}" for k in range(-(-n // c))]  # no temp dirs left
     s = Store(store)
     exp = proc.expected_tables(proc.pair_ids(n))
     preds = s.table("predictions", run_id=rid)
@@ -904,22 +902,19 @@ def test_killed_writer_resumes_without_duplicates(tmp_path):
     rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
     p = _spawn([str(store), "--n-pairs", str(n), "--chunk-size", str(c), "--sleep", "0.02", "--commit-wait", "0.5"])
     try:
-        # kill it while it sits inside the commit of its 3rd chunk (temp dir complete, not renamed)
+        # kill it inside the transaction of its 3rd chunk (rows inserted, not committed)
         _read_until(p, lambda ls: sum(x.startswith("wrote") for x in ls) >= 2 and ls[-1].startswith("commit-wait"))
         os.kill(p.pid, signal.SIGKILL)
     finally:
         p.wait(timeout=10)
     assert p.returncode == -signal.SIGKILL
     done = completed_chunks(store, rid)
-    assert done == {0, 1}
-    run_dir = store / "chunks" / f"run={rid}"
-    temps = [x for x in os.listdir(run_dir) if x.startswith(".tmp-")]
-    assert len(temps) == 1  # the interrupted chunk
+    assert done == {0, 1}  # the chunk killed inside its transaction left nothing a reader sees
     s = Store(store)
-    assert len(s.table("predictions", run_id=rid)) == 2 * c  # readers see complete chunks only
-    assert s.runs().iloc[0]["status"] == "running"
+    assert len(s.table("predictions", run_id=rid)) == 2 * c and len(s.table("token_pairs", run_id=rid)) > 0
+    assert s.runs().iloc[0]["status"] == "interrupted"  # its writer's pid is gone
     s.close()
-    # restart: resumes, skips done chunks, cleans the dead writer's temp dir
+    # restart: resumes and skips the committed chunks
     p2 = _spawn([str(store), "--n-pairs", str(n), "--chunk-size", str(c), "--sleep", "0"])
     out, err = p2.communicate(timeout=60)
     assert p2.returncode == 0, err
@@ -943,9 +938,10 @@ s.summary()
 pathlib.Path(sys.argv[4]).touch()  # tell the writer the reader is up
 deadline = time.time() + float(sys.argv[3])
 while time.time() < deadline:
-    summ = s.summary().set_index("table")["rows"]
-    h = s.pos_heatmap()
-    runs = s.runs()
+    snap = s.at(s.snapshot_id())  # one snapshot per round, as the dashboard reads one per page run
+    summ = snap.summary().set_index("table")["rows"]
+    h = snap.pos_heatmap()
+    runs = snap.runs()
     st = runs["status"].iloc[0] if len(runs) else "-"
     print(int(summ["predictions"]), int(summ["token_pairs"]), int(summ["pos_pairs"]), round(float(h["count"].sum()) if len(h) else 0), st, flush=True)
     if st == "done":
@@ -981,7 +977,7 @@ def test_reader_in_other_process_while_writer_writes(tmp_path):
     assert counts[-1][3] == len(exp["token_pairs"])  # heat-map counts every token pair once
     for cnt in counts:
         assert cnt[0] % c == 0  # whole chunks only
-        assert cnt[3] >= cnt[1]  # the heat map (queried after the counts) never sees fewer token pairs
+        assert cnt[3] == cnt[1]  # the heat map counts exactly the token pairs of the same snapshot
     _check_full_run(store, n, c)
 
 
@@ -999,6 +995,8 @@ while time.time() < deadline:
     assert len(runs) <= 1 and (len(runs) == 0 or runs["n_segments"].iloc[0] == 1), runs
     s.pos_heatmap()
     n += 1
+    if n > 5 and {"done", "running"} <= statuses:
+        break
 print(n, ",".join(sorted(statuses)))
 """
 
@@ -1008,11 +1006,11 @@ def test_reader_survives_run_record_updates(tmp_path):
     """Run records change (status, metrics) while readers glob them; they must never see a torn or
     duplicated record (regression: replacing a Parquet file in place broke concurrent DuckDB reads)."""
     store, signal_file = tmp_path / "s", tmp_path / "reader-ready"
-    writer = _spawn([str(store), "--n-pairs", "4", "--chunk-size", "2", "--sleep", "0", "--churn", "3",
+    writer = _spawn([str(store), "--n-pairs", "4", "--chunk-size", "2", "--sleep", "0", "--churn", "6",
                      "--wait-file", str(signal_file)])
     try:
         _read_until(writer, lambda ls: any(x.startswith("start") for x in ls))
-        reader = subprocess.run([sys.executable, "-c", CHURN_READER, str(ROOT), str(store), "2.5", str(signal_file)],
+        reader = subprocess.run([sys.executable, "-c", CHURN_READER, str(ROOT), str(store), "30", str(signal_file)],
                                 capture_output=True, text=True, timeout=60)
         wout, werr = writer.communicate(timeout=60)
     finally:
@@ -1022,4 +1020,4 @@ def test_reader_survives_run_record_updates(tmp_path):
     assert int(n) > 5 and statuses == "done,running"  # it really read while the record changed
     assert writer.returncode == 0, werr
     churned = int(wout.split("churned")[1].split()[0])
-    assert churned > 20
+    assert churned > 5

@@ -16,6 +16,7 @@ import os
 
 from core.store.catalog import StoreLocation, is_legacy, parse_location
 from core.store.kinds import ATTRIBUTE, PREDICT, RUN_KINDS, RunKind, kind_of_method, register_run_kind
+from core.store.merge import merge_stores  # noqa: I001  (needs the writer)
 from core.store.reader import STALE_AFTER_S
 from core.store.records import (
     ChunkExistsError,
@@ -30,10 +31,9 @@ from core.store.records import (
     shard_chunks,
 )
 from core.store.schema import SCHEMA, TABLES, schema_markdown
-from core.store.units import WORD_UNIT, pos_pair_aggregate
 from core.store.store import Store
+from core.store.units import WORD_UNIT, pos_pair_aggregate
 from core.store.writer import StoreWriter
-from core.store.merge import merge_stores  # noqa: I001  (needs the writer)
 
 __all__ = [
     "ATTRIBUTE", "PREDICT", "RUN_KINDS", "SCHEMA", "STALE_AFTER_S", "TABLES", "WORD_UNIT", "ChunkExistsError",

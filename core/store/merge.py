@@ -15,9 +15,9 @@ import pandas as pd
 
 from core.store.catalog import StoreLocation, attach, parse_location, transaction
 from core.store.reader import StoreReader
-from core.store.store import Store
 from core.store.records import StoreError, quote, same_value, to_arrow
 from core.store.schema import CHUNK_TABLES, SCHEMA, columns
+from core.store.store import Store
 from core.store.writer import RUN_IDENTITY, StoreWriter, insert, new_write
 
 _DATASET_IDENTITY = ("dataset_hash", "name", "split", "lang_a", "lang_b", "gold_min", "gold_max")

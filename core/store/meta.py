@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.store.records import StoreError, check_id, dataset_hash, json_default, make_eval_id, make_run_id, utcnow
+from core.store.records import (
+    StoreError,
+    check_id,
+    dataset_hash,
+    json_default,
+    make_eval_id,
+    make_run_id,
+    utcnow,
+)
 from core.store.schema import SCHEMA, TABLES
 
 #: Columns of ``evaluations`` that describe the whole evaluation (the same on each of its rows).

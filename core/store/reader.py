@@ -271,11 +271,11 @@ class StoreReader:
         pid on this host, or no heartbeat for :data:`STALE_AFTER_S` from another host."""
         now = pd.Timestamp.utcnow().tz_localize(None)
         out = []
-        for status, host, pid, beat in zip(runs["status"], runs["host"], runs["pid"], runs["heartbeat_at"], strict=True):
+        for status, host, pid, beat in zip(runs["status"], runs["host"], runs["pid"], runs["heartbeat_at"],
+                                           strict=True):
             if status == "running":
-                if host == _HOST and pd.notna(pid) and not pid_alive(int(pid)):
-                    status = "interrupted"
-                elif host != _HOST and (pd.isna(beat) or (now - pd.Timestamp(beat)).total_seconds() > STALE_AFTER_S):
-                    status = "interrupted"
+                dead = pd.notna(pid) and not pid_alive(int(pid)) if host == _HOST else \
+                    pd.isna(beat) or (now - pd.Timestamp(beat)).total_seconds() > STALE_AFTER_S
+                status = "interrupted" if dead else status
             out.append(status)
         return pd.Series(out, index=runs.index, dtype=object)
