@@ -741,6 +741,7 @@ APP_PAGES = (
     ("4_Failures.py", "Failures", ":material/report:", "Corpus audit"),
     ("5_Example.py", "Example", ":material/zoom_in:", "Single pairs"),
     ("6_Explain.py", "Explain your own pair", ":material/edit_note:", "Single pairs"),
+    ("7_Search.py", "Search", ":material/manage_search:", "Retrieval"),
 )
 
 

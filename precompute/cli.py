@@ -1,6 +1,6 @@
 """``python -m precompute``: attribute, predict, list and merge; faithfulness evaluations (convergence,
 conservation, perturbation, distributions, pos-subsets, agreement, ground-truth, table1, evaluations) and
-fine-tuning of exact-attribution models (finetune)."""
+fine-tuning of exact-attribution models (finetune); search indexes (index, search)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
 from core.store import Store, StoreError, merge_stores
 from core.store.schema import schema_markdown
-from precompute import evaluate
+from precompute import evaluate, search_cli
 from precompute.runner import DEFAULT_CHUNK_SIZE, run
 
 DEFAULT_STORE = "store"
@@ -234,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("sources", nargs="+", help="store directories written by shards")
     merge.add_argument("--store", required=True, help="destination store")
     _add_evaluation_verbs(verbs)
+    search_cli.add_verbs(verbs, DEFAULT_STORE)
     return parser
 
 
@@ -333,6 +334,8 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verb in search_cli.VERBS:
+        return search_cli.main(args)
     if args.verb in evaluate.KINDS or args.verb == "finetune":
         try:
             with warnings.catch_warnings():
