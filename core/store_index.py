@@ -142,8 +142,11 @@ def index_arrow_schema(table: str, dim: int | None = None) -> pa.Schema:
 
 
 def index_schema_markdown() -> str:
-    """The index tables as markdown (appended to docs/STORE.md)."""
-    lines = [__doc__.split("Layout, next to the store's runs::")[0].strip().split("\n\n")[0], ""]
+    """The index tables as markdown (the last part of docs/STORE.md)."""
+    layout = __doc__.split("Layout, next to the store's runs::")[1].split("The Parquet files")[0]
+    lines = ["## Search indexes (`python -m precompute index`)", "", "```", *[ln[4:] for ln in layout.strip("\n").splitlines()],
+             "```", "", "A chunk directory is renamed into place complete, so a killed build resumes with exactly the "
+             "missing chunks; `vectors.duckdb` is derived from the chunks and rebuilt from them.", ""]
     for table, cols in INDEX_SCHEMA.items():
         lines += [f"### `{table}`", "", "| column | type | description |", "|---|---|---|"]
         lines += [f"| `{c}` | {t} | {d} |" for c, (t, d) in cols.items()]
@@ -535,10 +538,6 @@ class IndexStore:
                        f"CAST({_SIMILARITY[similarity]}(embedding, {literal}) AS DOUBLE) AS score FROM {table} "
                        f"ORDER BY score DESC, passage_id, window_index LIMIT {int(n)}")
             return self._con.execute(sql).df(), use
-
-    def max_windows(self, index_id: str) -> int:
-        with self._lock:
-            return self._vectors_source(index_id, self.index_info(index_id))[2]
 
     def explain_plan(self, index_id: str, query: np.ndarray, n: int, mode: str) -> str:
         """DuckDB's plan of a search (tests check that HNSW is used)."""

@@ -15,6 +15,7 @@ from core.methods import METHODS
 from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
 from core.store import Store, StoreError, merge_stores
+from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
 from precompute import evaluate, search_cli
 from precompute.runner import DEFAULT_CHUNK_SIZE, run
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "evaluations":
             return _evaluations(args.store, args.kind)
         if args.verb == "schema":
-            print(schema_markdown())
+            print(schema_markdown() + "\n" + index_schema_markdown())
             return 0
         if args.verb == "list":
             return _list(args.store)

@@ -4,6 +4,7 @@ exception or error box; screenshots go to tests/screenshots/ (gitignored)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -37,12 +38,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(app_store, tmp_path_factory):  # noqa: F811
+@contextlib.contextmanager
+def streamlit_server(store: Path, log_dir: Path):
+    """``streamlit run app.py`` on ``store`` at a free port; yields its URL and stops it afterwards."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = {**os.environ, "SIMLENS_STORE": str(app_store["path"]), "SIMLENS_AUTO_DEMO": "0",
-           "PYTHONPATH": str(ROOT)}
+    log_path = log_dir / "server.log"
+    env = {**os.environ, "SIMLENS_STORE": str(store), "SIMLENS_AUTO_DEMO": "0", "PYTHONPATH": str(ROOT)}
     log = open(log_path, "w")  # noqa: SIM115  (closed in the teardown)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
@@ -62,14 +63,22 @@ def server(app_store, tmp_path_factory):  # noqa: F811
             log.close()
             pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
         time.sleep(0.5)
-    yield url
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(app_store, tmp_path_factory):  # noqa: F811
+    with streamlit_server(app_store["path"], tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
