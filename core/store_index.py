@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,6 +46,7 @@ from core.store import (
     _is_store,
     _latest,
     _list_dir,
+    _pid_alive,
     _publish_table,
     _remove,
     _temp_name,
@@ -82,7 +84,7 @@ INDEX_SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "n_passages": ("INTEGER", "Distinct texts indexed (rows of `passages`)."),
         "chunk_size": ("INTEGER", "Passages per chunk C."),
         "n_chunks": ("INTEGER", "ceil(n_passages / C)."),
-        "status": ("VARCHAR", "`running`, `done` or `failed`."),
+        "status": ("VARCHAR", "`running`, `done` or `failed` (readers show a `running` index whose writer process is gone as `interrupted`)."),
         "started_at": ("TIMESTAMP", "UTC time the index was first started."),
         "finished_at": ("TIMESTAMP", "UTC time it finished or failed."),
         "seconds": ("DOUBLE", "Compute seconds over all attempts."),
@@ -90,7 +92,8 @@ INDEX_SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "max_windows": ("INTEGER", "Most windows of one passage (set when done)."),
         "code_version": ("VARCHAR", "Commit of the code that built it."),
         "device": ("VARCHAR", "Device the factors were computed on."),
-        "pid": ("INTEGER", "Process id of the writer."),
+        "host": ("VARCHAR", "Host name of the writer."),
+        "pid": ("INTEGER", "Process id of the writer (a `running` index whose writer is gone reads as `interrupted`)."),
         "error_message": ("VARCHAR", "Why it failed (NULL unless failed)."),
     },
     "index_passages": {
@@ -225,6 +228,14 @@ def _read_record(root: Path, index_id: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+def _live_status(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with ``status`` "interrupted" when it says running but its writer process on this host is gone."""
+    if record["status"] == "running" and record.get("host") == socket.gethostname() and record.get("pid") \
+            and not _pid_alive(int(record["pid"])):
+        record["status"] = "interrupted"
+    return record
+
+
 def _signature(root: Path, index_id: str) -> str:
     return ",".join(str(k) for k in sorted(_chunk_dirs(root, index_id)))
 
@@ -269,7 +280,7 @@ class IndexWriter:
             _write_parquet(table, tmp)
             os.replace(tmp, passages_file)
             _fsync_dir(directory)
-        record.update(status="running", pid=os.getpid(), finished_at=None, error_message=None,
+        record.update(status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None, error_message=None,
                       started_at=(previous or {}).get("started_at") or _utcnow(),
                       seconds=(previous or {}).get("seconds"))
         self._publish(record)
@@ -454,7 +465,7 @@ class IndexStore:
             if e.is_dir() and not e.name.startswith("."):
                 record = _read_record(self.root, e.name)
                 if record is not None:
-                    rows.append({**record, "chunks_present": len(_chunk_dirs(self.root, e.name))})
+                    rows.append({**_live_status(record), "chunks_present": len(_chunk_dirs(self.root, e.name))})
         cols = [*INDEX_SCHEMA["indexes"], "chunks_present"]
         if not rows:
             return pd.DataFrame(columns=cols)
@@ -471,7 +482,7 @@ class IndexStore:
                                 for r in known.itertuples()) or "none (build one with python -m precompute index)"
             raise StoreError(f"no search index {index_id!r} in {str(self.root)!r}; indexes: {listing}")
         record["chunks_present"] = len(_chunk_dirs(self.root, index_id))
-        return record
+        return _live_status(record)
 
     # ---- search ---------------------------------------------------------------------------------
     def _vectors_source(self, index_id: str, record: Mapping[str, Any]) -> tuple[str, bool, int]:

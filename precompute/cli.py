@@ -335,8 +335,6 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verb in search_cli.VERBS:
-        return search_cli.main(args)
     if args.verb in evaluate.KINDS or args.verb == "finetune":
         try:
             with warnings.catch_warnings():
@@ -357,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
               f"in {args.store}")
         return 0
     try:
+        if args.verb in search_cli.VERBS:
+            return search_cli.main(args)
         if args.verb == "evaluations":
             return _evaluations(args.store, args.kind)
         if args.verb == "schema":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 
 from core.datasets import DATA_DIR_ENV
@@ -143,18 +142,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the ``index`` or ``search`` verb; bad input prints one line and returns 2."""
-    from core.datasets import DatasetError
-    from core.store import StoreError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*was truncated.*")
-            return _index(args) if args.verb == "index" else _search(args)
-    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: the chunks written so far are kept; run the same command again to resume",
-              file=sys.stderr)
-        return 130
+    """Run the ``index`` or ``search`` verb (``precompute.cli.main`` turns bad input into a one-line error)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*was truncated.*")
+        return _index(args) if args.verb == "index" else _search(args)

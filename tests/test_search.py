@@ -269,6 +269,35 @@ def test_contrast_is_the_model_score_difference_when_biases_are_zero(tmp_path):
     assert con.tokens == live.tokens
 
 
+def test_the_models_prompts_are_prepended_to_passages_and_queries(tmp_path, tiny_folders):
+    import shutil
+
+    from core import load_model
+
+    folder = tmp_path / "prompted"
+    shutil.copytree(tiny_folders["bert"], folder)
+    config = json.loads((folder / "config_sentence_transformers.json").read_text())
+    config["prompts"] = {"query": "query: ", "passage": "passage: "}
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(config))
+    model = _quiet(load_model, folder, device="cpu")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("The cat sat on the mat.\nA dog runs in the park.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no prompt named 'doc'; its prompts: passage, query"):
+        build_index(model, file_corpus(corpus), tmp_path / "store", prompt="doc", progress=False)
+    result = _quiet(build_index, model, file_corpus(corpus), tmp_path / "store", progress=False)
+    reader = IndexStore(tmp_path / "store")
+    info = reader.index_info(result.index_id)
+    assert (info["prompt_name"], info["prompt"], info["query_prompt"]) == ("passage", "passage: ", "query: ")
+    found = search_index(model, reader, result.index_id, "a cat", k=2)
+    assert found.query_prompt == "query: " and found.hits[0].passage in ("The cat sat on the mat.", "A dog runs in the park.")
+    exp = found.hits[0].explanation
+    assert exp.tokens_a[1:3] == ["query", ":"] and exp.tokens_b[1:3] == ["passage", ":"]
+    from core import explain
+
+    live = _quiet(explain, model, "query: a cat", "passage: " + found.hits[0].passage)
+    np.testing.assert_allclose(exp.matrix, live.matrix, atol=2e-3 * np.abs(live.matrix).max())
+
+
 def test_corpus_files(tmp_path):
     (tmp_path / "a.txt").write_text("one\n\ntwo\none\n", encoding="utf-8")
     c = file_corpus(tmp_path / "a.txt")
@@ -348,7 +377,7 @@ def test_resume_after_sigkill_of_a_real_process(tmp_path, tiny_folders):
     reader = IndexStore(store)
     (index_id,) = reader.indexes()["index_id"]
     info = reader.index_info(index_id)
-    assert info["status"] == "running" and 2 <= info["chunks_present"] < info["n_chunks"]
+    assert info["status"] == "interrupted" and 2 <= info["chunks_present"] < info["n_chunks"]
     from core import load_model
 
     model = _quiet(load_model, tiny_folders["bert"], device="cpu")
