@@ -27,7 +27,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.store_index import IndexStore, IndexWriter, _index_dir, _write_parquet  # noqa: E402
+from core.store.index import IndexStore, IndexWriter, _index_dir, _write_parquet  # noqa: E402
 
 DIM = 384
 

@@ -2,7 +2,7 @@
 explanation of a hit from two factors, and the contrast of two hits on the query's tokens.
 
 Everything here is numpy in, numpy/dataclasses out (no I/O, no SQL, no Streamlit). The store keeps an index's
-windows with their embeddings and float16 factors (:mod:`core.store_index`); ``precompute/index.py`` builds
+windows with their embeddings and float16 factors (:mod:`core.store.index`); ``precompute/index.py`` builds
 it; the Search page and ``python -m precompute search`` call :func:`explain_hit` and :func:`contrast_hits`.
 """
 
@@ -325,7 +325,7 @@ def stored_factors(row: dict, prompt: str) -> SentenceFactors:
 
 def search_index(model: SimilarityModel, reader, index_id: str, query: str, k: int = 10, mode: str = "auto",
                  query_prompt: str | None = None, explain: bool = True) -> SearchResult:
-    """Search index ``index_id`` of ``reader`` (a :class:`core.store_index.IndexStore`) for ``query``.
+    """Search index ``index_id`` of ``reader`` (a :class:`core.store.index.IndexStore`) for ``query``.
 
     ``query_prompt``: text prepended to the query (None: the index's query prompt, which is the model's
     ``query`` prompt when it has one). One model pass computes the query's factor and embedding; the top

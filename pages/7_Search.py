@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import charts, views
 from core.store import StoreError
-from core.store_index import SEARCH_MODES, IndexStore
+from core.store.index import SEARCH_MODES, IndexStore
 
 views.ensure_navigation()
 st.title("Search")

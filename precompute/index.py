@@ -22,7 +22,7 @@ from core.attribution import compute_factors, resolve_settings
 from core.datasets import DatasetError, _read_table, load_dataset
 from core.models import SimilarityModel, load_model
 from core.search import SearchError, model_prompts, window_spans
-from core.store_index import IndexWriter, corpus_hash, make_index_id
+from core.store.index import IndexWriter, corpus_hash, make_index_id
 from precompute.runner import _device_name, _model_meta, code_version
 
 DEFAULT_CHUNK_SIZE = 256
@@ -220,7 +220,7 @@ def build_index(
 
     An interrupted build resumes with the missing chunks on the same call; a finished one is skipped unless
     ``force``. ``hnsw``: build the HNSW index (None: when the index has at least
-    :data:`core.store_index.HNSW_MIN_WINDOWS` windows). ``progress``: a tqdm bar, nothing, or a callback
+    :data:`core.store.index.HNSW_MIN_WINDOWS` windows). ``progress``: a tqdm bar, nothing, or a callback
     ``(passages_done, passages_total)``.
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:

@@ -28,7 +28,7 @@ from core.search import (
     similarities,
     window_spans,
 )
-from core.store_index import IndexStore, IndexWriter
+from core.store.index import IndexStore, IndexWriter
 from precompute import cli
 from precompute.index import INDEX_METHODS, build_index, dataset_corpus, file_corpus
 

@@ -1,13 +1,15 @@
 """Search indexes in the store: their schema, writer and every query (``python -m precompute index|search``).
 
 STORAGE INTERFACE. This module is the whole storage side of search: :class:`IndexWriter` (start, chunks,
-finish) and :class:`IndexStore` (list, search, read windows and passages). It follows the store's rules
-(schema declared once in :data:`INDEX_SCHEMA`, every file published atomically, a chunk exactly once) and
-moves into the store package (``core/store/``) with the store's rewrite; callers only use the two classes.
+finish) and :class:`IndexStore` (list, search, read windows and passages); callers only use the two classes.
+The schema is declared once in :data:`INDEX_SCHEMA` (documented in docs/STORE.md); every file is published
+atomically (written under a temporary name, fsynced, renamed) and a chunk is written exactly once. Models go
+into the DuckLake ``models`` table. The index files themselves are Parquet files in the store's folder, beside
+the DuckLake catalog, not DuckLake tables (yet): indexes need a local store folder.
 
-Layout, next to the store's runs::
+Layout, in the store's folder::
 
-    <store>/indexes/<index_id>/index@<rev>.parquet        the index record (a new revision on every change)
+    <store>/indexes/<index_id>/index.parquet              the index record (replaced atomically on every change)
     <store>/indexes/<index_id>/passages.parquet           every distinct text, in corpus order
     <store>/indexes/<index_id>/chunk=<k:06d>/windows.<tag>.parquet
             chunk k: the windows of passages [k*C, (k+1)*C), renamed into place complete
@@ -25,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import re
+import shutil
 import socket
 import threading
 import uuid
@@ -38,21 +41,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.store import (
-    StoreError,
-    StoreWriter,
-    _check_id,
-    _fsync_dir,
-    _is_store,
-    _latest,
-    _list_dir,
-    _pid_alive,
-    _publish_table,
-    _remove,
-    _temp_name,
-    _utcnow,
-    _write_parquet,
-)
+from core.store.catalog import CATALOG_FILE, parse_location
+from core.store.reader import pid_alive as _pid_alive
+from core.store.records import StoreError, check_id, utcnow
+from core.store.writer import StoreWriter
 
 #: Indexes with at least this many windows get an HNSW index (smaller ones are scanned exactly).
 HNSW_MIN_WINDOWS = 100_000
@@ -146,7 +138,7 @@ def index_arrow_schema(table: str, dim: int | None = None) -> pa.Schema:
 
 def index_schema_markdown() -> str:
     """The index tables as markdown (the last part of docs/STORE.md)."""
-    layout = __doc__.split("Layout, next to the store's runs::")[1].split("The Parquet files")[0]
+    layout = __doc__.split("Layout, in the store's folder::")[1].split("The Parquet files")[0]
     lines = ["## Search indexes (`python -m precompute index`)", "", "```", *[ln[4:] for ln in layout.strip("\n").splitlines()],
              "```", "", "A chunk directory is renamed into place complete, so a killed build resumes with exactly the "
              "missing chunks; `vectors.duckdb` is derived from the chunks and rebuilt from them.", ""]
@@ -184,6 +176,68 @@ def decode_matrix(blob: bytes, dtype: str, shape: tuple[int, ...]) -> np.ndarray
     return arr.reshape(shape)
 
 
+# ---- atomic files (the index's own; the DuckLake tables use the catalog's transactions) ----------
+
+
+def _temp_name(name: str, prefix: str = "tmp") -> str:
+    return f".{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{name}.part"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    with open(path, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _publish_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``path`` atomically: readers see the old file or the new one, never a part."""
+    tmp = path.parent / _temp_name(path.name)
+    try:
+        _write_parquet(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _list_dir(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _local_root(path: str | os.PathLike) -> Path:
+    root = parse_location(path).root
+    if root is None:
+        raise StoreError(f"search indexes live in a local store folder; {str(path)!r} is a remote DuckLake store")
+    return root
+
+
+def _is_store(root: Path) -> bool:
+    return (root / CATALOG_FILE).is_file()
+
+
 def _vss_extension() -> str:
     try:
         import duckdb_extension_vss
@@ -202,7 +256,7 @@ def _load_vss(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _index_dir(root: Path, index_id: str) -> Path:
-    return root / "indexes" / _check_id(index_id, "index_id")
+    return root / "indexes" / check_id(index_id, "index_id")
 
 
 def _chunk_dirs(root: Path, index_id: str) -> dict[int, Path]:
@@ -221,10 +275,11 @@ def _window_files(root: Path, index_id: str, chunks: Iterable[int] | None = None
 
 
 def _read_record(root: Path, index_id: str) -> dict[str, Any] | None:
-    path = _latest(_index_dir(root, index_id), "index")
-    if path is None:
+    path = _index_dir(root, index_id) / "index.parquet"
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except FileNotFoundError:
         return None
-    rows = pq.read_table(path).to_pylist()
     return rows[0] if rows else None
 
 
@@ -244,11 +299,13 @@ class IndexWriter:
     """Writes one store's search indexes (used by ``precompute index``); every call is atomic."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.store = StoreWriter(path)  # creates the store if needed; models go into its models table
-        self.root = self.store.root
+        self.root = _local_root(path)
+        StoreWriter(path).close()  # creates the store if needed
 
     def put_model(self, meta: Mapping[str, Any]) -> None:
-        self.store.put_model(meta)
+        """Record the model in the store's ``models`` table."""
+        with StoreWriter(self.root) as writer:
+            writer.put_model(meta)
 
     def record(self, index_id: str) -> dict[str, Any] | None:
         return _read_record(self.root, index_id)
@@ -256,13 +313,15 @@ class IndexWriter:
     def _publish(self, record: Mapping[str, Any]) -> None:
         frame = pd.DataFrame([{c: record.get(c) for c in INDEX_SCHEMA["indexes"]}])
         table = pa.Table.from_pandas(frame, schema=index_arrow_schema("indexes"), preserve_index=False)
-        _publish_table(table, _index_dir(self.root, record["index_id"]), "index")
+        directory = _index_dir(self.root, record["index_id"])
+        directory.mkdir(parents=True, exist_ok=True)
+        _publish_parquet(table, directory / "index.parquet")
 
     def start_index(self, record: Mapping[str, Any], passages: pd.DataFrame, *, force: bool = False) -> str | None:
         """Register (or resume) an index; returns the previous status (None: new; "done": nothing to do
         unless ``force``, which deletes it and starts afresh)."""
         record = dict(record)
-        index_id = _check_id(record["index_id"], "index_id")
+        index_id = check_id(record["index_id"], "index_id")
         previous = self.record(index_id)
         if previous is not None and previous["status"] == "done" and not force:
             return "done"
@@ -276,12 +335,9 @@ class IndexWriter:
         if not passages_file.exists():
             table = pa.Table.from_pandas(passages[list(INDEX_SCHEMA["index_passages"])].reset_index(drop=True),
                                          schema=index_arrow_schema("index_passages"), preserve_index=False)
-            tmp = directory / _temp_name(passages_file.name)
-            _write_parquet(table, tmp)
-            os.replace(tmp, passages_file)
-            _fsync_dir(directory)
+            _publish_parquet(table, passages_file)
         record.update(status="running", pid=os.getpid(), host=socket.gethostname(), finished_at=None, error_message=None,
-                      started_at=(previous or {}).get("started_at") or _utcnow(),
+                      started_at=(previous or {}).get("started_at") or utcnow(),
                       seconds=(previous or {}).get("seconds"))
         self._publish(record)
         return None if previous is None else previous["status"]
@@ -359,7 +415,7 @@ class IndexWriter:
         if missing:
             raise StoreError(f"index {index_id}: chunks {missing[:5]} are missing; it cannot be finished")
         counts = self.build_vectors(index_id, hnsw)
-        record.update(status="done", finished_at=_utcnow(), seconds=(record.get("seconds") or 0.0) + seconds,
+        record.update(status="done", finished_at=utcnow(), seconds=(record.get("seconds") or 0.0) + seconds,
                       n_windows=counts["n_windows"], max_windows=counts["max_windows"])
         self._publish(record)
         return record
@@ -367,14 +423,14 @@ class IndexWriter:
     def fail_index(self, index_id: str, message: str, seconds: float) -> None:
         record = self.record(index_id)
         if record is not None:
-            record.update(status="failed", error_message=message, finished_at=_utcnow(),
+            record.update(status="failed", error_message=message, finished_at=utcnow(),
                           seconds=(record.get("seconds") or 0.0) + seconds)
             self._publish(record)
 
     def delete_index(self, index_id: str) -> None:
         directory = _index_dir(self.root, index_id)
         if directory.exists():
-            trash = self.root / ".trash" / _temp_name(index_id, prefix="trash")
+            trash = self.root / "indexes" / _temp_name(index_id, prefix="trash")
             trash.parent.mkdir(exist_ok=True)
             os.rename(directory, trash)
             _remove(trash)
@@ -437,7 +493,7 @@ class IndexStore:
     """Read-only queries on a store's search indexes; safe while an index is being written."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        self.root = Path(path)
+        self.root = _local_root(path)
         if not self.root.is_dir() or not _is_store(self.root):
             raise StoreError(f"{str(self.root)!r} is not a SimLens store")
         self._con = duckdb.connect(":memory:")
