@@ -1,4 +1,4 @@
-"""``python -m precompute``: attribute, predict, list and merge; faithfulness evaluations (convergence,
+"""``python -m precompute``: attribute, predict, list, merge, compact and migrate; faithfulness evaluations (convergence,
 conservation, perturbation, distributions, pos-subsets, agreement, ground-truth, table1, evaluations) and
 fine-tuning of exact-attribution models (finetune); search indexes (index, search)."""
 
@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
+from datetime import timedelta
 
 from core.datasets import DATA_DIR_ENV, DatasetError, load_dataset
 from core.finetune import FinetuneConfig, TrainingInterrupted
 from core.methods import METHODS
 from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
-from core.store import Store, StoreError, merge_stores
+from core.store import Store, StoreError, compact, merge_stores, migrate_store
 from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
 from precompute import evaluate, search_cli
 from precompute.runner import DEFAULT_CHUNK_SIZE, run
 
-DEFAULT_STORE = "store"
+DEFAULT_STORE = os.environ.get("SIMLENS_STORE", "").strip() or "store"
+STORE_HELP = (f"store folder or DuckLake connection string, e.g. 'ducklake:postgres:dbname=simlens host=db "
+              f"data_path=s3://bucket/simlens/' (default $SIMLENS_STORE or ./store; now {DEFAULT_STORE})")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +33,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True,
                         help="stsb:test, sick:trial, biosses, mstsb:de:test, mstsb:en-de:test, a CSV/TSV/Parquet/"
                              "JSONL file, or hf:<owner>/<name>[:<split>]")
-    parser.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default ./{DEFAULT_STORE})")
+    parser.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     parser.add_argument("--data-dir", default=None,
                         help=f"folder laid out like shared/data (default: ${DATA_DIR_ENV} or ../shared/data)")
     parser.add_argument("--lang", default=None,
@@ -86,7 +90,7 @@ def _add_eval_options(parser: argparse.ArgumentParser, batch_default: int = 16) 
                         help=f"model folder, packaged name or hub id (default {DEFAULT_MODEL})")
     parser.add_argument("--dataset", default="stsb:test", help="pairs to evaluate (default stsb:test; any "
                         "dataset spec or file `attribute` takes)")
-    parser.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default ./{DEFAULT_STORE})")
+    parser.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     parser.add_argument("--data-dir", default=None,
                         help=f"folder laid out like shared/data (default: ${DATA_DIR_ENV} or ../shared/data)")
     parser.add_argument("--lang", default=None, help="language of a user file's sentences (e.g. en)")
@@ -198,7 +202,7 @@ def _add_evaluation_verbs(verbs) -> None:
     tune.add_argument("--limit", type=int, default=None, help="only the first N training pairs")
     tune.add_argument("--dataset", default="stsb:test", help="evaluation pairs for Table 1 (default stsb:test)")
     tune.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation pairs")
-    tune.add_argument("--store", default=DEFAULT_STORE, help=f"store directory (default ./{DEFAULT_STORE})")
+    tune.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     tune.add_argument("--data-dir", default=None, help=f"folder laid out like shared/data (default: ${DATA_DIR_ENV})")
     tune.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     t1 = verbs.add_parser("table1", help="store a model's Table 1 row (Spearman of cosine and dot)",
@@ -232,8 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--store", default=DEFAULT_STORE)
     merge = verbs.add_parser("merge", help="merge shard stores into one",
                              description="Copy the datasets, models, runs and chunks of SOURCE stores into DEST.")
-    merge.add_argument("sources", nargs="+", help="store directories written by shards")
+    merge.add_argument("sources", nargs="+", help="stores built apart (folders or DuckLake connection strings)")
     merge.add_argument("--store", required=True, help="destination store")
+    comp = verbs.add_parser("compact", help="merge small files, expire old snapshots, delete unreferenced files",
+                            description="Drop rows no reader sees (replaced records, losing writes of raced "
+                                        "chunks), merge small data files, expire snapshots older than --keep and "
+                                        "delete files nothing references (also those of killed writers).")
+    comp.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
+    comp.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    comp.add_argument("--keep-hours", type=float, default=1.0,
+                      help="keep snapshots (and their files) younger than this (default 1 hour)")
+    mig = verbs.add_parser("migrate", help="convert a store of the old Parquet-directory layout",
+                           description="Copy a store of the Parquet-directory layout (SIMLENS_STORE.json) into a "
+                                       "DuckLake store; resumable, and running it again changes nothing.")
+    mig.add_argument("old", help="the old store folder")
+    mig.add_argument("new", help="the new store (folder or DuckLake connection string)")
     _add_evaluation_verbs(verbs)
     search_cli.add_verbs(verbs, DEFAULT_STORE)
     return parser
@@ -367,6 +384,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "merge":
             counts = merge_stores(args.sources, args.store)
             print(f"merged into {args.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return 0
+        if args.verb == "compact":
+            report = compact(args.store, dry_run=args.dry_run, keep=timedelta(hours=args.keep_hours))
+            print(f"{'dry run: ' if args.dry_run else ''}compact {args.store}")
+            for line in report.lines():
+                print(f"  {line}")
+            return 0
+        if args.verb == "migrate":
+            counts = migrate_store(args.old, args.new)
+            print(f"migrated {args.old} into {args.new}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
         dataset = load_dataset(args.dataset, data_dir=args.data_dir, columns=_mapping(args.columns),
                                lang=args.lang, gold_range=_range(args.gold_range))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,7 +18,15 @@ from core.datasets import PairDataset, load_dataset
 from core.metrics import score_metrics
 from core.models import SimilarityModel, load_model
 from core.pos import tag_texts_batch
-from core.store import PREDICT, Store, StoreWriter, chunk_pair_range, kind_of_method, make_run_id
+from core.store import (
+    PREDICT,
+    ChunkExistsError,
+    Store,
+    StoreWriter,
+    chunk_pair_range,
+    kind_of_method,
+    make_run_id,
+)
 
 DEFAULT_CHUNK_SIZE = 64
 ProgressCallback = Callable[[int, int], None]
@@ -186,7 +195,8 @@ def run(
             rows = ds.frame.iloc[ranges[k].start : ranges[k].stop]
             tables = (prediction_tables(model, rows, batch_size) if scores_only
                       else chunk_tables(model, rows, ds, settings, batch_size, save_factors))
-            writer.write_chunk(run_id, k, tables)
+            with contextlib.suppress(ChunkExistsError):  # another writer of the run committed it: its rows count
+                writer.write_chunk(run_id, k, tables)
             written += len(rows)
             bar.update(len(rows))
             if callable(progress):
