@@ -197,7 +197,11 @@ def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, re
     if loc.data_path and not read_only:
         options.append(f"DATA_PATH {_literal(loc.data_path)}")
     suffix = f" ({', '.join(options)})" if options else ""
-    _retry(lambda: con.execute(f"ATTACH {_literal(loc.catalog)} AS {alias}{suffix}"), f"open {loc}")
+    def attempt() -> None:
+        con.execute(f"DETACH DATABASE IF EXISTS {alias}")
+        con.execute(f"ATTACH {_literal(loc.catalog)} AS {alias}{suffix}")
+
+    _retry(attempt, f"open {loc}")  # retried too when another writer is creating the catalog right now
 
 
 def existing_columns(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, list[str]]:
@@ -231,7 +235,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, lake: str) -> None:
     transaction(con, create, "create the store's tables")
 
 
-_TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|deadlock|Failed to commit", re.I)
+_TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|deadlock|Failed to commit|"
+                        r"duplicate key value|already exists", re.I)
 
 
 def _transient(exc: BaseException) -> bool:
