@@ -28,6 +28,7 @@ import pandas as pd
 import streamlit as st
 
 from core.charts import NULL_POS, chart_png, chart_svg, table_csv, table_parquet
+from core.safe_text import literal
 from core.store import Store, StoreError, latest_snapshot, parse_location
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,11 +103,11 @@ def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
     p = str(path)
     store_arg = "" if p == DEFAULT_STORE else f" --store {p}"
     if state.state == "invalid":
-        head = f"**The store at `{p}` cannot be read.** {state.message}."
+        head = f"**The store at `{p}` cannot be read.** {literal(state.message)}."
         fix = (f"Point `{STORE_ENV}` at a SimLens store (a directory made by `python -m precompute`), or "
                f"create a new one:")
     else:
-        head = f"**No audit results yet** in `{p}` ({state.message})."
+        head = f"**No audit results yet** in `{p}` ({literal(state.message)})."
         fix = "Fill the store with a precompute run, then reload this page:"
     return (
         f"{head}\n\n{fix}\n\n"
@@ -833,7 +834,7 @@ def _bootstrap(path: Path, first_launch: bool = False) -> bool:
             if _state().state != "ok":
                 build_demo_store(path, progress=progress)
     except Exception as exc:  # noqa: BLE001  (show what failed, never a trace)
-        st.error(f"Could not build the demo store in `{path}`: {type(exc).__name__}: {exc}")
+        st.error(f"Could not build the demo store in {literal(path)}: {literal(f'{type(exc).__name__}: {exc}')}")
         return False
     st.session_state.pop("_store_snapshots", None)
     st.cache_data.clear()

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core import views
+from core.safe_text import literal
 from core.store import StoreError
 
 KIND_TITLES = {
@@ -239,10 +240,10 @@ try:
     listing = store.evaluation_list() if store is not None else None
 except StoreError as exc:
     store, listing = None, None
-    st.warning(f"The store at `{path}` cannot be read: {exc}")
+    st.warning(f"The store at {literal(path)} cannot be read: {literal(exc)}")
 except Exception as exc:  # noqa: BLE001  (an unreadable file: say what happened, never a trace)
     store, listing = None, None
-    st.warning(f"The store at `{path}` cannot be read: {type(exc).__name__}: {exc}")
+    st.warning(f"The store at {literal(path)} cannot be read: {literal(f'{type(exc).__name__}: {exc}')}")
 if listing is None or listing.empty:
     where = "no store yet" if store is None else "the store holds no evaluations yet"
     st.info(f"**No faithfulness evaluations** in `{path}` ({where}). Each of these writes one (MiniLM on the first "
@@ -286,4 +287,4 @@ for kind, tab in zip(kinds, tabs, strict=True):
             else:  # a kind this page does not know yet: its rows
                 views.show_table(rows, f"simlens_{kind}", key)
         except Exception as exc:  # noqa: BLE001  (one malformed evaluation must not break the page)
-            st.error(f"Cannot show this evaluation: {type(exc).__name__}: {exc}")
+            st.error(f"Cannot show this evaluation: {literal(f'{type(exc).__name__}: {exc}')}")

@@ -10,12 +10,14 @@ import os
 import sys
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
-from core.datasets import DATA_DIR_ENV, DatasetError, load_dataset
+from core.datasets import DATA_DIR_ENV, DUPLICATE_POLICIES, ON_BAD, DatasetError, PairDataset, load_dataset
 from core.finetune import FinetuneConfig, TrainingInterrupted
 from core.methods import METHODS
 from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
+from core.safe_text import parse_ascii_decimal, parse_ascii_int
 from core.store import Store, StoreError, compact, merge_stores, migrate_store
 from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
@@ -41,20 +43,56 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--columns", default=None,
                         help="column mapping of a user file, e.g. sentence1=text_a,sentence2=text_b,score=label")
     parser.add_argument("--gold-range", default=None, help="gold scale of a user file, e.g. 0,5")
-    parser.add_argument("--shard", default=None, help="K/N: process every N-th chunk starting at K (1-based)")
-    parser.add_argument("--batch-size", type=int, default=16, help="sentences per forward batch (default 16)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+    parser.add_argument("--shard", type=_shard, default=None,
+                        help="K/N: process every N-th chunk starting at K (1-based)")
+    parser.add_argument("--batch-size", type=_positive_int, default=16, help="sentences per forward batch (default 16)")
+    parser.add_argument("--chunk-size", type=_positive_int, default=DEFAULT_CHUNK_SIZE,
                         help=f"pairs per atomically written chunk (default {DEFAULT_CHUNK_SIZE})")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
+    parser.add_argument("--limit", type=_positive_int, default=None,
+                        help="only the first N pairs (the store records only those; the dataset key ends in :firstN)")
+    _add_bad_row_options(parser)
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
 
 
+def _add_bad_row_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--on-bad", default="error", choices=ON_BAD,
+                        help="rows with a missing/non-numeric/out-of-range gold or an empty sentence: stop with a "
+                             "list of them (error, default) or drop and count them (skip)")
+    parser.add_argument("--duplicates", default=None, choices=DUPLICATE_POLICIES,
+                        help="rows repeating an earlier (sentence1, sentence2) pair: error, skip (keep the first) or "
+                             "keep (default: keep for the built-in benchmarks, --on-bad for files)")
+
+
+def _int(text: str, minimum: int, what: str) -> int:
+    value = parse_ascii_int(text)  # int() would also take Arabic-Indic and other non-ASCII digits
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected {what} in ASCII digits, got {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _int(text, 1, "a positive integer")
+
+
+def _layer(text: str) -> int:
+    return _int(text, 0, "a layer number >= 0 (0 = input embeddings)")
+
+
+def _shard(text: str) -> str:
+    k, slash, n = text.partition("/")
+    k_value, n_value = parse_ascii_int(k), parse_ascii_int(n)
+    if not slash or k_value is None or n_value is None or not 1 <= k_value <= n_value:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 1/2, got {text!r}")
+    return f"{k_value}/{n_value}"
+
+
 def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    values = [parse_ascii_int(v) for v in text.split(",") if v.strip()]
+    if any(v is None for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -97,22 +135,23 @@ def _add_eval_options(parser: argparse.ArgumentParser, batch_default: int = 16) 
     parser.add_argument("--columns", default=None,
                         help="column mapping of a user file, e.g. sentence1=text_a,sentence2=text_b,score=label")
     parser.add_argument("--gold-range", default=None, help="gold scale of a user file, e.g. 0,5")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (default: all)")
-    parser.add_argument("--batch-size", type=int, default=batch_default,
+    parser.add_argument("--limit", type=_positive_int, default=None, help="only the first N pairs (default: all)")
+    parser.add_argument("--batch-size", type=_positive_int, default=batch_default,
                         help=f"sentences per forward batch (default {batch_default})")
+    _add_bad_row_options(parser)
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
 
 
 def _add_method_options(parser: argparse.ArgumentParser, default_methods: str, layer_help: str) -> None:
     parser.add_argument("--methods", type=_names, default=None,
                         help=f"comma-separated methods from {', '.join(sorted(METHODS))} (default {default_methods})")
-    parser.add_argument("--layer", type=int, default=None, help=layer_help)
-    parser.add_argument("--steps", type=int, default=None, help="integration steps for ij (default 64)")
+    parser.add_argument("--layer", type=_layer, default=None, help=layer_help)
+    parser.add_argument("--steps", type=_positive_int, default=None, help="integration steps for ij (default 64)")
     parser.add_argument("--quadrature", default=None, choices=QUADRATURES, help="ij rule (default gauss-legendre)")
 
 
 def _add_training_options(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None:
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--epochs", type=_positive_int, default=epochs, help=f"training epochs (default {epochs})")
     parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr:g})")
     parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
     parser.add_argument("--warmup", type=float, default=0.1,
@@ -140,7 +179,7 @@ def _add_evaluation_verbs(verbs) -> None:
         description="Relevance sum against the explained score for BiLRP, BiLRP on a copy of the model with all "
                     "biases zeroed (exact conservation) and Hessian x Product.")
     _add_eval_options(cons)
-    cons.add_argument("--layer", type=int, default=0, help="layer to attribute to (default 0)")
+    cons.add_argument("--layer", type=_layer, default=0, help="layer to attribute to (default 0)")
     pert = verbs.add_parser(
         "perturbation", help="AUPC per method and a random ranking, Wilcoxon tests (BiLRP §4.3)",
         description="Tokens ranked by pooled pair relevance are added back, 4%% of a sentence per step, to a fully "
@@ -158,9 +197,9 @@ def _add_evaluation_verbs(verbs) -> None:
     _add_eval_options(dist)
     dist.add_argument("--methods", type=_names, default=None, help="comma-separated methods (default ij)")
     dist.add_argument("--layers", type=_ints, default=None, help="comma-separated layers (default 0, L/2, L-1, L)")
-    dist.add_argument("--steps", type=int, default=None, help="integration steps for ij (default 64)")
+    dist.add_argument("--steps", type=_positive_int, default=None, help="integration steps for ij (default 64)")
     dist.add_argument("--quadrature", default=None, choices=QUADRATURES, help="ij rule (default gauss-legendre)")
-    dist.add_argument("--bins", type=int, default=60, help="histogram bins (default 60)")
+    dist.add_argument("--bins", type=_positive_int, default=60, help="histogram bins (default 60)")
     pos = verbs.add_parser(
         "pos-subsets", help="share of the score explained by noun/verb and top-10 POS relations (IJ §3.4)",
         description="Share of the explained score carried by noun/verb relations and by the ten POS relations most "
@@ -168,7 +207,7 @@ def _add_evaluation_verbs(verbs) -> None:
     _add_eval_options(pos)
     _add_method_options(pos, "ij", "layer to attribute to (default: the method's)")
     pos.add_argument("--run", default=None, help="read relevances and POS from this stored run (no model needed)")
-    pos.add_argument("--top-n", type=int, default=10, help="how many top relations (default 10)")
+    pos.add_argument("--top-n", type=_positive_int, default=10, help="how many top relations (default 10)")
     agree = verbs.add_parser(
         "agreement", help="Spearman rank agreement between methods' matrices",
         description="Per pair, the Spearman correlation between the matrices of every two methods; mean and sd.")
@@ -182,8 +221,8 @@ def _add_evaluation_verbs(verbs) -> None:
     _add_eval_options(truth)
     _add_method_options(truth, ",".join(evaluate.DEFAULT_METHODS), "layer for every method (default: each method's)")
     _add_training_options(truth, epochs=3, lr=5e-5)
-    truth.add_argument("--train-limit", type=int, default=None, help="only the first N training pairs")
-    truth.add_argument("--train-batch-size", type=int, default=16, help="training batch size (default 16)")
+    truth.add_argument("--train-limit", type=_positive_int, default=None, help="only the first N training pairs")
+    truth.add_argument("--train-batch-size", type=_positive_int, default=16, help="training batch size (default 16)")
     truth.add_argument("--output", default=None,
                        help="folder of the noun-counting model (default models/ground-truth-<model>)")
     tune = verbs.add_parser(
@@ -198,10 +237,10 @@ def _add_evaluation_verbs(verbs) -> None:
     tune.add_argument("--adjusted", action="store_true",
                       help="shifted embeddings + dot-product objective (exact attributions with ij)")
     _add_training_options(tune, epochs=5, lr=2e-5)
-    tune.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
-    tune.add_argument("--limit", type=int, default=None, help="only the first N training pairs")
+    tune.add_argument("--batch-size", type=_positive_int, default=16, help="training batch size (default 16)")
+    tune.add_argument("--limit", type=_positive_int, default=None, help="only the first N training pairs")
     tune.add_argument("--dataset", default="stsb:test", help="evaluation pairs for Table 1 (default stsb:test)")
-    tune.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation pairs")
+    tune.add_argument("--eval-limit", type=_positive_int, default=None, help="only the first N evaluation pairs")
     tune.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     tune.add_argument("--data-dir", default=None, help=f"folder laid out like shared/data (default: ${DATA_DIR_ENV})")
     tune.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
@@ -222,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Explain every pair of a dataset into the store (resumable).")
     _add_run_options(attribute)
     attribute.add_argument("--method", default="bilrp", choices=sorted(METHODS))
-    attribute.add_argument("--layer", type=int, default=None, help="hidden layer to attribute to (0 = input)")
-    attribute.add_argument("--steps", type=int, default=None, help="integration steps for ij (default 64)")
+    attribute.add_argument("--layer", type=_layer, default=None, help="hidden layer to attribute to (0 = input)")
+    attribute.add_argument("--steps", type=_positive_int, default=None, help="integration steps for ij (default 64)")
     attribute.add_argument("--quadrature", default=None, choices=QUADRATURES, help="ij rule (default gauss-legendre)")
     attribute.add_argument("--save-factors", action="store_true",
                            help="also store per-token factors (float16) to explain stored pairs without the model")
@@ -268,11 +307,52 @@ def _mapping(text: str | None) -> dict[str, str] | None:
 def _range(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--gold-range must look like 0,5, got {text!r}") from None
-    return low, high
+    values = [parse_ascii_decimal(v) for v in text.split(",")]
+    if len(values) != 2 or any(v is None for v in values):
+        raise ValueError(f"--gold-range must look like 0,5 (ASCII numbers), got {text!r}")
+    return values[0], values[1]
+
+
+def _load_pairs(args: argparse.Namespace, limit: int | None = None) -> PairDataset:
+    """The dataset of ``args`` (first ``limit`` pairs), with its skip/duplicate counts reported on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        dataset = load_dataset(args.dataset, data_dir=args.data_dir, columns=_mapping(args.columns), lang=args.lang,
+                               gold_range=_range(args.gold_range), on_bad=args.on_bad, duplicates=args.duplicates,
+                               limit=limit)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    counts = [f"{len(dataset)} pairs" + (f" (the first of {dataset.limited_from})" if dataset.limited_from else "")]
+    if dataset.skipped:
+        counts.append(f"{sum(dataset.skipped.values())} rows skipped ("
+                      + ", ".join(f"{n} {reason}" for reason, n in dataset.skipped.items()) + ")")
+    if dataset.duplicates_kept:
+        counts.append(f"{dataset.duplicates_kept} duplicate pairs kept")
+    print(f"dataset {dataset.key}: " + "; ".join(counts), file=sys.stderr)
+    return dataset
+
+
+def check_store_path(store: str | os.PathLike) -> None:
+    """Raise OSError naming the path when ``store`` cannot be created or written (nothing is created)."""
+    path = Path(store)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "exists and is not a directory (a store is a directory)", str(path))
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(20, f"cannot be created: {existing} is a file", str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(13, f"cannot be written (no write permission on {existing})", str(path))
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the path: ``<path>: <reason>``."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
 
 
 def _fmt(value: object) -> str:
@@ -310,6 +390,7 @@ def _finetune_config(args: argparse.Namespace, **overrides) -> FinetuneConfig:
 
 
 def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
+    check_store_path(args.store)
     common = dict(device=args.device, data_dir=args.data_dir)
     if args.verb == "finetune":
         config = _finetune_config(args, batch_size=args.batch_size)
@@ -318,8 +399,7 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
                                               eval_limit=args.eval_limit, force=args.force, **common)
     dataset = None
     if args.verb != "pos-subsets" or args.run is None:
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, columns=_mapping(args.columns), lang=args.lang,
-                               gold_range=_range(args.gold_range))
+        dataset = _load_pairs(args)
     run_options = dict(limit=args.limit, **common)
     if args.verb == "table1":
         return evaluate.table1(args.model, dataset, args.store, batch_size=args.batch_size, **run_options)
@@ -351,7 +431,10 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:  # every argument is checked here, before a model loads or a store is touched
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed the usage and the error
+        return exc.code if isinstance(exc.code, int) else 2
     if args.verb in evaluate.KINDS or args.verb == "finetune":
         try:
             with warnings.catch_warnings():
@@ -363,8 +446,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: nothing was stored for this evaluation", file=sys.stderr)
             return 130
-        except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+        except (ValueError, StoreError, DatasetError) as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"error: {os_error_message(exc)}", file=sys.stderr)
             return 2
         for line in result.summary:
             print(line)
@@ -382,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "list":
             return _list(args.store)
         if args.verb == "merge":
+            check_store_path(args.store)
             counts = merge_stores(args.sources, args.store)
             print(f"merged into {args.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
@@ -395,8 +482,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = migrate_store(args.old, args.new)
             print(f"migrated {args.old} into {args.new}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, columns=_mapping(args.columns),
-                               lang=args.lang, gold_range=_range(args.gold_range))
+        dataset = _load_pairs(args, limit=args.limit)
+        check_store_path(args.store)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
             result = run(
@@ -406,8 +493,11 @@ def main(argv: list[str] | None = None) -> int:
                 chunk_size=args.chunk_size, limit=args.limit, force=args.force,
                 save_factors=getattr(args, "save_factors", False), device=args.device,
             )
-    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+    except (ValueError, StoreError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the chunks written so far are kept; run the same command again to resume",

@@ -26,6 +26,7 @@ from core.store import (
     chunk_pair_range,
     kind_of_method,
     make_run_id,
+    parse_shard,
 )
 
 DEFAULT_CHUNK_SIZE = 64
@@ -167,14 +168,18 @@ def run(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    ds = dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    parse_shard(shard)
+    # the store records only the pairs the run covers (a prefix is keyed <key>:first<limit>)
+    ds = (dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)).head(limit)
     model = model if isinstance(model, SimilarityModel) else load_model(model, device=device)
     scores_only = kind_of_method(method) is PREDICT
     settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
     writer = StoreWriter(store, shard)
     writer.put_dataset(_dataset_meta(ds), ds.frame, replace=force)
     writer.put_model(_model_meta(model))
-    n_pairs = len(ds) if limit is None else min(limit, len(ds))
+    n_pairs = len(ds)
     identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
                 "layer": model.num_layers if scores_only else settings.layer,
                 "steps": None if scores_only else settings.steps,
