@@ -23,6 +23,7 @@ _PUNCTUATION = frozenset(string.punctuation)
 #: An empty colour directive: splits Markdown text nodes and renders as nothing.
 _SPLIT = ":gray[]"
 _LINE_START_SPACE = re.compile(r"^[ \t]+", re.MULTILINE)
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
 _ASCII_INT = re.compile(r"[+-]?[0-9]+")
 _ASCII_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 #: Unicode categories that put nothing visible on the screen: controls, formats (zero-width space and
@@ -48,6 +49,13 @@ def literal(text: object) -> str:
         else:
             out.append(ch)
     return _LINE_START_SPACE.sub(lambda m: "&#32;" * len(m.group().expandtabs(4)), "".join(out))
+
+
+def unliteral(markdown: str) -> str:
+    """The text a reader sees of ``literal``'s output (its inverse, line breaks aside); static Markdown around it
+    is left as it is. For tests that look for a value in what a page renders."""
+    plain = markdown.replace(_SPLIT, "").replace("&#32;", " ")
+    return _ESCAPED.sub(r"\1", plain)
 
 
 def parse_ascii_int(text: object) -> int | None:
