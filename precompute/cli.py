@@ -55,6 +55,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line ``error: ...`` after the usage (verbs' parsers inherit it)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
+
+
 def _add_bad_row_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--on-bad", default="error", choices=ON_BAD,
                         help="rows with a missing/non-numeric/out-of-range gold or an empty sentence: stop with a "
@@ -255,7 +263,7 @@ def _add_evaluation_verbs(verbs) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m precompute", description=__doc__)
+    parser = _Parser(prog="python -m precompute", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     attribute = verbs.add_parser("attribute", help="explain every pair of a dataset into the store",
                                  description="Explain every pair of a dataset into the store (resumable).")
@@ -399,7 +407,7 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
                                               eval_limit=args.eval_limit, force=args.force, **common)
     dataset = None
     if args.verb != "pos-subsets" or args.run is None:
-        dataset = _load_pairs(args)
+        dataset = _load_pairs(args, limit=args.limit)  # a prefix is keyed <key>:first<limit>, as for runs
     run_options = dict(limit=args.limit, **common)
     if args.verb == "table1":
         return evaluate.table1(args.model, dataset, args.store, batch_size=args.batch_size, **run_options)
@@ -431,10 +439,7 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # every argument is checked here, before a model loads or a store is touched
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse printed the usage and the error
-        return exc.code if isinstance(exc.code, int) else 2
+    args = build_parser().parse_args(argv)  # every option's value is checked here (exit 2), before anything runs
     if args.verb in evaluate.KINDS or args.verb == "finetune":
         try:
             with warnings.catch_warnings():
