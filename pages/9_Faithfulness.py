@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from core import views
+from core.dashboard import data, widgets
 from core.store import StoreError
 
 KIND_TITLES = {
@@ -103,13 +104,13 @@ def show_perturbation(df: pd.DataFrame, key: str) -> None:
     st.caption("Tokens ranked by pooled pair relevance are added back, 4 % of the sentence per step, to a fully "
                "masked sentence; the curve is the Euclidean distance to the unperturbed embedding (mean over both "
                "sides of every pair). Lower area (AUPC) = the ranking finds the tokens that matter sooner.")
-    views.show_chart(_lines(df[df["metric"] == "distance"], "fraction of tokens restored", "distance to original"),
+    widgets.show_chart(_lines(df[df["metric"] == "distance"], "fraction of tokens restored", "distance to original"),
                      "simlens_perturbation_curves", f"{key}_curves")
-    views.show_chart(_bars(df[df["metric"] == "aupc"], "series", "AUPC (mean ± sd)"), "simlens_aupc", f"{key}_aupc")
+    widgets.show_chart(_bars(df[df["metric"] == "aupc"], "series", "AUPC (mean ± sd)"), "simlens_aupc", f"{key}_aupc")
     tests = df[df["metric"] == "p_value"].assign(p_less=lambda d: _extra(d, "p_less"),
                                                   median_diff=lambda d: _extra(d, "median_diff"))
     st.markdown("**Paired Wilcoxon signed-rank tests** of the per-pair AUPC (`p_less`: the first is lower)")
-    views.show_table(tests[["label", "y", "p_less", "median_diff", "n"]].rename(columns={"y": "p (two-sided)"}),
+    widgets.show_table(tests[["label", "y", "p_less", "median_diff", "n"]].rename(columns={"y": "p (two-sided)"}),
                      "simlens_aupc_tests", f"{key}_tests")
 
 
@@ -128,8 +129,8 @@ def show_conservation(df: pd.DataFrame, key: str) -> None:
     chart = alt.layer(ident, dots).properties(width=260, height=260).facet(
         column=alt.Column("series:N", title=None, sort=list(dict.fromkeys(points["series"]))), data=points) \
         if len(points) else dots
-    views.show_chart(chart, "simlens_conservation", f"{key}_scatter")
-    views.show_table(_metric_table(df, ["abs_residual", "rel_residual", "pearson_r", "slope"]),
+    widgets.show_chart(chart, "simlens_conservation", f"{key}_scatter")
+    widgets.show_table(_metric_table(df, ["abs_residual", "rel_residual", "pearson_r", "slope"]),
                      "simlens_conservation_summary", f"{key}_summary")
 
 
@@ -140,9 +141,9 @@ def show_convergence(df: pd.DataFrame, key: str) -> None:
     rel = st.toggle("relative to |score|", key=f"{key}_rel")
     sub = df[df["metric"] == ("rel_residual" if rel else "abs_residual")]
     sub = sub[sub["y"] > 0]
-    views.show_chart(_lines(sub, "integration steps", "relative residual" if rel else "|residual|", log_x=True,
+    widgets.show_chart(_lines(sub, "integration steps", "relative residual" if rel else "|residual|", log_x=True,
                             log_y=True, band=False), "simlens_convergence", f"{key}_chart")
-    views.show_table(_metric_table(df, ["abs_residual", "rel_residual"]), "simlens_convergence", f"{key}_table")
+    widgets.show_table(_metric_table(df, ["abs_residual", "rel_residual"]), "simlens_convergence", f"{key}_table")
 
 
 def show_distributions(df: pd.DataFrame, key: str) -> None:
@@ -155,19 +156,19 @@ def show_distributions(df: pd.DataFrame, key: str) -> None:
         color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=["series:N", alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("y:Q", format=".3g")]
     ).properties(width=560, height=280)
-    views.show_chart(chart, "simlens_attribution_histograms", f"{key}_hist")
+    widgets.show_chart(chart, "simlens_attribution_histograms", f"{key}_hist")
     left, right = st.columns(2)
     with left:
         neg = df[df["metric"] == "negative_share"].assign(layer_=lambda d: "layer " + d["layer"].astype(str))
-        views.show_chart(_bars(neg, "layer_", "share of negative pairs", color="method"),
+        widgets.show_chart(_bars(neg, "layer_", "share of negative pairs", color="method"),
                          "simlens_negative_share", f"{key}_neg")
     with right:
         top5 = df[df["metric"] == "top5_share"].assign(layer_=lambda d: "layer " + d["layer"].astype(str))
-        views.show_chart(_bars(top5, "layer_", "share of score in the top 5 %", color="method"),
+        widgets.show_chart(_bars(top5, "layer_", "share of score in the top 5 %", color="method"),
                          "simlens_top5_share", f"{key}_top5")
-    views.show_chart(_lines(df[df["metric"] == "topk_share"], "fraction of token pairs (by |value|)",
+    widgets.show_chart(_lines(df[df["metric"] == "topk_share"], "fraction of token pairs (by |value|)",
                             "share of the explained score"), "simlens_topk_share", f"{key}_topk")
-    views.show_table(_metric_table(df, ["negative_share", "top5_share", "fraction_for_sd_below"]),
+    widgets.show_table(_metric_table(df, ["negative_share", "top5_share", "fraction_for_sd_below"]),
                      "simlens_distributions_summary", f"{key}_summary")
 
 
@@ -176,12 +177,12 @@ def show_pos_subsets(df: pd.DataFrame, key: str) -> None:
                "exceed 100 % or be negative), and how often the top relations occur among the highest "
                "attributions (IJ Fig. 6; special tokens are left out of that ranking).")
     shares = df[df["metric"] == "share"]
-    views.show_chart(_bars(shares, "label", "share of the explained score", color="method"),
+    widgets.show_chart(_bars(shares, "label", "share of the explained score", color="method"),
                      "simlens_pos_subset_share", f"{key}_share")
-    views.show_chart(_lines(df[df["metric"] == "share_top_n_relations"], "n most frequent relations",
+    widgets.show_chart(_lines(df[df["metric"] == "share_top_n_relations"], "n most frequent relations",
                             "share of the explained score"), "simlens_pos_top_n", f"{key}_topn")
     rel = df[df["metric"] == "relation_share"]
-    views.show_chart(_bars(rel, "label", "share of the top attributions", color="series"),
+    widgets.show_chart(_bars(rel, "label", "share of the top attributions", color="series"),
                      "simlens_pos_relations", f"{key}_relations")
 
 
@@ -197,8 +198,8 @@ def show_agreement(df: pd.DataFrame, key: str) -> None:
         color=alt.Color("y:Q", title="Spearman", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
         tooltip=["method:N", "other:N", alt.Tooltip("y:Q", format=".3f"), alt.Tooltip("y_sd:Q", format=".3f"), "n:Q"])
     text = alt.Chart(both).mark_text(fontSize=12).encode(x="method:N", y="other:N", text=alt.Text("y:Q", format=".2f"))
-    views.show_chart(alt.layer(chart, text).properties(width=320, height=320), "simlens_agreement", f"{key}_chart")
-    views.show_table(_metric_table(df, ["spearman"]), "simlens_agreement", f"{key}_table")
+    widgets.show_chart(alt.layer(chart, text).properties(width=320, height=320), "simlens_agreement", f"{key}_chart")
+    widgets.show_table(_metric_table(df, ["spearman"]), "simlens_agreement", f"{key}_table")
 
 
 def show_ground_truth(df: pd.DataFrame, key: str) -> None:
@@ -207,9 +208,9 @@ def show_ground_truth(df: pd.DataFrame, key: str) -> None:
                "interaction matrix (1 where tokens of the same shared noun meet), over test pairs sharing a noun.")
     acs = df[df["metric"].isin(["acs", "acs_all_tokens"])].assign(
         tokens=lambda d: d["metric"].map({"acs": "without special tokens", "acs_all_tokens": "all tokens"}))
-    views.show_chart(_bars(acs, "series", "ACS (mean ± sd)", color="tokens"), "simlens_ground_truth_acs",
+    widgets.show_chart(_bars(acs, "series", "ACS (mean ± sd)", color="tokens"), "simlens_ground_truth_acs",
                      f"{key}_acs")
-    views.show_table(_metric_table(df, ["spearman", "mse", "acs", "acs_all_tokens"]), "simlens_ground_truth",
+    widgets.show_table(_metric_table(df, ["spearman", "mse", "acs", "acs_all_tokens"]), "simlens_ground_truth",
                      f"{key}_table")
 
 
@@ -217,7 +218,7 @@ def show_table1(_df: pd.DataFrame, key: str) -> None:
     st.caption("Möller et al. (2023) Table 1: Spearman ×100 between gold and the cosine / dot product of each "
                "model's embeddings (shifted embeddings for adjusted models), newest evaluation per model.")
     table = store.model_table1()
-    views.show_table(table, "simlens_table1", f"{key}_table1",
+    widgets.show_table(table, "simlens_table1", f"{key}_table1",
                      column_config={c: st.column_config.NumberColumn(c, format="%.1f") for c in ("cosine", "dot")})
 
 
@@ -235,7 +236,7 @@ st.caption("Do the token-pair explanations say what the model does? Conservation
 path, _explicit = views.store_location()
 store_arg = "" if str(path) == views.DEFAULT_STORE else f" --store {path}"
 try:
-    store = views.open_store(str(path)) if path.exists() else None
+    store = data.open_store(str(path)) if path.exists() else None
     listing = store.evaluation_list() if store is not None else None
 except StoreError as exc:
     store, listing = None, None
@@ -268,7 +269,7 @@ for kind, tab in zip(kinds, tabs, strict=True):
         if kind == "table1":
             chosen = found["eval_id"].iloc[0]
         else:
-            views.keep_valid(f"{key}_pick", list(labels))
+            widgets.keep_valid(f"{key}_pick", list(labels))
             chosen = st.selectbox("Evaluation", list(labels), format_func=labels.get, key=f"{key}_pick")
         rows = store.evaluations(eval_id=chosen)
         if rows.empty:
@@ -284,6 +285,6 @@ for kind, tab in zip(kinds, tabs, strict=True):
             if kind in SECTIONS:
                 SECTIONS[kind](rows, key)
             else:  # a kind this page does not know yet: its rows
-                views.show_table(rows, f"simlens_{kind}", key)
+                widgets.show_table(rows, f"simlens_{kind}", key)
         except Exception as exc:  # noqa: BLE001  (one malformed evaluation must not break the page)
             st.error(f"Cannot show this evaluation: {type(exc).__name__}: {exc}")

