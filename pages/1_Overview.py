@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import views
 from core.dashboard import data, shell, widgets
+from precompute.evaluations import verbs as evaluation_verbs
 
 shell.require_store()
 runs = data.runs()
@@ -53,19 +54,20 @@ else:
                f"{views.short_model(best['model_name'])} on {best['dataset_key']}.")
     with st.expander("All metrics (long form)"):
         widgets.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
-                         "simlens_metrics", "ov_metrics_long")
+                           "simlens_metrics", "ov_metrics_long")
 
 # ---- faithfulness evidence -------------------------------------------------------------------------
 st.header("Faithfulness evidence")
 evaluations = data.evaluation_list()
 if evaluations.empty:
-    st.caption("No faithfulness evaluation stored yet: `python -m precompute perturbation --dataset stsb:test` "
-               "(also convergence, conservation, distributions, pos-subsets, agreement, ground-truth, finetune).")
+    first, *others = evaluation_verbs()
+    st.caption(f"No faithfulness evaluation stored yet: `python -m precompute {first} --dataset stsb:test` "
+               f"(also {', '.join(others)}).")
 else:
     st.caption(f"{len(evaluations)} evaluation(s): " + ", ".join(
         f"{kind} ×{n}" for kind, n in evaluations["kind"].value_counts().sort_index().items()))
     widgets.show_table(evaluations[["kind", "model_name", "dataset_key", "n_pairs", "created_at"]],
-                     "simlens_evaluations", "ov_evaluations")
+                       "simlens_evaluations", "ov_evaluations")
 with contextlib.suppress(KeyError, st.errors.StreamlitAPIException):
     st.page_link("pages/9_Faithfulness.py", label="Open the Faithfulness page", icon=":material/verified:")
 
@@ -101,4 +103,4 @@ if st.toggle("Show storage details (rows and bytes per table)", key="ov_storage"
     summary = data.summary()
     summary = summary.assign(MB=summary["bytes"] / 1e6)
     widgets.show_table(summary, "simlens_store_summary", "ov_summary",
-                     column_config={"MB": st.column_config.NumberColumn("MB", format="%.2f")})
+                       column_config={"MB": st.column_config.NumberColumn("MB", format="%.2f")})

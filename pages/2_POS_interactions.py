@@ -62,7 +62,7 @@ if not run_ids:
     st.stop()
 
 heat = data.pos_heatmap(list(run_ids), gold_band=views.band_arg(gold),
-                   error_band=views.band_arg(err, (-1.0, 1.0)), include_special=special, level=level, agg=agg)
+                        error_band=views.band_arg(err, (-1.0, 1.0)), include_special=special, level=level, agg=agg)
 if heat.empty:
     st.info("No token pairs match these filters (try a wider gold or error band).")
     st.stop()
@@ -79,6 +79,13 @@ def _on_click(chart_key: str) -> None:
         st.session_state["pos_cell"] = views.cell_label(*cell)
 
 
+def _heatmap(value: str, title: str, cell: int, name: str, key: str) -> None:
+    """One clickable POS map (every map outlines the current cell; a click picks a cell)."""
+    chart = charts.pos_heatmap_chart(heat, value, title=title, order_a=order_a, order_b=order_b, cell=cell,
+                                     highlight=current, scale="sqrt" if sqrt else "linear")
+    widgets.show_chart(chart, name, key, on_select=functools.partial(_on_click, key))
+
+
 order_a = charts.pos_order(heat["pos_a"])
 order_b = charts.pos_order(heat["pos_b"])
 cells = views.cell_options(heat)
@@ -87,11 +94,7 @@ st.session_state.setdefault("pos_cell", cells[0])
 current = views.parse_cell(st.session_state["pos_cell"])  # outlined in every map
 left, right = st.columns([3, 2], gap="large")
 with left:
-    chart = charts.pos_heatmap_chart(heat, "relevance_norm", title=f"Relevance ({agg_text}, ÷ max |R|)",
-                                     order_a=order_a, order_b=order_b, cell=24, highlight=current,
-                                     scale="sqrt" if sqrt else "linear")
-    widgets.show_chart(chart, "simlens_pos_relevance", "pos_chart_rel",
-                     on_select=functools.partial(_on_click, "pos_chart_rel"))
+    _heatmap("relevance_norm", f"Relevance ({agg_text}, ÷ max |R|)", 24, "simlens_pos_relevance", "pos_chart_rel")
 
 with right:
     st.subheader("Cell")
@@ -114,32 +117,24 @@ with right:
                                                             "neg": "most negative"}[v]) or "abs"
         limit = st.slider("Token pairs", 5, 100, 20, 5, key="pos_limit")
         examples = data.pos_cell_examples(run_for_examples, cell[0], cell[1], limit=limit,
-                               include_special=special, order=order)
+                                          include_special=special, order=order)
         if examples.empty:
             st.info("No token pairs in this cell for that run.")
         else:
             if level == "word":
                 st.caption("Listed per subword token pair whose tokens carry these tags.")
             widgets.show_table(views.with_links(examples, run_id=run_for_examples), "simlens_pos_cell_examples",
-                             "pos_examples", link_col="open", height=320,
-                             column_config={"relevance": st.column_config.NumberColumn(format="%+.5f")})
+                               "pos_examples", link_col="open", height=320,
+                               column_config={"relevance": st.column_config.NumberColumn(format="%+.5f")})
             top = examples.iloc[0]
             widgets.example_link(run_for_examples, int(top["pair_id"]),
-                               label=f"Open the strongest example (pair {int(top['pair_id'])}) in Example")
+                                 label=f"Open the strongest example (pair {int(top['pair_id'])}) in Example")
 
 c_pos, c_neg = st.columns(2, gap="large")
 with c_pos:
-    chart = charts.pos_heatmap_chart(heat, "pos_norm", title=f"Positive relevance ({agg_text}, ÷ max)",
-                                     order_a=order_a, order_b=order_b, cell=20, highlight=current,
-                                     scale="sqrt" if sqrt else "linear")
-    widgets.show_chart(chart, "simlens_pos_positive", "pos_chart_pos",
-                     on_select=functools.partial(_on_click, "pos_chart_pos"))
+    _heatmap("pos_norm", f"Positive relevance ({agg_text}, ÷ max)", 20, "simlens_pos_positive", "pos_chart_pos")
 with c_neg:
-    chart = charts.pos_heatmap_chart(heat, "neg_norm", title=f"Negative relevance ({agg_text}, ÷ max)",
-                                     order_a=order_a, order_b=order_b, cell=20, highlight=current,
-                                     scale="sqrt" if sqrt else "linear")
-    widgets.show_chart(chart, "simlens_pos_negative", "pos_chart_neg",
-                     on_select=functools.partial(_on_click, "pos_chart_neg"))
+    _heatmap("neg_norm", f"Negative relevance ({agg_text}, ÷ max)", 20, "simlens_pos_negative", "pos_chart_neg")
 st.caption("Positive and negative maps share one scale (÷ the largest positive or negative sum), so their "
            "colours compare directly.")
 

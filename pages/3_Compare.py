@@ -76,7 +76,7 @@ else:
                       delta_color="inverse" if inverse else "normal", help=f"A: {views.fmt_metric(va, kind)}")
     with st.expander("All metrics of A and B"):
         widgets.show_table(cmp, "simlens_compare_metrics", "cmp_metrics",
-                         column_config={c: st.column_config.NumberColumn(format="%.4f")
+                           column_config={c: st.column_config.NumberColumn(format="%.4f")
                                         for c in ("run_a", "run_b", "diff")} |
                          {"rel_change": st.column_config.NumberColumn(format="percent")})
 
@@ -135,7 +135,7 @@ if tab_tok.open:
                 widgets.show_chart(ch, "simlens_compare_token_pairs", "cmp_chart_tok")
             with ct2:
                 widgets.show_table(tok, "simlens_compare_token_pairs", "cmp_tok_table",
-                                 column_config={c: st.column_config.NumberColumn(format="%+.4f")
+                                   column_config={c: st.column_config.NumberColumn(format="%+.4f")
                                                 for c in ("relevance_a", "relevance_b", "diff")})
 
 if tab_pairs.open:
@@ -152,8 +152,8 @@ if tab_pairs.open:
                 with cs2:
                     st.caption("Pairs whose score changed most (links open run B's explanation).")
                     widgets.show_table(views.with_links(changes.head(50), run_id=run_b), "simlens_compare_scores",
-                                     "cmp_scores_table", link_col="open", height=360,
-                                     column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                       "cmp_scores_table", link_col="open", height=360,
+                                       column_config={c: st.column_config.NumberColumn(format="%.4f")
                                                     for c in ("score_a", "score_b", "delta")})
         else:
             st.caption("Per-pair scores are compared when both runs are on the same dataset.")

@@ -67,7 +67,7 @@ if tab_errors.open:
                         continue
                     table = views.with_links(views.failures_table(df), run_id=run_id)
                     widgets.show_table(table, f"simlens_failures_{kind}", f"fail_table_{kind}", link_col="open", height=360,
-                                     column_config={"error": st.column_config.NumberColumn(format="%+.3f"),
+                                       column_config={"error": st.column_config.NumberColumn(format="%+.3f"),
                                                     "model_score": st.column_config.NumberColumn(format="%.3f"),
                                                     "gold_norm": st.column_config.NumberColumn(format="%.3f"),
                                                     "top_pairs_text": st.column_config.TextColumn("top token pairs",
@@ -117,7 +117,7 @@ if tab_quartiles.open:
             for col, quartile in ((qa, "high"), (qb, "low")):
                 with col:
                     top = data.quartile_top_pairs(row["run_id"], quartile=quartile, k=k, include_special=special,
-                                      level=qlevel)
+                                                  level=qlevel)
                     if top.empty:
                         st.info("No token pairs.")
                         continue
@@ -127,4 +127,4 @@ if tab_quartiles.open:
                     widgets.show_chart(chart, f"simlens_quartile_{quartile}_{row['run_id']}", f"fail_q_{quartile}_{row['run_id']}")
                     with st.expander("table"):
                         widgets.show_table(top, f"simlens_quartile_{quartile}_{row['run_id']}",
-                                         f"fail_q_table_{quartile}_{row['run_id']}")
+                                           f"fail_q_table_{quartile}_{row['run_id']}")

@@ -86,15 +86,7 @@ with st.container(horizontal=True):
               help="explained score − Σ matrix (BiLRP: relevance absorbed by biases)")
     st.metric("error", _num(row.get("error"), "+.4f"), border=True, help="model score − gold (0–1)")
 
-c4, c5, c6 = st.columns([1.3, 1, 1])
-with c4:
-    level = st.radio("Level", ["token", "word"], horizontal=True, key="ex_level",
-                     format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
-with c5:
-    special = st.toggle("Special tokens", value=True, key="ex_special")
-with c6:
-    show_values = st.toggle("Values in cells", value=True, key="ex_values",
-                            help="printed when the cells are large enough (short texts)")
+level, special, show_values = widgets.matrix_options("ex")
 
 if info["method"] == "predict":
     st.info("A scores-only run stores no matrix: pick an attribution run above, or see the other runs below.")
@@ -113,7 +105,7 @@ else:
         st.subheader("Strongest pairs")
         top = views.top_token_pairs(long, k=12)
         widgets.show_table(top, f"simlens_example_top_{run_id}_{pair_id}", "ex_top",
-                         column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+                           column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
                                         "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
         with st.expander("Whole matrix (long form)"):
             widgets.show_table(long, f"simlens_example_matrix_{run_id}_{pair_id}", "ex_matrix", height=300)
@@ -126,7 +118,7 @@ if others.empty:
     st.stop()
 table = others.assign(model=others["model_name"].map(views.short_model))
 widgets.show_table(views.with_links(table), f"simlens_example_runs_{pair_id}", "ex_runs", link_col="open",
-                 column_config={c: st.column_config.NumberColumn(format="%.4f")
+                   column_config={c: st.column_config.NumberColumn(format="%.4f")
                                 for c in ("model_score", "explained_score", "matrix_sum", "residual", "error")})
 token_others = views.token_runs(others)
 if token_others.empty:

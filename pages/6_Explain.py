@@ -127,15 +127,7 @@ with st.container(horizontal=True):
 if exp.truncated:
     st.warning("A text was longer than the model's maximum and was truncated.")
 
-v1, v2, v3 = st.columns([1.3, 1, 1])
-with v1:
-    level = st.radio("Level", ["token", "word"], horizontal=True, key="xp_level",
-                     format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
-with v2:
-    special = st.toggle("Special tokens", value=True, key="xp_special")
-with v3:
-    show_values = st.toggle("Values in cells", value=True, key="xp_values",
-                            help="printed when the cells are large enough (short texts)")
+level, special, show_values = widgets.matrix_options("xp")
 view = exp.to_words() if level == "word" else exp
 long = views.explanation_frame(view)
 if not special:
@@ -149,7 +141,7 @@ with left:
 with right:
     st.subheader("Strongest pairs")
     widgets.show_table(views.top_token_pairs(long, k=12), f"{name}_top", "xp_top",
-                     column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+                       column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
                                     "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
     with st.expander("Whole matrix (long form)"):
         widgets.show_table(long, f"{name}_matrix", "xp_matrix", height=300)

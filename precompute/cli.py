@@ -1,6 +1,6 @@
-"""``python -m precompute``: attribute, predict, list and merge; faithfulness evaluations (convergence,
-conservation, perturbation, distributions, pos-subsets, agreement, ground-truth, table1, evaluations) and
-fine-tuning of exact-attribution models (finetune); search indexes (index, search)."""
+"""``python -m precompute``: attribute, predict, list and merge; the faithfulness evaluations of
+precompute/evaluations/ (one verb each: convergence, conservation, perturbation, ..., finetune) and
+``evaluations`` to list what a store holds; search indexes (index, search)."""
 
 from __future__ import annotations
 
@@ -10,23 +10,14 @@ import sys
 import warnings
 
 from core.datasets import DatasetError, load_dataset
-from core.finetune import FinetuneConfig, TrainingInterrupted
+from core.finetune import TrainingInterrupted
 from core.methods import METHODS
-from core.quadrature import QUADRATURES
 from core.store import Store, StoreError, merge_stores
 from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
-from precompute import evaluate, search_cli
+from precompute import evaluations, search_cli
 from precompute import options as opt
 from precompute.runner import DEFAULT_CHUNK_SIZE, run
-
-
-def _add_evaluation_options(parser: argparse.ArgumentParser, batch_default: int = 16) -> None:
-    """What every evaluation verb takes: a model, a dataset (default stsb:test), a store, batch/limit/device."""
-    opt.add_model(parser)
-    opt.add_dataset(parser, default="stsb:test")
-    opt.add_store(parser)
-    opt.add_compute(parser, batch_default)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -42,94 +33,23 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluation_verbs(verbs) -> None:
-    conv = verbs.add_parser(
-        "convergence", help="ij attribution error against integration steps (IJ Fig. 2)",
-        description="Residual |sum(A) - score| of integrated Jacobians against the number of steps, per layer and "
-                    "quadrature rule, mean and sd over pairs.")
-    _add_evaluation_options(conv)
-    conv.add_argument("--layers", type=opt.ints, default=None,
-                      help="comma-separated layers (default 0, L/2, L-1)")
-    conv.add_argument("--steps", type=opt.step_list, default=list(evaluate.DEFAULT_STEPS),
-                      help="comma-separated step counts (default 1,2,4,8,16,32,64,128)")
-    conv.add_argument("--quadratures", type=opt.names, default=list(QUADRATURES),
-                      help=f"comma-separated rules from {', '.join(QUADRATURES)} (default both)")
-    cons = verbs.add_parser(
-        "conservation", help="BiLRP relevance sum vs score, with/without biases, and HxP (BiLRP Fig. 6)",
-        description="Relevance sum against the explained score for BiLRP, BiLRP on a copy of the model with all "
-                    "biases zeroed (exact conservation) and Hessian x Product.")
-    _add_evaluation_options(cons)
-    cons.add_argument("--layer", type=int, default=0, help="layer to attribute to (default 0)")
-    pert = verbs.add_parser(
-        "perturbation", help="AUPC per method and a random ranking, Wilcoxon tests (BiLRP §4.3)",
-        description="Tokens ranked by pooled pair relevance are added back, 4%% of a sentence per step, to a fully "
-                    "masked sentence; the distance to the unperturbed embedding traces a curve whose area (AUPC) "
-                    "is lower for better rankings.")
-    _add_evaluation_options(pert)
-    opt.add_methods(pert, ",".join(evaluate.DEFAULT_METHODS), "layer for every method (default: each method's)")
-    pert.add_argument("--seed", type=int, default=0, help="seed of the random ranking (default 0)")
-    pert.add_argument("--step", type=opt.fraction, default=0.04, help="fraction of tokens added per step (default 0.04)")
-    pert.add_argument("--no-random", action="store_true", help="leave out the random baseline")
-    dist = verbs.add_parser(
-        "distributions", help="attribution histograms, negative share, top-k%% share (IJ Figs. 3, 5)",
-        description="Histogram of token-pair attributions per layer with the share that is negative, and the "
-                    "cumulative share of the score explained by the top-k%% attributions by |value|.")
-    _add_evaluation_options(dist)
-    dist.add_argument("--methods", type=opt.names, default=None, help="comma-separated methods (default ij)")
-    dist.add_argument("--layers", type=opt.ints, default=None, help="comma-separated layers (default 0, L/2, L-1, L)")
-    opt.add_settings(dist, layer=False)
-    dist.add_argument("--bins", type=int, default=60, help="histogram bins (default 60)")
-    pos = verbs.add_parser(
-        "pos-subsets", help="share of the score explained by noun/verb and top-10 POS relations (IJ §3.4)",
-        description="Share of the explained score carried by noun/verb relations and by the ten POS relations most "
-                    "frequent among the top 10%% attributions; from a stored run (--run) or computed.")
-    _add_evaluation_options(pos)
-    opt.add_methods(pos, "ij", "layer to attribute to (default: the method's)")
-    pos.add_argument("--run", default=None, help="read relevances and POS from this stored run (no model needed)")
-    pos.add_argument("--top-n", type=int, default=10, help="how many top relations (default 10)")
-    agree = verbs.add_parser(
-        "agreement", help="Spearman rank agreement between methods' matrices",
-        description="Per pair, the Spearman correlation between the matrices of every two methods; mean and sd.")
-    _add_evaluation_options(agree)
-    opt.add_methods(agree, ",".join(evaluate.DEFAULT_METHODS), "layer for every method (default: each method's)")
-    truth = verbs.add_parser(
-        "ground-truth", help="noun-counting model and ACS of each method with true interactions (BiLRP Fig. 1)",
-        description="Fine-tune a small encoder so that the dot product of mean-pooled embeddings predicts the number "
-                    "of shared nouns/proper nouns (spaCy lemmas), then measure the average cosine similarity (ACS) "
-                    "of each method's matrix with the true noun-noun interaction matrix on test pairs.")
-    _add_evaluation_options(truth)
-    opt.add_methods(truth, ",".join(evaluate.DEFAULT_METHODS), "layer for every method (default: each method's)")
-    opt.add_training(truth, epochs=3, lr=5e-5)
-    truth.add_argument("--train-limit", type=int, default=None, help="only the first N training pairs")
-    truth.add_argument("--train-batch-size", type=int, default=16, help="training batch size (default 16)")
-    truth.add_argument("--output", default=None,
-                       help="folder of the noun-counting model (default models/ground-truth-<model>)")
-    tune = verbs.add_parser(
-        "finetune", help="fine-tune an (adjusted) model on STS-b and store its Table 1 row",
-        description="Fine-tune on STS-b train (Möller et al. 2023, App. H). With --adjusted: shifted embeddings "
-                    "e(x) - e(r_x) and the MSE of their dot product against gold/5 (an exact-attribution model); "
-                    "without: the standard cosine objective. Saves a loadable model to --output, then stores the "
-                    "Spearman of cosine and dot on --dataset (Table 1). Interrupt with Ctrl-C; the same command "
-                    "resumes from the checkpoint.")
-    opt.add_model(tune, "base model")
-    tune.add_argument("--output", required=True, help="folder to save the fine-tuned model to")
-    tune.add_argument("--adjusted", action="store_true",
-                      help="shifted embeddings + dot-product objective (exact attributions with ij)")
-    opt.add_training(tune, epochs=5, lr=2e-5)
-    tune.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
-    tune.add_argument("--limit", type=int, default=None, help="only the first N training pairs")
-    tune.add_argument("--dataset", default="stsb:test", help="evaluation pairs for Table 1 (default stsb:test)")
-    tune.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation pairs")
-    opt.add_store(tune)
-    opt.add_data_dir(tune)
-    opt.add_device(tune)
-    t1 = verbs.add_parser("table1", help="store a model's Table 1 row (Spearman of cosine and dot)",
-                          description="Spearman x100 of the cosine and of the dot product of the model's embeddings "
-                                      "(shifted for adjusted models) against gold (Möller et al. 2023, Table 1).")
-    _add_evaluation_options(t1, batch_default=64)
+    """One verb per registered evaluation (precompute/evaluations/), and ``evaluations`` to list them."""
+    for verb in evaluations.verbs():
+        cls = evaluations.get_evaluation(verb)
+        sub = verbs.add_parser(verb, help=cls.help, description=cls.description)
+        before = len(sub._actions)
+        cls.add_arguments(sub)
+        own = [a.dest for a in sub._actions[before:] if a.dest not in _SHARED_DESTS]
+        sub.set_defaults(evaluation=cls, evaluation_options=own)
     listing = verbs.add_parser("evaluations", help="list the stored evaluations",
                                description="Show the faithfulness evaluations in a store.")
     opt.add_store(listing)
-    listing.add_argument("--kind", default=None, choices=evaluate.KINDS)
+    listing.add_argument("--kind", default=None, choices=evaluations.kinds())
+
+
+# options every evaluation verb shares (the frame's arguments, not an evaluation's own)
+_SHARED_DESTS = {"model", "dataset", "store", "data_dir", "lang", "columns", "gold_range", "batch_size", "limit",
+                 "device"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,74 +105,32 @@ def _evaluations(store: str, kind: str | None) -> int:
     return 0
 
 
-def _finetune_config(args: argparse.Namespace, **overrides) -> FinetuneConfig:
-    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
-                            seed=args.seed, **overrides)
-    config.validate()
-    return config
-
-
-def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
-    common = dict(device=args.device, data_dir=args.data_dir)
-    if args.verb == "finetune":
-        config = _finetune_config(args, batch_size=args.batch_size)
-        return evaluate.finetune_and_evaluate(args.model, args.output, args.store, args.adjusted, config,
-                                              train_dataset=args.train_dataset, dataset=args.dataset, limit=args.limit,
-                                              eval_limit=args.eval_limit, force=args.force, **common)
-    dataset = None
-    if args.verb != "pos-subsets" or args.run is None:
-        dataset = load_dataset(args.dataset, **opt.dataset_arguments(args))
-    run_options = dict(limit=args.limit, **common)
-    if args.verb == "table1":
-        return evaluate.table1(args.model, dataset, args.store, batch_size=args.batch_size, **run_options)
-    run_options["batch_size"] = args.batch_size
-    if args.verb == "convergence":
-        return evaluate.convergence(args.model, dataset, args.store, layers=args.layers, steps=args.steps,
-                                    quadratures=args.quadratures, **run_options)
-    if args.verb == "conservation":
-        return evaluate.conservation(args.model, dataset, args.store, layer=args.layer, **run_options)
-    if args.verb == "distributions":
-        return evaluate.distributions(args.model, dataset, args.store, methods=args.methods, layers=args.layers,
-                                      steps=args.steps, quadrature=args.quadrature, bins=args.bins, **run_options)
-    methods = dict(methods=args.methods, layer=args.layer, steps=args.steps, quadrature=args.quadrature)
-    if args.verb == "perturbation":
-        return evaluate.perturbation(args.model, dataset, args.store, random_baseline=not args.no_random,
-                                     seed=args.seed, step=args.step, **methods, **run_options)
-    if args.verb == "pos-subsets":
-        return evaluate.pos_subsets(None if args.run else args.model, dataset, args.store, run_id=args.run,
-                                    top_n=args.top_n, **methods, **run_options)
-    if args.verb == "agreement":
-        return evaluate.agreement(args.model, dataset, args.store, **methods, **run_options)
-    if args.verb == "ground-truth":
-        config = _finetune_config(args, objective="dot", normalize=False, batch_size=args.train_batch_size)
-        train = load_dataset(args.train_dataset, data_dir=args.data_dir)
-        return evaluate.ground_truth(args.model, dataset, args.store, train_dataset=train,
-                                     train_limit=args.train_limit, output=args.output, config=config,
-                                     force=args.force, **methods, **run_options)
-    raise ValueError(f"unknown verb {args.verb!r}")
+def _evaluate(args: argparse.Namespace) -> int:
+    cls = args.evaluation
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was truncated.*")
+            result = evaluations.evaluate(cls, **cls.arguments(args, args.evaluation_options))
+    except TrainingInterrupted as exc:
+        print(f"\ninterrupted: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was stored for this evaluation", file=sys.stderr)
+        return 130
+    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in result.summary:
+        print(line)
+    print(f"stored evaluation {result.eval_id} ({result.kind}, {len(result.rows)} rows, {result.seconds:.0f}s) "
+          f"in {args.store}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.verb in evaluate.KINDS or args.verb == "finetune":
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*was truncated.*")
-                result = _evaluate(args)
-        except TrainingInterrupted as exc:
-            print(f"\ninterrupted: {exc}", file=sys.stderr)
-            return 130
-        except KeyboardInterrupt:
-            print("\ninterrupted: nothing was stored for this evaluation", file=sys.stderr)
-            return 130
-        except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        for line in result.summary:
-            print(line)
-        print(f"stored evaluation {result.eval_id} ({result.kind}, {len(result.rows)} rows, {result.seconds:.0f}s) "
-              f"in {args.store}")
-        return 0
+    if getattr(args, "evaluation", None) is not None:
+        return _evaluate(args)
     try:
         if args.verb in search_cli.VERBS:
             return search_cli.main(args)

@@ -1,13 +1,12 @@
 """The command line's shared option groups and argument types: every verb's parser is built from these, so an
-option means the same (name, default, help) wherever it appears. Add an option used by several verbs here."""
+option means the same (name, default, help) wherever it appears. Add an option used by several verbs here.
+(The model and method registries are imported when a parser is built: importing this module stays light.)"""
 
 from __future__ import annotations
 
 import argparse
 
 from core.datasets import DATA_DIR_ENV
-from core.methods import METHODS
-from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
 
 DEFAULT_STORE = "store"
@@ -80,6 +79,8 @@ def gold_range(text: str | None) -> tuple[float, float] | None:
 
 
 def add_model(parser: argparse.ArgumentParser, what: str = "model folder, packaged name or hub id") -> None:
+    from core.models import DEFAULT_MODEL
+
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{what} (default {DEFAULT_MODEL})")
 
 
@@ -142,6 +143,8 @@ def add_settings(parser: argparse.ArgumentParser, layer_help: str = "hidden laye
 
 def add_methods(parser: argparse.ArgumentParser, default_methods: str, layer_help: str) -> None:
     """--methods (comma-separated) with one attribution setting for all of them."""
+    from core.methods import METHODS
+
     parser.add_argument("--methods", type=names, default=None,
                         help=f"comma-separated methods from {', '.join(sorted(METHODS))} (default {default_methods})")
     add_settings(parser, layer_help)

@@ -437,3 +437,54 @@ def test_presenters_and_charts_import_without_streamlit():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('streamlit', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# faithfulness evidence (core/views/evidence.py, the evaluation charts)
+# --------------------------------------------------------------------------------------------------
+
+
+def evidence_rows() -> pd.DataFrame:
+    return pd.DataFrame({
+        "eval_id": "e1", "model_name": "/m/mini", "dataset_key": DS, "n_pairs": 3, "seconds": 1.5,
+        "code_version": "abc", "params": '{"methods": ["bilrp", "ij"], "limit": 3}',
+        "metric": ["spearman", "spearman", "p_value", "share", "share"],
+        "method": ["bilrp", "bilrp", "bilrp", "ij", "ij"], "layer": [0, 0, 0, 3, 5],
+        "series": ["all tokens", "no special", None, "ij", "ij"], "label": ["bilrp vs ij"] * 3 + ["a", "b"],
+        "y": [0.5, -0.25, 0.01, 0.2, 0.3], "y_sd": [0.1, None, None, 0.05, 0.05], "n": [3, 3, 3, 3, 3],
+        "extra": ['{"other": "ij"}', '{"other": "ij"}', '{"p_less": 0.005, "median": 2}', None, "not json"],
+    })
+
+
+def test_evidence_tables_parse_extras_and_settings():
+    from core.views import evidence as ev
+
+    rows = evidence_rows()
+    other = ev.extra_values(rows, "other")
+    assert other.iloc[:2].tolist() == ["ij", "ij"] and other.iloc[2:].isna().all()  # no key, no JSON, bad JSON
+    tests = ev.evidence_table(rows, ev.Table(("p_value",), "t", columns=("label", "y", "p_less"), rename={"y": "p"}))
+    assert tests.columns.tolist() == ["label", "p", "p_less"] and tests.iloc[0].tolist() == ["bilrp vs ij", 0.01, 0.005]
+    summary = ev.evidence_table(rows, ev.Table(("spearman", "p_value"), "s"))
+    assert summary.columns.tolist() == ["series", "label", "method", "layer", "metric", "value", "sd", "median", "n"]
+    assert summary["median"].tolist()[2] == 2
+    settings = ev.evaluation_settings(rows)
+    assert settings["params"] == {"methods": ["bilrp", "ij"], "limit": 3} and settings["pairs"] == 3
+    assert settings["seconds"] == "1.5" and ev.fmt_number(float("nan")) == "–"
+    listing = pd.DataFrame({"kind": ["toy", "table1", "agreement"]})
+    assert ev.ordered_kinds(listing, ["agreement", "conservation", "table1"]) == ["agreement", "table1", "toy"]
+
+
+def test_evidence_pair_matrix_is_symmetric_on_the_signed_scale():
+    from core.views import evidence as ev
+
+    both = ev.pair_matrix_rows(evidence_rows(), ev.PairMatrix("spearman", "m"), "all tokens")
+    assert sorted(zip(both["method"], both["other"], both["y"], strict=True)) == [("bilrp", "ij", 0.5), ("ij", "bilrp", 0.5)]
+    spec = charts.pair_matrix_chart(both, "Spearman").to_dict()
+    scale = spec["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domain"] == [-1.0, 1.0] and scale["domainMid"] == 0 and scale["reverse"] is True
+    assert scale["scheme"] == charts.SCHEME
+    bars = ev.bar_rows(evidence_rows(), ev.Bars(("share",), "layer", "y", "b", color="metric", prefix="layer ",
+                                                 metric_labels={"share": "the share"}))
+    assert bars["category"].tolist() == ["layer 3", "layer 5"] and set(bars["metric_label"]) == {"the share"}
+    spec = charts.evidence_bars_chart(ev.with_band(bars), "share", color="metric_label").to_dict()
+    assert spec["layer"][0]["encoding"]["xOffset"]["field"] == "metric_label"

@@ -83,3 +83,18 @@ def keep_valid(key: str, options: Sequence[Any]) -> None:
         elif value not in options:
             with contextlib.suppress(KeyError):
                 del st.session_state[key]
+
+
+def matrix_options(prefix: str) -> tuple[str, bool, bool]:
+    """The toggles above a token heat map: (level "token"/"word", special tokens shown, values in cells);
+    widget keys ``{prefix}_level``, ``{prefix}_special``, ``{prefix}_values``."""
+    c_level, c_special, c_values = st.columns([1.3, 1, 1])
+    with c_level:
+        level = st.radio("Level", ["token", "word"], horizontal=True, key=f"{prefix}_level",
+                         format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
+    with c_special:
+        special = st.toggle("Special tokens", value=True, key=f"{prefix}_special")
+    with c_values:
+        show_values = st.toggle("Values in cells", value=True, key=f"{prefix}_values",
+                                help="printed when the cells are large enough (short texts)")
+    return level, special, show_values
