@@ -23,10 +23,11 @@ def as_model(model: SimilarityModel | str | os.PathLike, device: str | None = No
         return load_model(model, device=device)
 
 
-def as_dataset(dataset: PairDataset | str | Path, data_dir: str | Path | None = None) -> PairDataset:
+def as_dataset(dataset: PairDataset | str | Path, data_dir: str | Path | None = None, **options) -> PairDataset:
     """``dataset`` itself when it is a loaded :class:`PairDataset`, else :func:`core.datasets.load_dataset`
-    of that spec or file (``data_dir``: the folder laid out like shared/data)."""
-    return dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)
+    of that spec or file (``data_dir``: the folder laid out like shared/data; ``options``: how to read a user's
+    file, e.g. columns, lang, gold_range)."""
+    return dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir, **options)
 
 
 def model_name(model: SimilarityModel | str | os.PathLike) -> str:

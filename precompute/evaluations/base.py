@@ -134,9 +134,9 @@ class Context:
 
     def load_dataset(self, spec: Any, **options: Any) -> PairDataset:
         """A dataset by name or object (``data_dir`` from the context)."""
-        from core.datasets import PairDataset, load_dataset
+        from core.loading import as_dataset
 
-        return spec if isinstance(spec, PairDataset) else load_dataset(spec, data_dir=self.data_dir, **options)
+        return as_dataset(spec, self.data_dir, **options)
 
     @cached_property
     def rows(self) -> pd.DataFrame:
