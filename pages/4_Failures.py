@@ -32,7 +32,7 @@ with st.container(border=True):
 if run_id is None:
     st.stop()
 info = candidates.set_index("run_id").loc[run_id].to_dict()
-if info["method"] == "predict":
+if not views.has_relevances(info["method"]):
     st.caption("A scores-only run: failures are listed without token pairs.")
 
 tab_errors, tab_quartiles = st.tabs(["Largest errors", "Similarity quartiles (per model)"], key="fail_tab",
@@ -84,7 +84,7 @@ if tab_errors.open:
             st.markdown(f"**1:** {r['sentence1']}  \n**2:** {r['sentence2']}")
             st.caption(f"gold {r['gold']:.2f} ({r['gold_norm']:.3f} on 0–1), model score {r['model_score']:.4f}, "
                        f"error {r['error']:+.4f}. Strongest token pairs: {r['top_pairs_text'] or '–'}")
-            if info["method"] != "predict":
+            if views.has_relevances(info["method"]):
                 long = data.pair_matrix(run_id, pid, level="word", include_special=special)
                 if not long.empty:
                     chart = charts.token_heatmap_chart(long, title=f"Pair {pid}, words")

@@ -12,7 +12,7 @@ runs = data.runs()
 st.title("Example")
 
 ordered = views.order_runs(runs)
-ordered = ordered.assign(_p=ordered["method"].eq("predict")).sort_values("_p", kind="stable").drop(columns="_p")
+ordered = ordered.assign(_p=~ordered["method"].map(views.has_relevances)).sort_values("_p", kind="stable").drop(columns="_p")
 labels = views.run_labels(ordered)
 ids = list(labels)
 
@@ -88,7 +88,7 @@ with st.container(horizontal=True):
 
 level, special, show_values = widgets.matrix_options("ex")
 
-if info["method"] == "predict":
+if not views.has_relevances(info["method"]):
     st.info("A scores-only run stores no matrix: pick an attribution run above, or see the other runs below.")
     long = None
 else:

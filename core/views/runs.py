@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.store import kind_of_method
+
 ALL = "All"
 OPEN_END = 1e9  # an error band end at the slider's limit means "no limit"
 
@@ -41,8 +43,8 @@ def display_status(row: Mapping[str, Any]) -> str:
 def setting_text(row: Mapping[str, Any]) -> str:
     """``bilrp L0`` / ``ij L0 · 64 steps`` / ``predict``."""
     method = str(row.get("method"))
-    if method == "predict":
-        return "predict"
+    if not kind_of_method(method).uses_method:  # e.g. predict
+        return method
     text = method
     if not is_na(row.get("layer")):
         text += f" L{int(row['layer'])}"
@@ -67,16 +69,22 @@ def run_labels(runs: pd.DataFrame) -> dict[str, str]:
     return {r["run_id"]: run_label(r) for r in runs.to_dict("records")}
 
 
+def has_relevances(method: Any) -> bool:
+    """Whether runs with this ``method`` column store token-pair relevances (the run-kind registry: not
+    ``predict``)."""
+    return kind_of_method(str(method)).relevances
+
+
 def token_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that stored token pairs (every method except ``predict``)."""
-    return runs[runs["method"] != "predict"] if len(runs) else runs
+    return runs[runs["method"].map(has_relevances).astype(bool)] if len(runs) else runs
 
 
 def order_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs in a stable order for selectors: dataset, model, method, layer, steps."""
     if runs.empty:
         return runs
-    key = runs.assign(_m=runs["model_name"].map(short_model), _p=runs["method"].eq("predict"))
+    key = runs.assign(_m=runs["model_name"].map(short_model), _p=~runs["method"].map(has_relevances).astype(bool))
     key = key.sort_values(["dataset_key", "_m", "_p", "method", "layer", "steps", "run_id"], kind="stable",
                           na_position="first")
     return runs.loc[key.index].reset_index(drop=True)

@@ -331,10 +331,14 @@ def evaluate(evaluation: str | type[Evaluation], model: Any, dataset: Any, store
     ctx = Context(model, dataset, store, limit, batch_size or cls.batch_size, data_dir, device, progress, cache,
                   dataset_options)
     writer = None if cls.reads_stored_run(options) else StoreWriter(store)  # a bad store fails before any work
-    out = cls().compute(ctx, **options)
-    writer = writer or StoreWriter(store)
-    eval_id = _put(writer, cls.kind, ctx, out, started)
-    with Store(writer.root) as reader:
+    try:
+        out = cls().compute(ctx, **options)
+        writer = writer or StoreWriter(store)
+        eval_id = _put(writer, cls.kind, ctx, out, started)
+    finally:
+        if writer is not None:
+            writer.close()
+    with Store(store) as reader:
         stored = reader.evaluations(eval_id=eval_id)
     return EvaluationResult(eval_id, cls.kind, stored, time.perf_counter() - started, out.summary, out.extra)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core import faithfulness as fm
-from core.store import Store
+from core.store import Store, kind_of_method
 from core.views.evidence import Bars, Lines
 from precompute import options as opt
 from precompute.evaluations.base import (
@@ -58,8 +58,8 @@ def pos_pairs_from_run(reader: Store, run_id: str, limit: int | None) -> tuple[d
     info = reader.run_info(run_id)
     if info is None:
         raise ValueError(f"run {run_id!r} is not in {str(reader.root)!r} (see python -m precompute list)")
-    if info["method"] == "predict":
-        raise ValueError(f"run {run_id} is a scores-only (predict) run: it has no token pairs")
+    if not kind_of_method(info["method"]).relevances:
+        raise ValueError(f"run {run_id} is a scores-only ({info['method']}) run: it has no token pairs")
     preds = reader.predictions(run_id).sort_values("pair_id")
     if preds.empty:
         raise ValueError(f"run {run_id} has no stored pairs yet")
@@ -130,9 +130,9 @@ class PosSubsets(Evaluation):
             raise ValueError("fractions must lie in (0, 1]")
         source = None
         if run_id is not None:
-            reader = Store(ctx.store)
-            info, items = pos_pairs_from_run(reader, run_id, ctx.limit)
-            model_name = reader.models().set_index("model_id").loc[info["model_id"], "name"]
+            with Store(ctx.store) as reader:
+                info, items = pos_pairs_from_run(reader, run_id, ctx.limit)
+                model_name = reader.models().set_index("model_id").loc[info["model_id"], "name"]
             source = Source(info["model_id"], model_name, info["dataset_key"], run_id)
             methods = [info["method"]]
             data = {info["method"]: (items, dict(layer=info["layer"], steps=info["steps"],
