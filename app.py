@@ -1,8 +1,9 @@
 """SimLens dashboard entry point: ``streamlit run app.py``.
 
-The router: page config, the navigation of the pages in ``pages/`` (``core.views.APP_PAGES``, plus any other
-page file there under "More") and the store's location in the sidebar. The store is ``$SIMLENS_STORE``
-(default ``./store``); a first launch on an empty store builds a small demo store.
+The router: page config, the navigation of the pages in ``pages/`` (``core.dashboard.shell.APP_PAGES``, plus
+any other page file there under "More") and the store's location in the sidebar. The store is
+``$SIMLENS_STORE`` (default ``./store``); a first launch on an empty store builds a small demo store
+(:func:`precompute.demo.build_demo_store`).
 """
 
 import sys
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core import views  # noqa: E402
+from core.dashboard import shell  # noqa: E402
+from precompute import demo  # noqa: E402
 
-views.router().run()
+shell.router(demo_builder=demo.build_demo_store).run()

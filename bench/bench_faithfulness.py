@@ -3,8 +3,8 @@
     python bench/bench_faithfulness.py [--limit 100] [--convergence-limit 20] [--ij-steps 32]
                                        [--ground-truth] [--finetune-epochs N] [--store DIR]
 
-Runs, in one process with shared explanations (``evaluate.reuse_explanations``), the evaluations of
-``python -m precompute``: perturbation (AUPC per method and a random ranking, Wilcoxon tests), ij convergence
+Runs, in one process with shared explanations (one ``ExplanationCache``), the registered evaluations of
+``python -m precompute`` (precompute/evaluations/): perturbation (AUPC per method and a random ranking, Wilcoxon tests), ij convergence
 (residual against steps per layer, both quadrature rules), conservation (BiLRP with/without biases, HxP),
 distributions (share of negative attributions and top-5 % share per layer), method agreement, POS subsets and the
 base model's Table-1 row; optionally the ground-truth task (``--ground-truth``) and fine-tuning of an adjusted and
@@ -35,7 +35,7 @@ from core.charts import chart_png  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
 from core.finetune import FinetuneConfig  # noqa: E402
 from core.store import Store  # noqa: E402
-from precompute import evaluate  # noqa: E402
+from precompute.evaluations import ExplanationCache, evaluate  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -238,34 +238,36 @@ def compute(args: argparse.Namespace, ds, skip: set[str], timings: dict[str, flo
         timings[name] = time.perf_counter() - t0
         print(f"[{name}] {timings[name]:.0f}s", flush=True)
 
-    with evaluate.reuse_explanations():
-        if "perturbation" not in skip:
-            timed("perturbation", evaluate.perturbation, model, ds, store, methods="bilrp,hxp,ij,embedding",
-                  steps=steps, limit=n)
-        if "convergence" not in skip:
-            timed("convergence", evaluate.convergence, model, ds, store, limit=args.convergence_limit)
-        if "conservation" not in skip:
-            timed("conservation", evaluate.conservation, model, ds, store, limit=n)
-        if "distributions" not in skip:
-            big = model.num_layers
-            timed("distributions", evaluate.distributions, model, ds, store, layers=[0, big // 2, big - 1, big],
-                  steps=steps, limit=n)
-        if "agreement" not in skip:
-            timed("agreement", evaluate.agreement, model, ds, store, steps=steps, limit=n)
-        if "pos-subsets" not in skip:
-            timed("pos-subsets", evaluate.pos_subsets, model, ds, store, methods="ij,bilrp", steps=steps, limit=n)
+    cache = ExplanationCache()
+    if "perturbation" not in skip:
+        timed("perturbation", evaluate, "perturbation", model, ds, store, methods="bilrp,hxp,ij,embedding",
+              steps=steps, limit=n, cache=cache)
+    if "convergence" not in skip:
+        timed("convergence", evaluate, "convergence", model, ds, store, limit=args.convergence_limit, cache=cache)
+    if "conservation" not in skip:
+        timed("conservation", evaluate, "conservation", model, ds, store, limit=n, cache=cache)
+    if "distributions" not in skip:
+        big = model.num_layers
+        timed("distributions", evaluate, "distributions", model, ds, store, layers=[0, big // 2, big - 1, big],
+              steps=steps, limit=n, cache=cache)
+    if "agreement" not in skip:
+        timed("agreement", evaluate, "agreement", model, ds, store, steps=steps, limit=n, cache=cache)
+    if "pos-subsets" not in skip:
+        timed("pos-subsets", evaluate, "pos-subsets", model, ds, store, methods="ij,bilrp", steps=steps, limit=n,
+              cache=cache)
     if "table1" not in skip:
-        timed("table1", evaluate.table1, model, ds, store)
+        timed("table1", evaluate, "table1", model, ds, store)
     if args.ground_truth:
         cfg = FinetuneConfig(objective="dot", normalize=False, epochs=args.gt_epochs, lr=5e-5)
-        timed("ground-truth", evaluate.ground_truth, model.name, ds, store, train_dataset="stsb:train",
+        timed("ground-truth", evaluate, "ground-truth", model.name, ds, store, train_dataset="stsb:train",
               train_limit=args.gt_train_limit, output=OUT / "models" / "ground-truth-minilm", steps=steps, config=cfg,
               limit=n)
     if args.finetune_epochs:
         for adjusted in (True, False):
             name = "minilm-adjusted" if adjusted else "minilm-standard"
-            timed(f"finetune {name}", evaluate.finetune_and_evaluate, model.name, OUT / "models" / name, store,
-                  adjusted, FinetuneConfig(epochs=args.finetune_epochs), limit=args.finetune_limit, dataset=ds)
+            timed(f"finetune {name}", evaluate, "finetune", model.name, ds, store, output=OUT / "models" / name,
+                  adjusted=adjusted, config=FinetuneConfig(epochs=args.finetune_epochs), train_limit=args.finetune_limit)
+
 
 if __name__ == "__main__":
     main()

@@ -92,6 +92,7 @@ def main() -> int:
     from streamlit.testing.v1 import AppTest
 
     from core import views
+    from core.dashboard import data
     from core.store import Store
     imports = time.perf_counter() - t0
 
@@ -145,11 +146,11 @@ def main() -> int:
             if prepare is not None:
                 prepare(at)
             clear_caches()
-            views.QUERY_LOG.clear()
+            data.QUERY_LOG.clear()
             t0 = time.perf_counter()
             at.run()
             cold = time.perf_counter() - t0
-            log = list(views.QUERY_LOG)
+            log = list(data.QUERY_LOG)
             if at.exception:
                 raise SystemExit(f"{name}: {at.exception[0].value}")
             warm = []

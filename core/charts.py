@@ -328,6 +328,82 @@ def score_compare_chart(df: pd.DataFrame, label_a: str = "A", label_b: str = "B"
 
 
 # --------------------------------------------------------------------------------------------------
+# faithfulness evaluations (rows of Store.evaluations; lo/hi = y -/+ sd from core.views.evidence.with_band)
+# --------------------------------------------------------------------------------------------------
+
+
+def _legend(columns: int = 3) -> alt.Legend:
+    return alt.Legend(orient="bottom", columns=columns, labelLimit=260)
+
+
+def evidence_lines_chart(df: pd.DataFrame, x_title: str, y_title: str, log_x: bool = False, log_y: bool = False,
+                         band: bool = True) -> alt.Chart:
+    """Mean (line with points) and mean ± sd (shaded, not on a log y axis) of y against x, per series."""
+    x = alt.X("x:Q", title=x_title, scale=alt.Scale(type="log") if log_x else alt.Undefined)
+    color = alt.Color("series:N", title=None, legend=_legend())
+    tip = [alt.Tooltip("series:N"), alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("y:Q", format=".4g"),
+           alt.Tooltip("y_sd:Q", title="sd", format=".3g"), alt.Tooltip("n:Q")]
+    base = alt.Chart(df)
+    layers = [base.mark_line(point=True).encode(
+        x=x, y=alt.Y("y:Q", title=y_title, scale=alt.Scale(type="log") if log_y else alt.Undefined), color=color,
+        tooltip=tip)]
+    if band and not log_y:
+        layers.insert(0, base.mark_area(opacity=0.15).encode(x=x, y="lo:Q", y2="hi:Q", color=color))
+    return alt.layer(*layers).properties(width=560, height=320)
+
+
+def evidence_bars_chart(df: pd.DataFrame, y_title: str, color: str | None = None) -> alt.Chart:
+    """Mean bars with ± sd rules per ``category`` (in the rows' order), grouped by ``color`` when given."""
+    cat = alt.X("category:N", title=None, sort=list(dict.fromkeys(df["category"])),
+                axis=alt.Axis(labelAngle=-30, labelLimit=220))
+    tip = [alt.Tooltip("category:N", title="group"), alt.Tooltip("y:Q", format=".4g"),
+           alt.Tooltip("y_sd:Q", title="sd", format=".3g"), alt.Tooltip("n:Q")]
+    enc: dict = {}
+    if color:
+        enc = {"color": alt.Color(f"{color}:N", title=None, legend=_legend()), "xOffset": alt.XOffset(f"{color}:N")}
+        tip.insert(1, alt.Tooltip(f"{color}:N"))
+    bars = alt.Chart(df).mark_bar().encode(x=cat, y=alt.Y("y:Q", title=y_title), tooltip=tip, **enc)
+    offset = {"xOffset": enc["xOffset"]} if color else {}
+    rule = alt.Chart(df).mark_rule().encode(x=cat, y="lo:Q", y2="hi:Q", **offset)
+    return alt.layer(bars, rule).properties(width=max(240, 70 * df["category"].nunique()), height=300)
+
+
+def identity_scatter_chart(points: pd.DataFrame, x_title: str, y_title: str) -> alt.TopLevelMixin:
+    """y against x per row with the identity line, one panel per series."""
+    dots = alt.Chart(points).mark_circle(size=28, opacity=0.6).encode(
+        x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title),
+        tooltip=[alt.Tooltip("series:N"), alt.Tooltip("x:Q", format=".4f"), alt.Tooltip("y:Q", format=".4f")])
+    if points.empty:
+        return dots
+    lo = float(min(points["x"].min(), points["y"].min()))
+    hi = float(max(points["x"].max(), points["y"].max()))
+    ident = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(
+        color="gray", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q")
+    return alt.layer(ident, dots).properties(width=260, height=260).facet(
+        column=alt.Column("series:N", title=None, sort=list(dict.fromkeys(points["series"]))), data=points)
+
+
+def histogram_chart(hist: pd.DataFrame, x_title: str) -> alt.Chart:
+    """Densities (y) at bin centres (x) as step lines, one per series."""
+    return alt.Chart(hist).mark_line(interpolate="step-after").encode(
+        x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title="density"),
+        color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=["series:N", alt.Tooltip("x:Q", format=".3g"), alt.Tooltip("y:Q", format=".3g")],
+    ).properties(width=560, height=280)
+
+
+def pair_matrix_chart(both: pd.DataFrame, title: str) -> alt.LayerChart:
+    """A method x method matrix of y in [-1, 1] on the signed scale, values written in the cells."""
+    rect = alt.Chart(both).mark_rect().encode(
+        x=alt.X("method:N", title=None), y=alt.Y("other:N", title=None),
+        color=alt.Color("y:Q", title=title, scale=signed_scale(1.0)),
+        tooltip=["method:N", "other:N", alt.Tooltip("y:Q", format=".3f"), alt.Tooltip("y_sd:Q", format=".3f"), "n:Q"])
+    text = alt.Chart(both).mark_text(fontSize=FONT_SIZE).encode(
+        x="method:N", y="other:N", text=alt.Text("y:Q", format=".2f"))
+    return alt.layer(rect, text).properties(width=320, height=320)
+
+
+# --------------------------------------------------------------------------------------------------
 # exports
 # --------------------------------------------------------------------------------------------------
 

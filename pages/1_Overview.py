@@ -5,13 +5,15 @@ import contextlib
 import streamlit as st
 
 from core import views
+from core.dashboard import data, shell, widgets
 from core.safe_text import literal
+from precompute.evaluations import verbs as evaluation_verbs
 
-views.require_store()
-runs = views.query("runs")
-models = views.query("models")
-datasets = views.query("datasets")
-metrics = views.query("metrics_table")
+shell.require_store()
+runs = data.runs()
+models = data.models()
+datasets = data.datasets()
+metrics = data.metrics_table()
 
 st.title("SimLens audit overview")
 st.caption("Token-pair explanations of sentence-similarity models, precomputed over corpora. Pick a page on the "
@@ -47,25 +49,26 @@ else:
     fmt = "%.4f" if metric == "mse" else "%.2f"
     pivot_show = pivot.reset_index()
     cfg = {c: st.column_config.NumberColumn(c, format=fmt) for c in pivot.columns}
-    views.show_table(pivot_show, f"simlens_{metric}_models_x_datasets", "ov_pivot", column_config=cfg)
+    widgets.show_table(pivot_show, f"simlens_{metric}_models_x_datasets", "ov_pivot", column_config=cfg)
     best = metrics.sort_values(metric, ascending=metric == "mse").iloc[0]
     st.caption(f"Best {metric}: **{views.fmt_metric(best[metric], metric)}** — "
                + literal(f"{views.short_model(best['model_name'])} on {best['dataset_key']}."))
     with st.expander("All metrics (long form)"):
-        views.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
-                         "simlens_metrics", "ov_metrics_long")
+        widgets.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
+                           "simlens_metrics", "ov_metrics_long")
 
 # ---- faithfulness evidence -------------------------------------------------------------------------
 st.header("Faithfulness evidence")
-evaluations = views.query("evaluation_list")
+evaluations = data.evaluation_list()
 if evaluations.empty:
-    st.caption("No faithfulness evaluation stored yet: `python -m precompute perturbation --dataset stsb:test` "
-               "(also convergence, conservation, distributions, pos-subsets, agreement, ground-truth, finetune).")
+    first, *others = evaluation_verbs()
+    st.caption(f"No faithfulness evaluation stored yet: `python -m precompute {first} --dataset stsb:test` "
+               f"(also {', '.join(others)}).")
 else:
     st.caption(f"{len(evaluations)} evaluation(s): " + ", ".join(
         f"{kind} ×{n}" for kind, n in evaluations["kind"].value_counts().sort_index().items()))
-    views.show_table(evaluations[["kind", "model_name", "dataset_key", "n_pairs", "created_at"]],
-                     "simlens_evaluations", "ov_evaluations")
+    widgets.show_table(evaluations[["kind", "model_name", "dataset_key", "n_pairs", "created_at"]],
+                       "simlens_evaluations", "ov_evaluations")
 with contextlib.suppress(KeyError, st.errors.StreamlitAPIException):
     st.page_link("pages/9_Faithfulness.py", label="Open the Faithfulness page", icon=":material/verified:")
 
@@ -76,7 +79,7 @@ statuses = [s for s in ("done", "partial", "running", "failed") if s in set(tabl
 shown = st.pills("Status", statuses, selection_mode="multi", default=statuses, key="ov_status") or statuses
 table = table[table["status"].isin(shown)]
 table.insert(0, "open", [views.example_url(r) for r in table["run_id"]])
-views.show_table(
+widgets.show_table(
     table, "simlens_runs", "ov_runs", link_col="open",
     column_config={
         "progress": st.column_config.ProgressColumn("progress", format="percent", min_value=0.0, max_value=1.0),
@@ -92,13 +95,13 @@ views.show_table(
 left, right = st.columns(2)
 with left:
     st.subheader("Datasets")
-    views.show_table(views.dataset_table(datasets).drop(columns="label"), "simlens_datasets", "ov_datasets")
+    widgets.show_table(views.dataset_table(datasets).drop(columns="label"), "simlens_datasets", "ov_datasets")
 with right:
     st.subheader("Models")
-    views.show_table(models, "simlens_models", "ov_models")
+    widgets.show_table(models, "simlens_models", "ov_models")
 
 if st.toggle("Show storage details (rows and bytes per table)", key="ov_storage"):
-    summary = views.query("summary")
+    summary = data.summary()
     summary = summary.assign(MB=summary["bytes"] / 1e6)
-    views.show_table(summary, "simlens_store_summary", "ov_summary",
-                     column_config={"MB": st.column_config.NumberColumn("MB", format="%.2f")})
+    widgets.show_table(summary, "simlens_store_summary", "ov_summary",
+                       column_config={"MB": st.column_config.NumberColumn("MB", format="%.2f")})

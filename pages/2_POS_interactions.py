@@ -8,10 +8,11 @@ import functools
 import streamlit as st
 
 from core import charts, views
+from core.dashboard import data, shell, widgets
 
-views.require_store()
-runs = views.query("runs")
-datasets = views.query("datasets")
+shell.require_store()
+runs = data.runs()
+datasets = data.datasets()
 
 st.title("POS interactions")
 st.caption("Relevance of every token pair summed (or averaged per occurrence) by the part of speech of its two "
@@ -30,7 +31,7 @@ with st.container(border=True):
     labels = views.run_labels(candidates)
     ids = list(labels)
     with c2:
-        views.keep_valid("pos_runs", ids)
+        widgets.keep_valid("pos_runs", ids)
         if not st.session_state.get("pos_runs"):
             st.session_state["pos_runs"] = ids[:1]
         run_ids = st.multiselect("Runs (their cells are summed)", ids, format_func=lambda r: labels.get(r, r),
@@ -60,8 +61,8 @@ if not run_ids:
     st.info("Choose at least one run with token pairs (the filters above may exclude them all).")
     st.stop()
 
-heat = views.query("pos_heatmap", list(run_ids), gold_band=views.band_arg(gold),
-                   error_band=views.band_arg(err, (-1.0, 1.0)), include_special=special, level=level, agg=agg)
+heat = data.pos_heatmap(list(run_ids), gold_band=views.band_arg(gold),
+                        error_band=views.band_arg(err, (-1.0, 1.0)), include_special=special, level=level, agg=agg)
 if heat.empty:
     st.info("No token pairs match these filters (try a wider gold or error band).")
     st.stop()
@@ -78,19 +79,22 @@ def _on_click(chart_key: str) -> None:
         st.session_state["pos_cell"] = views.cell_label(*cell)
 
 
+def _heatmap(value: str, title: str, cell: int, name: str, key: str) -> None:
+    """One clickable POS map (every map outlines the current cell; a click picks a cell)."""
+    chart = charts.pos_heatmap_chart(heat, value, title=title, order_a=order_a, order_b=order_b, cell=cell,
+                                     highlight=current, scale="sqrt" if sqrt else "linear")
+    widgets.show_chart(chart, name, key, on_select=functools.partial(_on_click, key))
+
+
 order_a = charts.pos_order(heat["pos_a"])
 order_b = charts.pos_order(heat["pos_b"])
 cells = views.cell_options(heat)
-views.keep_valid("pos_cell", cells)
+widgets.keep_valid("pos_cell", cells)
 st.session_state.setdefault("pos_cell", cells[0])
 current = views.parse_cell(st.session_state["pos_cell"])  # outlined in every map
 left, right = st.columns([3, 2], gap="large")
 with left:
-    chart = charts.pos_heatmap_chart(heat, "relevance_norm", title=f"Relevance ({agg_text}, ÷ max |R|)",
-                                     order_a=order_a, order_b=order_b, cell=24, highlight=current,
-                                     scale="sqrt" if sqrt else "linear")
-    views.show_chart(chart, "simlens_pos_relevance", "pos_chart_rel",
-                     on_select=functools.partial(_on_click, "pos_chart_rel"))
+    _heatmap("relevance_norm", f"Relevance ({agg_text}, ÷ max |R|)", 24, "simlens_pos_relevance", "pos_chart_rel")
 
 with right:
     st.subheader("Cell")
@@ -112,35 +116,27 @@ with right:
                                      format_func=lambda v: {"abs": "strongest |R|", "pos": "most positive",
                                                             "neg": "most negative"}[v]) or "abs"
         limit = st.slider("Token pairs", 5, 100, 20, 5, key="pos_limit")
-        examples = views.query("pos_cell_examples", run_for_examples, cell[0], cell[1], limit=limit,
-                               include_special=special, order=order)
+        examples = data.pos_cell_examples(run_for_examples, cell[0], cell[1], limit=limit,
+                                          include_special=special, order=order)
         if examples.empty:
             st.info("No token pairs in this cell for that run.")
         else:
             if level == "word":
                 st.caption("Listed per subword token pair whose tokens carry these tags.")
-            views.show_table(views.with_links(examples, run_id=run_for_examples), "simlens_pos_cell_examples",
-                             "pos_examples", link_col="open", height=320,
-                             column_config={"relevance": st.column_config.NumberColumn(format="%+.5f")})
+            widgets.show_table(views.with_links(examples, run_id=run_for_examples), "simlens_pos_cell_examples",
+                               "pos_examples", link_col="open", height=320,
+                               column_config={"relevance": st.column_config.NumberColumn(format="%+.5f")})
             top = examples.iloc[0]
-            views.example_link(run_for_examples, int(top["pair_id"]),
-                               label=f"Open the strongest example (pair {int(top['pair_id'])}) in Example")
+            widgets.example_link(run_for_examples, int(top["pair_id"]),
+                                 label=f"Open the strongest example (pair {int(top['pair_id'])}) in Example")
 
 c_pos, c_neg = st.columns(2, gap="large")
 with c_pos:
-    chart = charts.pos_heatmap_chart(heat, "pos_norm", title=f"Positive relevance ({agg_text}, ÷ max)",
-                                     order_a=order_a, order_b=order_b, cell=20, highlight=current,
-                                     scale="sqrt" if sqrt else "linear")
-    views.show_chart(chart, "simlens_pos_positive", "pos_chart_pos",
-                     on_select=functools.partial(_on_click, "pos_chart_pos"))
+    _heatmap("pos_norm", f"Positive relevance ({agg_text}, ÷ max)", 20, "simlens_pos_positive", "pos_chart_pos")
 with c_neg:
-    chart = charts.pos_heatmap_chart(heat, "neg_norm", title=f"Negative relevance ({agg_text}, ÷ max)",
-                                     order_a=order_a, order_b=order_b, cell=20, highlight=current,
-                                     scale="sqrt" if sqrt else "linear")
-    views.show_chart(chart, "simlens_pos_negative", "pos_chart_neg",
-                     on_select=functools.partial(_on_click, "pos_chart_neg"))
+    _heatmap("neg_norm", f"Negative relevance ({agg_text}, ÷ max)", 20, "simlens_pos_negative", "pos_chart_neg")
 st.caption("Positive and negative maps share one scale (÷ the largest positive or negative sum), so their "
            "colours compare directly.")
 
 with st.expander("All cells as a table"):
-    views.show_table(views.heatmap_table(heat), "simlens_pos_heatmap", "pos_table")
+    widgets.show_table(views.heatmap_table(heat), "simlens_pos_heatmap", "pos_table")

@@ -4,10 +4,11 @@ mstsb:en-de). Metric deltas, the POS difference heatmap, and the POS and token p
 import streamlit as st
 
 from core import charts, views
+from core.dashboard import data, shell, widgets
 from core.safe_text import literal
 
-views.require_store()
-runs = views.query("runs")
+shell.require_store()
+runs = data.runs()
 
 st.title("Compare runs")
 st.caption("B − A everywhere: red where run B puts more relevance (or a higher score) than run A.")
@@ -20,7 +21,7 @@ if len(ids) < 2:
     st.stop()
 default = views.default_comparison(runs) or (ids[0], ids[1])
 for key, rid in (("cmp_a", default[0]), ("cmp_b", default[1])):
-    views.keep_valid(key, ids)
+    widgets.keep_valid(key, ids)
     st.session_state.setdefault(key, rid)
 
 
@@ -59,7 +60,7 @@ if diffs:
 
 # ---- metrics -------------------------------------------------------------------------------------
 st.header("Metrics")
-cmp = views.metric_deltas(views.query("compare_metrics", run_a, run_b))
+cmp = views.metric_deltas(data.compare_metrics(run_a, run_b))
 if cmp.empty:
     st.info("No metrics for one of the runs yet.")
 else:
@@ -75,8 +76,8 @@ else:
             st.metric(f"{name} (B)", views.fmt_metric(vb, kind), delta=delta, border=True,
                       delta_color="inverse" if inverse else "normal", help=f"A: {views.fmt_metric(va, kind)}")
     with st.expander("All metrics of A and B"):
-        views.show_table(cmp, "simlens_compare_metrics", "cmp_metrics",
-                         column_config={c: st.column_config.NumberColumn(format="%.4f")
+        widgets.show_table(cmp, "simlens_compare_metrics", "cmp_metrics",
+                           column_config={c: st.column_config.NumberColumn(format="%.4f")
                                         for c in ("run_a", "run_b", "diff")} |
                          {"rel_change": st.column_config.NumberColumn(format="percent")})
 
@@ -85,7 +86,7 @@ tab_pos, tab_tok, tab_pairs = st.tabs(["POS interactions", "Token pairs", "Per-p
 if tab_pos.open:
     with tab_pos:
         kw = dict(gold_band=views.band_arg(gold), include_special=special, level=level, agg=agg)
-        pos = views.query("compare_pos", run_a, run_b, **kw)
+        pos = data.compare_pos(run_a, run_b, **kw)
         if pos.empty or views.token_runs(ordered[ordered["run_id"].isin([run_a, run_b])]).empty:
             st.info("POS maps need runs with token pairs (not scores-only `predict` runs).")
         else:
@@ -96,22 +97,22 @@ if tab_pos.open:
                 ch = charts.pos_heatmap_chart(pos, "relevance_norm_a", title="A (÷ max |R|)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=18, limit=1.0,
                                               scale="sqrt" if sqrt else "linear")
-                views.show_chart(ch, "simlens_compare_pos_a", "cmp_chart_a")
+                widgets.show_chart(ch, "simlens_compare_pos_a", "cmp_chart_a")
             with cb:
                 ch = charts.pos_heatmap_chart(pos, "relevance_norm_b", title="B (÷ max |R|)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=18, limit=1.0,
                                               scale="sqrt" if sqrt else "linear")
-                views.show_chart(ch, "simlens_compare_pos_b", "cmp_chart_b")
+                widgets.show_chart(ch, "simlens_compare_pos_b", "cmp_chart_b")
             cd, ct = st.columns([3, 2], gap="large")
             with cd:
                 ch = charts.pos_heatmap_chart(pos, "diff_norm", title="Difference B − A (normalised maps)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=22,
                                               scale="sqrt" if sqrt else "linear")
-                views.show_chart(ch, "simlens_compare_pos_diff", "cmp_chart_diff")
+                widgets.show_chart(ch, "simlens_compare_pos_diff", "cmp_chart_diff")
             with ct:
                 st.subheader("POS pairs that changed most")
                 n = st.slider("Rows", 5, 50, 15, 5, key="cmp_pos_rows")
-                views.show_table(views.heatmap_table(pos, "diff_norm").head(n), "simlens_compare_pos", "cmp_pos_table",
+                widgets.show_table(views.heatmap_table(pos, "diff_norm").head(n), "simlens_compare_pos", "cmp_pos_table",
                     column_config={c: st.column_config.NumberColumn(format="%+.4f")
                                    for c in ("relevance_a", "relevance_b", "diff", "relevance_norm_a", "relevance_norm_b",
                                              "diff_norm")})
@@ -124,7 +125,7 @@ if tab_tok.open:
                       format_func=lambda v: {"token": "token text", "word": "word text (across tokenizers)"}[v],
                       help="different models tokenize differently: compare word texts then")
         k = st.slider("Token pairs", 5, 50, 15, 5, key="cmp_tok_k")
-        tok = views.query("compare_token_pairs", run_a, run_b, limit=k, include_special=special, level=tl)
+        tok = data.compare_token_pairs(run_a, run_b, limit=k, include_special=special, level=tl)
         if tok.empty:
             st.info("No token pairs to compare.")
         else:
@@ -132,28 +133,28 @@ if tab_tok.open:
             with ct1:
                 ch = charts.pair_bar_chart(tok, "diff", title="Summed relevance, B − A",
                                            extra_tooltips=("relevance_a", "relevance_b", "count_a", "count_b"))
-                views.show_chart(ch, "simlens_compare_token_pairs", "cmp_chart_tok")
+                widgets.show_chart(ch, "simlens_compare_token_pairs", "cmp_chart_tok")
             with ct2:
-                views.show_table(tok, "simlens_compare_token_pairs", "cmp_tok_table",
-                                 column_config={c: st.column_config.NumberColumn(format="%+.4f")
+                widgets.show_table(tok, "simlens_compare_token_pairs", "cmp_tok_table",
+                                   column_config={c: st.column_config.NumberColumn(format="%+.4f")
                                                 for c in ("relevance_a", "relevance_b", "diff")})
 
 if tab_pairs.open:
     with tab_pairs:
         if info_a["dataset_key"] == info_b["dataset_key"]:
-            changes = views.score_changes(views.query("predictions", run_a), views.query("predictions", run_b))
+            changes = views.score_changes(data.predictions(run_a), data.predictions(run_b))
             if changes.empty:
                 st.info("The runs share no pairs yet.")
             else:
                 cs1, cs2 = st.columns([2, 3], gap="large")
                 with cs1:
                     ch = charts.score_compare_chart(changes, "A", "B", title="Model score per pair")
-                    views.show_chart(ch, "simlens_compare_scores", "cmp_chart_scores")
+                    widgets.show_chart(ch, "simlens_compare_scores", "cmp_chart_scores")
                 with cs2:
                     st.caption("Pairs whose score changed most (links open run B's explanation).")
-                    views.show_table(views.with_links(changes.head(50), run_id=run_b), "simlens_compare_scores",
-                                     "cmp_scores_table", link_col="open", height=360,
-                                     column_config={c: st.column_config.NumberColumn(format="%.4f")
+                    widgets.show_table(views.with_links(changes.head(50), run_id=run_b), "simlens_compare_scores",
+                                       "cmp_scores_table", link_col="open", height=360,
+                                       column_config={c: st.column_config.NumberColumn(format="%.4f")
                                                     for c in ("score_a", "score_b", "delta")})
         else:
             st.caption("Per-pair scores are compared when both runs are on the same dataset.")

@@ -4,10 +4,11 @@ model the token pairs that dominate the highest- and lowest-similarity quartiles
 import streamlit as st
 
 from core import charts, views
+from core.dashboard import data, shell, widgets
 from core.safe_text import literal
 
-views.require_store()
-runs = views.query("runs")
+shell.require_store()
+runs = data.runs()
 
 st.title("Failures")
 st.caption("Error = model score − gold (both on 0–1): red pairs were scored too similar, blue ones too dissimilar.")
@@ -21,7 +22,7 @@ ids = list(labels)
 with st.container(border=True):
     c1, c2, c3, c4 = st.columns([2.4, 1, 1, 1])
     with c1:
-        run_id = views.run_select("Run", ids, labels, key="fail_run")
+        run_id = widgets.run_select("Run", ids, labels, key="fail_run")
     with c2:
         limit = st.slider("Pairs per list", 3, 50, 10, key="fail_limit")
     with c3:
@@ -32,25 +33,25 @@ with st.container(border=True):
 if run_id is None:
     st.stop()
 info = candidates.set_index("run_id").loc[run_id].to_dict()
-if info["method"] == "predict":
+if not views.has_relevances(info["method"]):
     st.caption("A scores-only run: failures are listed without token pairs.")
 
 tab_errors, tab_quartiles = st.tabs(["Largest errors", "Similarity quartiles (per model)"], key="fail_tab",
                                    on_change="rerun")
 if tab_errors.open:
     with tab_errors:
-        over = views.signed_failures(views.query("failures", run_id, kind="over", limit=limit, top_k=top_k,
+        over = views.signed_failures(data.failures(run_id, kind="over", limit=limit, top_k=top_k,
                                                  include_special=special), "over")
-        under = views.signed_failures(views.query("failures", run_id, kind="under", limit=limit, top_k=top_k,
+        under = views.signed_failures(data.failures(run_id, kind="under", limit=limit, top_k=top_k,
                                                   include_special=special), "under")
-        pred = views.query("predictions", run_id)
+        pred = data.predictions(run_id)
 
         left, right = st.columns([2, 3], gap="large")
         with left:
             highlight = [*over["pair_id"].tolist(), *under["pair_id"].tolist()]
             chart = charts.score_scatter_chart(pred, title="Model score against gold (listed pairs outlined)",
                                                highlight=highlight, width=380, height=330)
-            views.show_chart(chart, "simlens_failures_scatter", "fail_chart_scatter")
+            widgets.show_chart(chart, "simlens_failures_scatter", "fail_chart_scatter")
             errors = pred["error"].dropna()
             if len(errors):
                 with st.container(horizontal=True):
@@ -66,8 +67,8 @@ if tab_errors.open:
                                 + " its gold (or the run has no gold scores).")
                         continue
                     table = views.with_links(views.failures_table(df), run_id=run_id)
-                    views.show_table(table, f"simlens_failures_{kind}", f"fail_table_{kind}", link_col="open", height=360,
-                                     column_config={"error": st.column_config.NumberColumn(format="%+.3f"),
+                    widgets.show_table(table, f"simlens_failures_{kind}", f"fail_table_{kind}", link_col="open", height=360,
+                                       column_config={"error": st.column_config.NumberColumn(format="%+.3f"),
                                                     "model_score": st.column_config.NumberColumn(format="%.3f"),
                                                     "gold_norm": st.column_config.NumberColumn(format="%.3f"),
                                                     "top_pairs_text": st.column_config.TextColumn("top token pairs",
@@ -77,19 +78,19 @@ if tab_errors.open:
         choices = [*over["pair_id"].tolist(), *under["pair_id"].tolist()]
         if choices:
             rows = {int(r["pair_id"]): r for r in [*over.to_dict("records"), *under.to_dict("records")]}
-            views.keep_valid("fail_pair", [int(c) for c in choices])
+            widgets.keep_valid("fail_pair", [int(c) for c in choices])
             pid = st.selectbox("Pair", [int(c) for c in choices], key="fail_pair",
                                format_func=lambda p: f"#{p} · error {rows[p]['error']:+.3f} · {rows[p]['sentence1']}")
             r = rows[pid]
             st.markdown(f"**1:** {literal(r['sentence1'])}  \n**2:** {literal(r['sentence2'])}")
             st.caption(f"gold {r['gold']:.2f} ({r['gold_norm']:.3f} on 0–1), model score {r['model_score']:.4f}, "
                        f"error {r['error']:+.4f}. Strongest token pairs: {literal(r['top_pairs_text'] or '–')}")
-            if info["method"] != "predict":
-                long = views.query("pair_matrix", run_id, pid, level="word", include_special=special)
+            if views.has_relevances(info["method"]):
+                long = data.pair_matrix(run_id, pid, level="word", include_special=special)
                 if not long.empty:
                     chart = charts.token_heatmap_chart(long, title=f"Pair {pid}, words")
-                    views.show_chart(chart, f"simlens_failure_{pid}", "fail_chart_pair")
-            views.example_link(run_id, pid, label=f"Open pair {pid} in Example (every method, subword view)")
+                    widgets.show_chart(chart, f"simlens_failure_{pid}", "fail_chart_pair")
+            widgets.example_link(run_id, pid, label=f"Open pair {pid} in Example (every method, subword view)")
 
 if tab_quartiles.open:
     with tab_quartiles:
@@ -116,15 +117,15 @@ if tab_quartiles.open:
             qa, qb = st.columns(2, gap="large")
             for col, quartile in ((qa, "high"), (qb, "low")):
                 with col:
-                    top = views.query("quartile_top_pairs", row["run_id"], quartile=quartile, k=k, include_special=special,
-                                      level=qlevel)
+                    top = data.quartile_top_pairs(row["run_id"], quartile=quartile, k=k, include_special=special,
+                                                  level=qlevel)
                     if top.empty:
                         st.info("No token pairs.")
                         continue
                     title = ("Highest" if quartile == "high" else "Lowest") + "-similarity quartile"
                     chart = charts.pair_bar_chart(top, "relevance", title=title, extra_tooltips=("mean_relevance", "count",
                                                                                                  "n_pairs"))
-                    views.show_chart(chart, f"simlens_quartile_{quartile}_{row['run_id']}", f"fail_q_{quartile}_{row['run_id']}")
+                    widgets.show_chart(chart, f"simlens_quartile_{quartile}_{row['run_id']}", f"fail_q_{quartile}_{row['run_id']}")
                     with st.expander("table"):
-                        views.show_table(top, f"simlens_quartile_{quartile}_{row['run_id']}",
-                                         f"fail_q_table_{quartile}_{row['run_id']}")
+                        widgets.show_table(top, f"simlens_quartile_{quartile}_{row['run_id']}",
+                                           f"fail_q_table_{quartile}_{row['run_id']}")

@@ -4,15 +4,16 @@ model/method/layer for the same pair side by side. Linked from every page as ``E
 import streamlit as st
 
 from core import charts, views
+from core.dashboard import data, shell, widgets
 from core.safe_text import literal, parse_ascii_int
 
-views.require_store()
-runs = views.query("runs")
+shell.require_store()
+runs = data.runs()
 
 st.title("Example")
 
 ordered = views.order_runs(runs)
-ordered = ordered.assign(_p=ordered["method"].eq("predict")).sort_values("_p", kind="stable").drop(columns="_p")
+ordered = ordered.assign(_p=~ordered["method"].map(views.has_relevances)).sort_values("_p", kind="stable").drop(columns="_p")
 labels = views.run_labels(ordered)
 ids = list(labels)
 
@@ -32,11 +33,11 @@ if (qp_run or qp_pair) and st.session_state.get("_ex_qp") != (qp_run, qp_pair):
 with st.container(border=True):
     c1, c2, c3 = st.columns([2.2, 2.6, 1])
     with c1:
-        run_id = views.run_select("Run", ids, labels, key="ex_run")
+        run_id = widgets.run_select("Run", ids, labels, key="ex_run")
     if run_id is None:
         st.stop()
     info = ordered.set_index("run_id").loc[run_id].to_dict() | {"run_id": run_id}
-    pred = views.query("predictions", run_id)
+    pred = data.predictions(run_id)
     with c3:
         sort = st.selectbox("Order pairs by", ["pair", "abs", "over", "under"], key="ex_sort",
                             format_func=lambda v: {"pair": "pair id", "abs": "largest |error|",
@@ -51,7 +52,7 @@ with st.container(border=True):
             st.session_state["ex_pair"] = wanted
         else:
             st.warning(f"Pair {wanted} is not in this run; showing another pair.")
-    views.keep_valid("ex_pair", options)
+    widgets.keep_valid("ex_pair", options)
     pair_labels = views.pair_option_labels(pred)
     with c2:
         pair_id = st.selectbox("Pair", options, key="ex_pair", format_func=lambda p: pair_labels.get(p, str(p)))
@@ -60,7 +61,7 @@ st.query_params.update({"run": run_id, "pair": str(pair_id)})
 st.session_state["_ex_qp"] = (run_id, str(pair_id))
 
 row = pred.set_index("pair_id").loc[pair_id].to_dict()
-pinfo = views.query("pair_info", info["dataset_key"], pair_id)
+pinfo = data.pair_info(info["dataset_key"], pair_id)
 meta = pinfo.iloc[0].to_dict() if len(pinfo) else {}
 st.markdown(f"**Sentence 1:** {literal(row.get('sentence1') or meta.get('sentence1', ''))}  \n"
             f"**Sentence 2:** {literal(row.get('sentence2') or meta.get('sentence2', ''))}")
@@ -86,21 +87,13 @@ with st.container(horizontal=True):
               help="explained score − Σ matrix (BiLRP: relevance absorbed by biases)")
     st.metric("error", _num(row.get("error"), "+.4f"), border=True, help="model score − gold (0–1)")
 
-c4, c5, c6 = st.columns([1.3, 1, 1])
-with c4:
-    level = st.radio("Level", ["token", "word"], horizontal=True, key="ex_level",
-                     format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
-with c5:
-    special = st.toggle("Special tokens", value=True, key="ex_special")
-with c6:
-    show_values = st.toggle("Values in cells", value=True, key="ex_values",
-                            help="printed when the cells are large enough (short texts)")
+level, special, show_values = widgets.matrix_options("ex")
 
-if info["method"] == "predict":
+if not views.has_relevances(info["method"]):
     st.info("A scores-only run stores no matrix: pick an attribution run above, or see the other runs below.")
     long = None
 else:
-    long = views.query("pair_matrix", run_id, pair_id, level=level, include_special=special)
+    long = data.pair_matrix(run_id, pair_id, level=level, include_special=special)
     left, right = st.columns([3, 2], gap="large")
     with left:
         if long.empty:
@@ -108,25 +101,25 @@ else:
         else:
             chart = charts.token_heatmap_chart(long, title=f"{views.short_model(info['model_name'])} · "
                                                f"{views.setting_text(info)}", show_values=show_values)
-            views.show_chart(chart, f"simlens_example_{run_id}_{pair_id}", "ex_chart")
+            widgets.show_chart(chart, f"simlens_example_{run_id}_{pair_id}", "ex_chart")
     with right:
         st.subheader("Strongest pairs")
         top = views.top_token_pairs(long, k=12)
-        views.show_table(top, f"simlens_example_top_{run_id}_{pair_id}", "ex_top",
-                         column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+        widgets.show_table(top, f"simlens_example_top_{run_id}_{pair_id}", "ex_top",
+                           column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
                                         "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
         with st.expander("Whole matrix (long form)"):
-            views.show_table(long, f"simlens_example_matrix_{run_id}_{pair_id}", "ex_matrix", height=300)
+            widgets.show_table(long, f"simlens_example_matrix_{run_id}_{pair_id}", "ex_matrix", height=300)
 
 # ---- every stored run of this pair ------------------------------------------------------------------------
 st.header("Every stored explanation of this pair")
-others = views.query("pair_runs", info["dataset_key"], pair_id)
+others = data.pair_runs(info["dataset_key"], pair_id)
 if others.empty:
     st.info("No other run holds this pair.")
     st.stop()
 table = others.assign(model=others["model_name"].map(views.short_model))
-views.show_table(views.with_links(table), f"simlens_example_runs_{pair_id}", "ex_runs", link_col="open",
-                 column_config={c: st.column_config.NumberColumn(format="%.4f")
+widgets.show_table(views.with_links(table), f"simlens_example_runs_{pair_id}", "ex_runs", link_col="open",
+                   column_config={c: st.column_config.NumberColumn(format="%.4f")
                                 for c in ("model_score", "explained_score", "matrix_sum", "residual", "error")})
 token_others = views.token_runs(others)
 if token_others.empty:
@@ -134,12 +127,12 @@ if token_others.empty:
 other_labels = {r["run_id"]: f"{views.short_model(r['model_name'])} · {views.setting_text(r)}"
                 for r in token_others.to_dict("records")}
 other_ids = list(other_labels)
-views.keep_valid("ex_side", other_ids)
+widgets.keep_valid("ex_side", other_ids)
 st.session_state.setdefault("ex_side", other_ids[:6])
 shown = st.multiselect("Side by side", other_ids, format_func=lambda r: other_labels.get(r, r), key="ex_side")
 shared = st.toggle("One colour scale for all (compare magnitudes; off: each map uses its own maximum)",
                    value=False, key="ex_shared")
-mats = {r: views.query("pair_matrix", r, pair_id, level=level, include_special=special) for r in shown}
+mats = {r: data.pair_matrix(r, pair_id, level=level, include_special=special) for r in shown}
 limit = max((charts.max_abs(m["relevance"]) for m in mats.values() if len(m)), default=1.0) if shared else None
 cols = st.columns(2, gap="large")
 for n, (rid, m) in enumerate(mats.items()):
@@ -151,4 +144,4 @@ for n, (rid, m) in enumerate(mats.items()):
             st.info("No token pairs stored.")
             continue
         chart = charts.token_heatmap_chart(m, limit=limit, show_values=False, cell=16)
-        views.show_chart(chart, f"simlens_example_{rid}_{pair_id}", f"ex_side_{rid}")
+        widgets.show_chart(chart, f"simlens_example_{rid}_{pair_id}", f"ex_side_{rid}")

@@ -9,9 +9,10 @@ from pathlib import Path
 import streamlit as st
 
 from core import METHODS, charts, views  # torch: only this page imports the attribution code
+from core.dashboard import data, shell, widgets
 from core.safe_text import literal
 
-views.ensure_navigation()
+shell.ensure_navigation()
 st.title("Explain your own pair")
 st.caption("Type two texts, pick a model and a method, and get the token x token relevance matrix of their "
            "similarity, computed live. Results are cached: changing only the view options is instant.")
@@ -40,7 +41,7 @@ def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer:
 def stored_model_paths() -> list[str]:
     """Local model folders recorded in the store (if there is one)."""
     try:
-        models = views.query("models") if views.store_ok() else None
+        models = data.models() if data.store_ok() else None
     except Exception:  # noqa: BLE001  (the store is optional on this page)
         return []
     if models is None or models.empty:
@@ -127,15 +128,7 @@ with st.container(horizontal=True):
 if exp.truncated:
     st.warning("A text was longer than the model's maximum and was truncated.")
 
-v1, v2, v3 = st.columns([1.3, 1, 1])
-with v1:
-    level = st.radio("Level", ["token", "word"], horizontal=True, key="xp_level",
-                     format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])
-with v2:
-    special = st.toggle("Special tokens", value=True, key="xp_special")
-with v3:
-    show_values = st.toggle("Values in cells", value=True, key="xp_values",
-                            help="printed when the cells are large enough (short texts)")
+level, special, show_values = widgets.matrix_options("xp")
 view = exp.to_words() if level == "word" else exp
 long = views.explanation_frame(view)
 if not special:
@@ -145,11 +138,11 @@ left, right = st.columns([3, 2], gap="large")
 with left:
     chart = charts.token_heatmap_chart(long, title=f"{views.short_model(shown[0])} · {exp.method} L{exp.layer}",
                                        show_values=show_values)
-    views.show_chart(chart, name, "xp_chart")
+    widgets.show_chart(chart, name, "xp_chart")
 with right:
     st.subheader("Strongest pairs")
-    views.show_table(views.top_token_pairs(long, k=12), f"{name}_top", "xp_top",
-                     column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+    widgets.show_table(views.top_token_pairs(long, k=12), f"{name}_top", "xp_top",
+                       column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
                                     "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
     with st.expander("Whole matrix (long form)"):
-        views.show_table(long, f"{name}_matrix", "xp_matrix", height=300)
+        widgets.show_table(long, f"{name}_matrix", "xp_matrix", height=300)

@@ -7,10 +7,11 @@ import pandas as pd
 import streamlit as st
 
 from core import charts, views
+from core.dashboard import data, shell, widgets
 from core.store import StoreError
 from core.store.index import SEARCH_MODES, IndexStore
 
-views.ensure_navigation()
+shell.ensure_navigation()
 st.title("Search")
 st.caption("Type a query: the index's model embeds it (with the model's query prompt when it has one), the store "
            "ranks every stored passage by the model's own similarity, and each hit is explained token by token "
@@ -38,7 +39,7 @@ def run_search(path: str, index_id: str, query: str, k: int, mode: str):
     return search_index(load_model(record["model_path"]), reader, index_id, query, k=k, mode=mode)
 
 
-path = str(views.current_store_path())
+path = str(data.current_store_path())
 try:
     reader = open_indexes(path)
     indexes = reader.indexes()
@@ -94,7 +95,7 @@ st.caption(f"{len(result.hits)} best of {shown_record['n_passages']:,} passages 
            f"{s['search'] * 1000:.0f} ms, explained in {s['explain'] * 1000:.0f} ms"
            + (f" · query prompt {result.query_prompt!r}" if result.query_prompt else ""))
 
-runs = views.query("runs") if views.store_ok() else pd.DataFrame()
+runs = data.runs() if data.store_ok() else pd.DataFrame()
 
 
 def example_run(dataset_key: str | None) -> str | None:
@@ -130,15 +131,15 @@ for hit in result.hits:
         left, right = st.columns([3, 2], gap="large")
         with left:
             chart = charts.token_heatmap_chart(long, title="query (rows) × passage (columns)")
-            views.show_chart(chart, f"simlens_search_{hit.rank}", f"sr_chart_{hit.rank}")
+            widgets.show_chart(chart, f"simlens_search_{hit.rank}", f"sr_chart_{hit.rank}")
         with right:
             st.markdown("**Strongest pairs** (query token ↔ passage token)")
-            views.show_table(views.top_token_pairs(long, k=8), f"simlens_search_top_{hit.rank}", f"sr_top_{hit.rank}",
+            widgets.show_table(views.top_token_pairs(long, k=8), f"simlens_search_top_{hit.rank}", f"sr_top_{hit.rank}",
                              column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
                                             "share": st.column_config.NumberColumn("share of Σ|R|", format="percent")})
             run_id = example_run(hit.dataset_key)
             if run_id is not None:
-                views.example_link(run_id, int(hit.pair_id), label="Open its pair in Example", key=f"sr_ex_{hit.rank}")
+                widgets.example_link(run_id, int(hit.pair_id), label="Open its pair in Example", key=f"sr_ex_{hit.rank}")
             elif hit.dataset_key:
                 st.caption(f"No attribution run of `{hit.dataset_key}` in this store to open the pair in "
                            f"(`python -m precompute attribute --dataset {hit.dataset_key}`).")
@@ -176,9 +177,9 @@ bars = alt.Chart(visible).mark_bar().encode(
 ).properties(width=420, height=alt.Step(22), title=f"#{ra} vs #{rb}")
 left, right = st.columns([3, 2], gap="large")
 with left:
-    views.show_chart(bars, f"simlens_search_contrast_{ra}_{rb}", "sr_contrast_chart")
+    widgets.show_chart(bars, f"simlens_search_contrast_{ra}_{rb}", "sr_contrast_chart")
 with right:
-    views.show_table(visible.drop(columns=["label"]), f"simlens_search_contrast_{ra}_{rb}", "sr_contrast_table",
+    widgets.show_table(visible.drop(columns=["label"]), f"simlens_search_contrast_{ra}_{rb}", "sr_contrast_table",
                      column_config={c: st.column_config.NumberColumn(format="%+.5f") for c in ("to A", "to B", "A − B")})
 st.markdown(
     f"Σ (A − B) over all query tokens = **{con.total:+.5f}**; explained score A − B = {con.explained_difference:+.5f}; "

@@ -14,9 +14,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.attribution import SentenceFactors, compute_factors, pair_explanation, resolve_settings
-from core.datasets import PairDataset, load_dataset
+from core.datasets import PairDataset
+from core.loading import as_dataset, as_model
 from core.metrics import score_metrics
-from core.models import SimilarityModel, load_model
+from core.models import SimilarityModel
 from core.pos import tag_texts_batch
 from core.store import (
     PREDICT,
@@ -172,8 +173,8 @@ def run(
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     parse_shard(shard)
     # the store records only the pairs the run covers (a prefix is keyed <key>:first<limit>)
-    ds = (dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)).head(limit)
-    model = model if isinstance(model, SimilarityModel) else load_model(model, device=device)
+    ds = as_dataset(dataset, data_dir).head(limit)
+    model = as_model(model, device=device)
     scores_only = kind_of_method(method) is PREDICT
     settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
     writer = StoreWriter(store, shard)

@@ -16,6 +16,7 @@ from conftest import ROOT
 from core import views
 from core.safe_text import unliteral
 from core.store import Store
+from precompute import demo
 
 pytest.importorskip("streamlit.testing.v1")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -438,9 +439,9 @@ def test_pages_without_results_say_what_to_run(monkeypatch, tmp_path, kind):
 
 def test_first_launch_builds_the_demo_store(monkeypatch, tmp_path, tiny_folders):
     store = tmp_path / "first"
-    small = (views.DemoStep("predict"), views.DemoStep("bilrp", layer=0))
-    monkeypatch.setattr(views, "build_demo_store",
-                        functools.partial(views.build_demo_store, model=str(tiny_folders["bert"]), plan=small, limit=6))
+    small = (demo.DemoStep("predict"), demo.DemoStep("bilrp", layer=0))
+    monkeypatch.setattr(demo, "build_demo_store",
+                        functools.partial(demo.build_demo_store, model=str(tiny_folders["bert"]), plan=small, limit=6))
     monkeypatch.setenv(views.STORE_ENV, str(store))
     monkeypatch.setenv(views.AUTO_DEMO_ENV, "1")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
@@ -453,9 +454,9 @@ def test_first_launch_builds_the_demo_store(monkeypatch, tmp_path, tiny_folders)
 
 def test_build_demo_button_on_an_empty_store(monkeypatch, tmp_path, tiny_folders):
     store = tmp_path / "button"
-    monkeypatch.setattr(views, "build_demo_store",
-                        functools.partial(views.build_demo_store, model=str(tiny_folders["bert"]),
-                                          plan=(views.DemoStep("predict"),), limit=4))
+    monkeypatch.setattr(demo, "build_demo_store",
+                        functools.partial(demo.build_demo_store, model=str(tiny_folders["bert"]),
+                                          plan=(demo.DemoStep("predict"),), limit=4))
     at = open_app(monkeypatch, store)
     assert HELP in texts(at)
     at.button(key="_build_demo").click()

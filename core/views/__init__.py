@@ -1,0 +1,89 @@
+"""What the dashboard pages show, computed from store query results: pure presenters (pandas in, pandas or
+str out; no Streamlit, no SQL, no torch), importable and unit-tested without a Streamlit runtime.
+
+- :mod:`core.views.location`: the store's location and state, the "what to run" help, the cache fingerprint;
+- :mod:`core.views.runs`: run labels and tables, metric formatting, dataset filters and slider bands;
+- :mod:`core.views.cells`: POS heat-map cells;
+- :mod:`core.views.pairs`: Example-page links, matrices, pair selectors, comparisons and failure tables;
+- :mod:`core.views.evidence`: the Faithfulness page's tables (evaluation rows, their settings and extras).
+
+The names are re-exported here, so pages write ``views.order_runs(...)``. The Streamlit side (cached data
+access, widgets, navigation) is :mod:`core.dashboard`; charts are :mod:`core.charts`.
+"""
+
+from core.views.cells import (
+    CELL_SEP,
+    cell_label,
+    cell_options,
+    cell_row,
+    heatmap_table,
+    parse_cell,
+    pos_label,
+    pos_value,
+    selected_cell,
+)
+from core.views.location import (
+    AUTO_DEMO_ENV,
+    DEFAULT_STORE,
+    STORE_ENV,
+    StoreState,
+    help_markdown,
+    should_autobuild,
+    store_fingerprint,
+    store_location,
+    store_state,
+)
+from core.views.pairs import (
+    comparison_level,
+    default_comparison,
+    drop_special,
+    example_url,
+    explanation_frame,
+    failures_table,
+    metric_deltas,
+    pair_option_labels,
+    pair_options,
+    quartile_runs,
+    run_difference,
+    score_changes,
+    signed_failures,
+    top_token_pairs,
+    with_links,
+)
+from core.views.runs import (
+    ALL,
+    OPEN_END,
+    band_arg,
+    dataset_table,
+    display_status,
+    filter_datasets,
+    filter_options,
+    filter_runs,
+    fmt_metric,
+    fmt_signed,
+    gold_band_text,
+    has_relevances,
+    is_na,
+    languages,
+    metrics_pivot,
+    order_runs,
+    run_label,
+    run_labels,
+    runs_overview,
+    setting_text,
+    short_model,
+    status_counts,
+    token_runs,
+)
+
+__all__ = [
+    "ALL", "AUTO_DEMO_ENV", "CELL_SEP", "DEFAULT_STORE", "OPEN_END", "STORE_ENV", "StoreState", "band_arg",
+    "cell_label", "cell_options", "cell_row", "comparison_level", "dataset_table", "default_comparison",
+    "display_status", "drop_special", "example_url", "explanation_frame", "failures_table", "filter_datasets",
+    "filter_options", "filter_runs", "fmt_metric", "fmt_signed", "gold_band_text", "heatmap_table",
+    "has_relevances", "help_markdown", "is_na", "languages", "metric_deltas", "metrics_pivot", "order_runs", "pair_option_labels",
+    "pair_options", "parse_cell", "pos_label", "pos_value", "quartile_runs", "run_difference", "run_label",
+    "run_labels", "runs_overview", "score_changes", "selected_cell", "setting_text", "short_model",
+    "should_autobuild", "signed_failures", "status_counts", "store_fingerprint", "store_location", "store_state",
+    "token_runs", "top_token_pairs", "with_links",
+]

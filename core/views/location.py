@@ -1,0 +1,106 @@
+"""Where the dashboard's store is and what state it is in (pure: no Streamlit).
+
+``$SIMLENS_STORE`` (default ``./store``) names the store; :func:`store_state` classifies it without raising,
+:func:`should_autobuild` decides whether a first launch builds the demo store, :func:`help_markdown` says what
+to run when there is nothing to show, and :func:`store_fingerprint` is the cheap token the page caches key on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.safe_text import literal
+from core.store import Store, StoreError, latest_snapshot, parse_location
+
+ROOT = Path(__file__).resolve().parents[2]
+STORE_ENV = "SIMLENS_STORE"
+AUTO_DEMO_ENV = "SIMLENS_AUTO_DEMO"
+DEFAULT_STORE = "store"
+DEMO_DATASET = ROOT / "data" / "demo_pairs.tsv"  # the first-launch demo store: this model on these pairs
+DEMO_MODEL = "all-MiniLM-L6-v2"
+
+
+def store_location(env: Mapping[str, str] | None = None) -> tuple[Path | str, bool]:
+    """(store path, whether it was set explicitly): ``$SIMLENS_STORE`` (a folder, or a DuckLake connection
+    string such as ``ducklake:postgres:dbname=simlens host=db data_path=s3://bucket/simlens/``), else
+    ``./store``."""
+    env = os.environ if env is None else env
+    value = (env.get(STORE_ENV) or "").strip()
+    if value:
+        return (value if parse_location(value).root is None else Path(value).expanduser()), True
+    return Path(DEFAULT_STORE), False
+
+
+@dataclass(frozen=True)
+class StoreState:
+    """``state``: ``ok`` (has runs), ``empty`` (a store without runs), ``missing`` (no such directory, or an
+    empty one) or ``invalid`` (not a store / unreadable); ``message`` says why; ``n_runs`` how many runs."""
+
+    state: str
+    message: str
+    n_runs: int = 0
+
+
+def store_state(path: str | os.PathLike, opener: Callable[[str], Store] | None = None) -> StoreState:
+    """Classify the store at ``path`` without raising (``opener``: e.g. a cached ``Store`` factory)."""
+    root = parse_location(path).root or str(path)
+    if isinstance(root, Path) and not root.exists():
+        return StoreState("missing", f"{str(root)!r} does not exist")
+    if isinstance(root, Path) and root.is_dir() and not any(True for _ in root.iterdir()):
+        return StoreState("missing", f"{str(root)!r} is an empty directory")
+    try:
+        store = (opener or Store)(str(root))
+        runs = store.runs()
+    except StoreError as exc:
+        return StoreState("invalid", str(exc))
+    except Exception as exc:  # noqa: BLE001  (a corrupt file: say what happened, never a trace)
+        return StoreState("invalid", f"{type(exc).__name__}: {exc}")
+    if runs.empty:
+        return StoreState("empty", f"{str(root)!r} is a SimLens store without runs")
+    return StoreState("ok", "", len(runs))
+
+
+def should_autobuild(state: StoreState | str, explicit: bool, env: Mapping[str, str] | None = None) -> bool:
+    """Whether to build the demo store without asking: on a first launch (default ``./store`` missing or
+    without runs), unless ``SIMLENS_AUTO_DEMO=0``; ``SIMLENS_AUTO_DEMO=1`` also allows it for an explicit
+    ``SIMLENS_STORE``. An unreadable store is never overwritten."""
+    env = os.environ if env is None else env
+    name = state.state if isinstance(state, StoreState) else str(state)
+    flag = (env.get(AUTO_DEMO_ENV) or "").strip().lower()
+    if flag in ("0", "false", "no", "off") or name not in ("missing", "empty"):
+        return False
+    return flag in ("1", "true", "yes", "on") or not explicit
+
+
+def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
+    """What to run when the store cannot be shown (Markdown)."""
+    p = str(path)
+    store_arg = "" if p == DEFAULT_STORE else f" --store {p}"
+    if state.state == "invalid":
+        head = f"**The store at `{p}` cannot be read.** {literal(state.message)}."
+        fix = (f"Point `{STORE_ENV}` at a SimLens store (a directory made by `python -m precompute`), or "
+               f"create a new one:")
+    else:
+        head = f"**No audit results yet** in `{p}` ({literal(state.message)})."
+        fix = "Fill the store with a precompute run, then reload this page:"
+    return (
+        f"{head}\n\n{fix}\n\n"
+        "```bash\n"
+        f".venv/bin/python -m precompute attribute --dataset stsb:test{store_arg}\n"
+        f".venv/bin/python -m precompute predict --dataset stsb:test{store_arg}\n"
+        f".venv/bin/python -m precompute attribute --dataset data/demo_pairs.tsv --lang en --gold-range 0,5"
+        f" --limit 10{store_arg}\n"
+        "```\n\n"
+        f"`python -m precompute list{store_arg}` shows what a store holds. The dashboard reads the store named by "
+        f"`{STORE_ENV}` (default `./{DEFAULT_STORE}`)."
+    )
+
+
+def store_fingerprint(path: str | os.PathLike) -> tuple:
+    """A token that changes whenever a writer commits: the store's newest snapshot id (``()`` when the store
+    cannot be read)."""
+    snap = latest_snapshot(str(path))
+    return () if snap is None else (snap,)

@@ -1,0 +1,228 @@
+"""Runs, datasets and filters as the pages show them (pure: pandas in, pandas/str out).
+
+Run labels and status, the Overview's tables, metric formatting, dataset labels and the corpus / split /
+language filters, and the slider bands the store's queries take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.store import kind_of_method
+
+ALL = "All"
+OPEN_END = 1e9  # an error band end at the slider's limit means "no limit"
+
+
+def short_model(name: Any) -> str:
+    """A model name for labels: a folder path shows its last component."""
+    if is_na(name):
+        return "?"
+    return str(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or str(name)
+
+
+def is_na(v: Any) -> bool:
+    try:
+        return v is None or bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def display_status(row: Mapping[str, Any]) -> str:
+    """running / failed / partial (finished, but chunks of other shards are missing) / done."""
+    status = str(row.get("status") or "")
+    if status == "done" and not is_na(row.get("complete")) and not bool(row.get("complete")):
+        return "partial"
+    return status or "?"
+
+
+def setting_text(row: Mapping[str, Any]) -> str:
+    """``bilrp L0`` / ``ij L0 · 64 steps`` / ``predict``."""
+    method = str(row.get("method"))
+    if not kind_of_method(method).uses_method:  # e.g. predict
+        return method
+    text = method
+    if not is_na(row.get("layer")):
+        text += f" L{int(row['layer'])}"
+    if not is_na(row.get("steps")):
+        text += f" · {int(row['steps'])} steps"
+        q = row.get("quadrature")
+        if not is_na(q) and q not in ("gauss-legendre",):
+            text += f" ({q})"
+    return text
+
+
+def run_label(row: Mapping[str, Any]) -> str:
+    """One-line description of a run for selectors."""
+    status = display_status(row)
+    extra = "" if status == "done" else f" · {status}"
+    return (f"{short_model(row.get('model_name') or row.get('model_id'))} · {setting_text(row)} · "
+            f"{row.get('dataset_key')}{extra} · {str(row.get('run_id'))[:8]}")
+
+
+def run_labels(runs: pd.DataFrame) -> dict[str, str]:
+    """run_id -> label, in the frame's order."""
+    return {r["run_id"]: run_label(r) for r in runs.to_dict("records")}
+
+
+def has_relevances(method: Any) -> bool:
+    """Whether runs with this ``method`` column store token-pair relevances (the run-kind registry: not
+    ``predict``)."""
+    return kind_of_method(str(method)).relevances
+
+
+def token_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that stored token pairs (every method except ``predict``)."""
+    return runs[runs["method"].map(has_relevances).astype(bool)] if len(runs) else runs
+
+
+def order_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs in a stable order for selectors: dataset, model, method, layer, steps."""
+    if runs.empty:
+        return runs
+    key = runs.assign(_m=runs["model_name"].map(short_model), _p=~runs["method"].map(has_relevances).astype(bool))
+    key = key.sort_values(["dataset_key", "_m", "_p", "method", "layer", "steps", "run_id"], kind="stable",
+                          na_position="first")
+    return runs.loc[key.index].reset_index(drop=True)
+
+
+def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table of the Overview page."""
+    cols = ["status", "model", "dataset", "setting", "method", "layer", "steps", "progress", "chunks", "n_pairs",
+            "spearman", "pearson", "mse", "pairs_per_s", "seconds", "started_at", "device", "run_id", "error_message"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    out = pd.DataFrame({
+        "status": [display_status(r) for r in runs.to_dict("records")],
+        "model": runs["model_name"].map(short_model),
+        "dataset": runs["dataset_key"],
+        "setting": [setting_text(r) for r in runs.to_dict("records")],
+        "method": runs["method"],
+        "layer": runs["layer"],
+        "steps": runs["steps"],
+        "progress": (runs["chunks_present"].astype(float) / runs["n_chunks"].replace(0, np.nan).astype(float)).fillna(0.0),
+        "chunks": runs["chunks_present"].astype(int).astype(str) + " / " + runs["n_chunks"].astype("Int64").astype(str),
+        "n_pairs": runs["n_pairs"],
+        "spearman": runs["spearman"].astype(float),
+        "pearson": runs["pearson"].astype(float),
+        "mse": runs["mse"].astype(float),
+        "pairs_per_s": runs["pairs_per_s"].astype(float),
+        "seconds": runs["seconds"].astype(float),
+        "started_at": runs["started_at"],
+        "device": runs["device"],
+        "run_id": runs["run_id"],
+        "error_message": runs["error_message"],
+    })
+    return out[cols].reset_index(drop=True)
+
+
+def status_counts(runs: pd.DataFrame) -> dict[str, int]:
+    """Number of runs per display status (done, partial, running, failed)."""
+    counts = {"done": 0, "partial": 0, "running": 0, "failed": 0}
+    for r in runs.to_dict("records"):
+        s = display_status(r)
+        counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+def metrics_pivot(metrics: pd.DataFrame, metric: str = "spearman") -> pd.DataFrame:
+    """Models (rows) x datasets (columns) of one metric from ``Store.metrics_table()``."""
+    if metrics.empty:
+        return pd.DataFrame()
+    m = metrics.assign(model=metrics["model_name"].map(short_model))
+    out = m.pivot_table(index="model", columns="dataset_key", values=metric, aggfunc="first")
+    out.columns.name = None
+    return out.sort_index()
+
+
+def fmt_metric(value: Any, metric: str = "spearman") -> str:
+    """How the pages print a metric: correlations x100 with 2 decimals, MSE with 4."""
+    if is_na(value):
+        return "–"
+    return f"{float(value):.4f}" if metric == "mse" else f"{float(value):.2f}"
+
+
+def fmt_signed(value: Any, digits: int = 4) -> str:
+    """A signed value with ``digits`` significant digits (``+0.0123``, ``−``-free ``0`` for zero)."""
+    if is_na(value):
+        return "–"
+    v = float(value)
+    return "0" if v == 0 else f"{v:+.{digits}g}"
+
+
+# --------------------------------------------------------------------------------------------------
+# datasets and filters
+# --------------------------------------------------------------------------------------------------
+
+
+def languages(lang_a: Any, lang_b: Any) -> str:
+    """``en`` for a monolingual dataset, ``en-de`` for a cross-lingual one, ``?`` when unknown."""
+    a = "?" if is_na(lang_a) else str(lang_a)
+    b = "?" if is_na(lang_b) else str(lang_b)
+    return a if a == b else f"{a}-{b}"
+
+
+def dataset_table(datasets: pd.DataFrame) -> pd.DataFrame:
+    """Datasets with a ``languages`` column and a selector ``label``."""
+    cols = ["dataset_key", "name", "split", "languages", "n_pairs", "gold_min", "gold_max", "source", "label"]
+    if datasets.empty:
+        return pd.DataFrame(columns=cols)
+    d = datasets.copy()
+    d["languages"] = [languages(a, b) for a, b in zip(d["lang_a"], d["lang_b"], strict=True)]
+    d["label"] = [f"{k} ({lg}, {s}, {int(n) if not is_na(n) else '?'} pairs)"
+                  for k, lg, s, n in zip(d["dataset_key"], d["languages"], d["split"], d["n_pairs"], strict=True)]
+    return d[cols].reset_index(drop=True)
+
+
+def filter_options(datasets: pd.DataFrame) -> dict[str, list[str]]:
+    """Choices of the corpus / split / language filters (each starts with ``All``)."""
+    d = dataset_table(datasets)
+    return {c: [ALL, *sorted({str(v) for v in d[c].dropna()})] for c in ("name", "split", "languages")}
+
+
+def filter_datasets(datasets: pd.DataFrame, name: str | None = None, split: str | None = None,
+                    langs: str | None = None) -> list[str]:
+    """dataset_keys matching the filters (``None``/``All``: any)."""
+    d = dataset_table(datasets)
+    for col, want in (("name", name), ("split", split), ("languages", langs)):
+        if want not in (None, ALL):
+            d = d[d[col].astype(str) == str(want)]
+    return d["dataset_key"].tolist()
+
+
+def filter_runs(runs: pd.DataFrame, dataset_keys: Iterable[str] | None = None, with_tokens: bool = False,
+                methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """Runs on the given datasets (None: all), optionally only those with token pairs / given methods."""
+    out = runs
+    if dataset_keys is not None:
+        out = out[out["dataset_key"].isin(list(dataset_keys))]
+    if with_tokens:
+        out = token_runs(out)
+    if methods is not None:
+        out = out[out["method"].isin(list(methods))]
+    return order_runs(out)
+
+
+def band_arg(band: Sequence[float] | None, full: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float] | None:
+    """A slider band as a store filter: None when it covers the whole range; an end at the range's limit is
+    open (so a gold band 0.6-1.0 keeps gold 1.0, and an error band -1..0 keeps errors below -1)."""
+    if band is None:
+        return None
+    lo, hi = float(band[0]), float(band[1])
+    if lo <= full[0] and hi >= full[1]:
+        return None
+    return (-OPEN_END if lo <= full[0] else lo), (OPEN_END if hi >= full[1] else hi)
+
+
+def gold_band_text(band: Sequence[float], gold_min: float | None, gold_max: float | None) -> str:
+    """``gold 0.60-1.00 (3.00-5.00 on the dataset's 0-5 scale)``."""
+    lo, hi = float(band[0]), float(band[1])
+    text = f"gold {lo:.2f}–{hi:.2f} (0–1)"
+    if gold_min is not None and gold_max is not None and not is_na(gold_min) and not is_na(gold_max):
+        span = float(gold_max) - float(gold_min)
+        text += f" = {gold_min + lo * span:.2f}–{gold_min + hi * span:.2f} on the {gold_min:g}–{gold_max:g} scale"
+    return text
