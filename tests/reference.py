@@ -1,5 +1,6 @@
-"""Slow, obviously-correct factors: one reverse-mode backward pass per embedding dimension, one sentence and
-one integration point at a time, no batching, padding, vmap or chunking. What to compute comes from each
+"""Slow, obviously-correct factors: the reverse-mode gradient of every embedding dimension (one backward pass,
+batched over the dimensions by autograd), one sentence and one integration point at a time, no padding,
+forward mode or chunking. What to compute comes from each
 method's ``ReferenceRecipe``, so a newly registered method is checked without touching this file."""
 
 from __future__ import annotations
@@ -31,14 +32,12 @@ def reference_factor(model, text: str, method: str, layer: int, steps: int | Non
         points, weights, direction = [hidden], [1.0], hidden
     head = model.head(batch, layer, normalize=recipe.normalize)
     rules = lrp_rules(model.encoder) if recipe.lrp_rules else contextlib.nullcontext()
-    factor = None
+    factor = 0.0
     for point, weight in zip(points, weights, strict=True):
         x = point.clone().requires_grad_(True)
         with rules, torch.enable_grad():
             embedding = head(x[None])[0]
-            if factor is None:
-                factor = torch.zeros(hidden.shape[0], embedding.shape[0], dtype=torch.float64)
-            for k in range(embedding.shape[0]):
-                (grad,) = torch.autograd.grad(embedding[k], x, retain_graph=True)
-                factor[:, k] += float(weight) * (grad * direction).sum(-1).double()
+            dims = torch.eye(embedding.shape[0], dtype=embedding.dtype)
+            (grads,) = torch.autograd.grad(embedding, x, grad_outputs=dims, is_grads_batched=True)  # (D, T, H)
+        factor = factor + float(weight) * torch.einsum("dth,th->td", grads.double(), direction.double())
     return factor.numpy()

@@ -61,9 +61,9 @@ def test_factors_equal_slow_reference(build, kind, method):
     layer 0, the second to a middle layer."""
     model = build(kind)
     steps = 2 if METHODS[method].uses_steps else None
-    for text, layer in zip(TEXTS, (0, model.num_layers // 2), strict=True):
-        got = compute_factors(model, TEXTS, method=method, layer=layer, steps=steps, batch_size=2)
-        assert_close(got[TEXTS.index(text)].factor, reference_factor(model, text, method, layer, steps))
+    for index, layer in enumerate((0, model.num_layers // 2)):
+        got = compute_factors(model, TEXTS, method=method, layer=layer, steps=steps, batch_size=2)[index]
+        assert_close(got.factor, reference_factor(model, TEXTS[index], method, layer, steps))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -73,15 +73,15 @@ def test_bilrp_conserves_exactly_without_biases_and_hxp_does_not(build, kind):
         exp = explain(model, *TEXTS, method="bilrp", layer=layer)
         assert exp.score == pytest.approx(exp.model_score, rel=1e-6)
         assert abs(exp.residual) <= 1e-5 * abs(exp.score), (layer, exp.residual, exp.score)
-        hxp = explain(model, *TEXTS, method="hxp", layer=layer)  # plain gradients do not conserve
-        assert abs(hxp.residual) > 1e-3 * abs(hxp.score)
+    hxp = explain(model, *TEXTS, method="hxp")  # plain gradients do not conserve
+    assert abs(hxp.residual) > 1e-3 * abs(hxp.score)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_ij_complete_at_layer_zero_and_a_middle_layer(build, kind):
     model = build(kind)
     for layer in (0, model.num_layers // 2):
-        exp = explain(model, *TEXTS, method="ij", layer=layer, steps=32)
+        exp = explain(model, *TEXTS, method="ij", layer=layer, steps=16)
         assert abs(exp.residual) <= 1e-3 * abs(exp.score), (layer, exp.residual, exp.score)
 
 
@@ -91,7 +91,7 @@ def test_embedding_at_last_layer_sums_to_the_model_score(build, kind):
     exp = explain(model, *TEXTS, method="embedding")
     assert exp.layer == model.num_layers
     assert exp.score == pytest.approx(exp.model_score, rel=1e-6)  # float32 RMSNorms inside some, padded batches
-    assert abs(exp.residual) <= 1e-9
+    assert abs(exp.residual) <= 1e-6 * abs(exp.score)  # factors are stored in float32
 
 
 @pytest.mark.parametrize("kind", KINDS)
