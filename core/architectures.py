@@ -1,55 +1,163 @@
-"""Encoder architectures SimLens can explain: where a model keeps its embedding module and its layers.
+"""Architectures SimLens can explain, as data: where a Hugging Face model keeps its parts and its conventions.
 
-Adding an architecture means adding one entry to ``ARCHITECTURES``; everything else (hidden states, the
-rules context, the factor engine) works on these two accessors alone.
+Adding an architecture means adding one entry to ``ARCHITECTURES`` (keyed by the config's ``model_type``);
+the adapter in ``core.models``, the LRP rules and the tests work on these fields alone.
+
+Hidden state ``i`` of a model with L blocks is the input of block i for i < L, and for i = L the hidden state
+the model really outputs (``last_hidden_state``, after the final norm of pre-norm models), so attributing to
+layer L explains the sentence embedding itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
+
+Accessor = Callable[[nn.Module], nn.Module]
+
+
+def _path(dotted: str) -> Accessor:
+    """An accessor following attribute names, e.g. ``_path("encoder.layer")``."""
+
+    def get(module: nn.Module) -> nn.Module:
+        for part in dotted.split("."):
+            module = getattr(module, part)
+        return module
+
+    get.__name__ = get.__qualname__ = dotted
+    return get
+
+
+def _projections(*dotted: str) -> Callable[[nn.Module], list[nn.Module]]:
+    accessors = [_path(d) for d in dotted]
+    return lambda block: [get(block) for get in accessors]
+
+
+def _no_projections(_block: nn.Module) -> list[nn.Module]:
+    return []  # fused query/key/value projection: the scores stay differentiable, the softmax rule cuts them
+
+
+def _position_limit(config: object) -> int | None:
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def _padding_idx_offset(config: object) -> int:
+    """RoBERTa-style position ids start after the padding index."""
+    return (getattr(config, "pad_token_id", 0) or 0) + 1
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """How to reach the parts of a Hugging Face encoder that attributions hook into.
+    """Everything the adapter needs about one family of Hugging Face models.
 
-    ``embeddings(model)`` returns the module whose output is hidden state 0 (token + position embeddings
-    after their LayerNorm); ``layers(model)`` returns the encoder blocks, whose i-th output is hidden state i+1;
-    ``score_projections(block)`` returns the query and key projections of a block, whose outputs only feed
-    the attention softmax (under the LRP attention rule they carry no relevance, so BiLRP may skip their
-    derivatives).
+    ``embeddings(model)``: the module that embeds token ids; ``blocks(model)``: the transformer blocks, whose
+    i-th input is hidden state i; ``final_norm(model)``: the norm after the last block (None for post-norm
+    models), included in hidden state L; ``score_projections(block)``: the query and key projections, whose
+    outputs only feed the attention softmax (under the LRP attention rule they carry no relevance, so BiLRP
+    skips their derivatives; empty for fused q/k/v projections); ``max_positions(config)`` and
+    ``position_offset(config)``: how many tokens the position embeddings allow (None for relative positions);
+    ``padding_side``: the family's padding convention when the tokenizer states none; ``special_tokens``:
+    the family's template of added tokens (``cls``/``sep``/``bos``/``eos`` around the text ``A``);
+    ``encoder_class``: the transformers class that loads the encoder (None: ``AutoModel``); ``run_kwargs``:
+    extra keyword arguments of the encoder's forward (decoders: no key/value cache); ``causal``: decoder
+    attention.
     """
 
     name: str
-    embeddings: Callable[[nn.Module], nn.Module]
-    layers: Callable[[nn.Module], nn.ModuleList]
+    embeddings: Accessor
+    blocks: Accessor
     score_projections: Callable[[nn.Module], list[nn.Module]]
+    final_norm: Accessor | None = None
+    max_positions: Callable[[object], int | None] = _position_limit
+    position_offset: Callable[[object], int] = lambda _config: 0
+    padding_side: str = "right"
+    special_tokens: str = "cls A sep"
+    encoder_class: str | None = None
+    run_kwargs: dict = field(default_factory=dict)
+    causal: bool = False
 
     def all_score_projections(self, model: nn.Module) -> list[nn.Module]:
         """The query and key projections of every block of ``model``."""
-        return [proj for block in self.layers(model) for proj in self.score_projections(block)]
+        return [proj for block in self.blocks(model) for proj in self.score_projections(block)]
+
+    def check(self, model: nn.Module) -> None:
+        """A clear error if ``model`` does not have the parts this entry names."""
+        try:
+            parts = [self.embeddings(model), *self.all_score_projections(model)]
+            blocks = self.blocks(model)
+            if self.final_norm is not None:
+                parts.append(self.final_norm(model))
+        except AttributeError as exc:
+            raise ValueError(f"{type(model).__name__} does not have the parts of a {self.name!r} model: {exc}") from None
+        if not len(blocks) or not all(isinstance(p, nn.Module) for p in parts):
+            raise ValueError(f"{type(model).__name__} does not have the blocks of a {self.name!r} model")
 
 
-def _bert_like(name: str) -> Architecture:
+def _bert_like(name: str, **extra) -> Architecture:
     return Architecture(
-        name=name, embeddings=lambda m: m.embeddings, layers=lambda m: m.encoder.layer,
-        score_projections=lambda block: [block.attention.self.query, block.attention.self.key],
+        name=name, embeddings=_path("embeddings"), blocks=_path("encoder.layer"),
+        score_projections=_projections("attention.self.query", "attention.self.key"), **extra,
     )
 
 
-#: Keyed by the ``model_type`` of a Hugging Face config.
-ARCHITECTURES: dict[str, Architecture] = {
-    "bert": _bert_like("bert"),
-    "mpnet": Architecture(
-        name="mpnet", embeddings=lambda m: m.embeddings, layers=lambda m: m.encoder.layer,
-        score_projections=lambda block: [block.attention.attn.q, block.attention.attn.k],
+def _decoder(name: str, special_tokens: str = "bos A", **extra) -> Architecture:
+    """Llama-style decoders: embed_tokens, layers, a final RMSNorm, separate q/k/v projections."""
+    return Architecture(
+        name=name, embeddings=_path("embed_tokens"), blocks=_path("layers"), final_norm=_path("norm"),
+        score_projections=_projections("self_attn.q_proj", "self_attn.k_proj"), padding_side="left",
+        special_tokens=special_tokens, run_kwargs={"use_cache": False}, causal=True, **extra,
+    )
+
+
+_ENTRIES = [
+    _bert_like("bert"),
+    _bert_like("electra"),
+    _bert_like("roberta", position_offset=_padding_idx_offset, special_tokens="bos A eos"),
+    _bert_like("xlm-roberta", position_offset=_padding_idx_offset, special_tokens="bos A eos"),
+    Architecture(
+        name="mpnet", embeddings=_path("embeddings"), blocks=_path("encoder.layer"),
+        score_projections=_projections("attention.attn.q", "attention.attn.k"), special_tokens="bos A eos",
     ),
-    "roberta": _bert_like("roberta"),
-    "xlm-roberta": _bert_like("xlm-roberta"),
-}
+    Architecture(
+        name="distilbert", embeddings=_path("embeddings"), blocks=_path("transformer.layer"),
+        score_projections=_projections("attention.q_lin", "attention.k_lin"),
+    ),
+    Architecture(
+        name="deberta-v2", embeddings=_path("embeddings"), blocks=_path("encoder.layer"),
+        score_projections=_projections("attention.self.query_proj", "attention.self.key_proj"),
+    ),
+    Architecture(
+        name="modernbert", embeddings=_path("embeddings"), blocks=_path("layers"), final_norm=_path("final_norm"),
+        score_projections=_no_projections,
+    ),
+    Architecture(
+        name="gpt2", embeddings=_path("wte"), blocks=_path("h"), final_norm=_path("ln_f"),
+        score_projections=_no_projections, padding_side="left", special_tokens="A",
+        run_kwargs={"use_cache": False}, causal=True,
+    ),
+    Architecture(
+        name="gpt_neo", embeddings=_path("wte"), blocks=_path("h"), final_norm=_path("ln_f"),
+        score_projections=_projections("attn.attention.q_proj", "attn.attention.k_proj"), padding_side="left",
+        special_tokens="A", run_kwargs={"use_cache": False}, causal=True,
+    ),
+    _decoder("llama"),
+    _decoder("mistral"),
+    _decoder("qwen2", special_tokens="A"),
+    _decoder("qwen3", special_tokens="A"),
+    _decoder("gemma"),
+    _decoder("gemma3_text"),  # EmbeddingGemma: bidirectional attention when its config says so
+    Architecture(
+        name="t5", embeddings=_path("shared"), blocks=_path("encoder.block"),
+        final_norm=_path("encoder.final_layer_norm"),
+        score_projections=_projections("layer.0.SelfAttention.q", "layer.0.SelfAttention.k"),
+        max_positions=lambda _config: None, special_tokens="A eos", encoder_class="T5EncoderModel",
+    ),
+]
+
+#: Keyed by the ``model_type`` of a Hugging Face config.
+ARCHITECTURES: dict[str, Architecture] = {entry.name: entry for entry in _ENTRIES}
 
 
 def get_architecture(model_type: str) -> Architecture:

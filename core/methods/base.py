@@ -28,11 +28,34 @@ class FactorBatch:
     pooled: torch.Tensor
 
 
+@dataclass(frozen=True)
+class ReferenceRecipe:
+    """How the tests' slow reference (one sentence, one point, one backward pass per embedding dimension)
+    computes a method's factor at hidden state h (T tokens) of a sentence.
+
+    ``kind``: "states" (row t is h[t] / T, no derivatives) or "gradient" (row t is the sum over integration
+    points x_n with weights w_n of sum_i d[t, i] * d e(x_n) / d x[t, i]); ``path``: "point" (the single point
+    x = h, direction d = h) or "reference" (the quadrature points on the straight line from the hidden state r
+    of the padding reference to h, direction d = h - r); ``lrp_rules``: the gradients run under
+    ``core.rules.lrp_rules``; ``normalize``: the head normalises the embedding as the model does.
+    """
+
+    kind: str
+    path: str = "point"
+    lrp_rules: bool = False
+    normalize: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("states", "gradient") or self.path not in ("point", "reference"):
+            raise ValueError(f"bad reference recipe {self}")
+
+
 class AttributionMethod(ABC):
     """One attribution method: per-sentence factors whose products give token-pair relevances."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    reference: ClassVar[ReferenceRecipe]
     uses_steps: ClassVar[bool] = False
     default_steps: ClassVar[int | None] = None
 
@@ -62,6 +85,8 @@ def register(cls: type[AttributionMethod]) -> type[AttributionMethod]:
     """Class decorator adding a method to ``METHODS`` under its ``name``."""
     if cls.name in METHODS:
         raise ValueError(f"attribution method {cls.name!r} is registered twice")
+    if not isinstance(getattr(cls, "reference", None), ReferenceRecipe):
+        raise ValueError(f"attribution method {cls.name!r} declares no ReferenceRecipe for the tests' reference")
     METHODS[cls.name] = cls
     return cls
 

@@ -3,7 +3,7 @@ for mean-pooled models the rows sum to the sentence embedding and the matrix to 
 
 from __future__ import annotations
 
-from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
+from core.methods.base import AttributionMethod, FactorBatch, ReferenceRecipe, cosine_scales, register
 from core.models import SimilarityModel, TokenBatch
 
 
@@ -11,6 +11,7 @@ from core.models import SimilarityModel, TokenBatch
 class EmbeddingSimilarity(AttributionMethod):
     name = "embedding"
     summary = "Token-embedding similarity baseline (mean-pooled token embeddings)"
+    reference = ReferenceRecipe("states")
 
     def default_layer(self, model: SimilarityModel) -> int:
         return model.num_layers

@@ -8,7 +8,7 @@ import contextlib
 import torch
 
 from core.factors import token_factors
-from core.methods.base import AttributionMethod, FactorBatch, cosine_scales, register
+from core.methods.base import AttributionMethod, FactorBatch, ReferenceRecipe, cosine_scales, register
 from core.models import SimilarityModel, TokenBatch
 from core.rules import detached_inputs, lrp_rules
 
@@ -20,7 +20,7 @@ class _GradientTimesInput(AttributionMethod):
         hidden = model.hidden_states(batch, layer)
         rules = contextlib.ExitStack()
         if self.use_lrp_rules:
-            rules.enter_context(lrp_rules())
+            rules.enter_context(lrp_rules(model.encoder))
             rules.enter_context(detached_inputs(model.architecture.all_score_projections(model.encoder)))
         with rules:
             result = token_factors(
@@ -34,7 +34,9 @@ class _GradientTimesInput(AttributionMethod):
 @register
 class BiLRP(_GradientTimesInput):
     name = "bilrp"
-    summary = "BiLRP: LRP with attention-head, LayerNorm and GeLU rules, second-order R_a R_b^T"
+    summary = ("BiLRP: LRP with rules for attention, norms, activations and gated products (an error where no "
+               "rule covers an operation), second-order R_a R_b^T")
+    reference = ReferenceRecipe("gradient", lrp_rules=True)
     use_lrp_rules = True
 
 
@@ -42,3 +44,4 @@ class BiLRP(_GradientTimesInput):
 class HessianProduct(_GradientTimesInput):
     name = "hxp"
     summary = "Hessian x Product: gradient x input factors with plain gradients"
+    reference = ReferenceRecipe("gradient")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from core.factors import token_factors
-from core.methods.base import AttributionMethod, FactorBatch, register
+from core.methods.base import AttributionMethod, FactorBatch, ReferenceRecipe, register
 from core.models import SimilarityModel, TokenBatch
 from core.quadrature import DEFAULT_QUADRATURE, quadrature
 
@@ -16,6 +16,7 @@ from core.quadrature import DEFAULT_QUADRATURE, quadrature
 class IntegratedJacobians(AttributionMethod):
     name = "ij"
     summary = "Integrated Jacobians: exact attributions of the shifted dot product, N integration steps"
+    reference = ReferenceRecipe("gradient", path="reference", normalize=True)
     uses_steps = True
     default_steps = 64
 

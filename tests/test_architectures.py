@@ -1,0 +1,277 @@
+"""Every registered architecture, explained exactly: a tiny random model of each family, saved as a
+sentence-transformers folder and loaded with core.load_model, against the slow reference, conservation,
+completeness, sentence-transformers' own scores and the model's own hidden states; the LRP rules one by one;
+and the loud error where no rule covers an operation. Parametrised over ARCHITECTURES and METHODS, so adding
+either adds its tests."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from reference import reference_factor
+from test_engine import assert_close
+from tiny_models import TINY_CONFIGS, save_sentence_transformer, tiny_encoder
+
+import core
+from core import compute_factors, explain
+from core.architectures import ARCHITECTURES
+from core.methods import METHODS
+from core.rules import UncoveredOperationError, lrp_rules, traced
+
+KINDS = sorted(ARCHITECTURES)
+TEXTS = ["A man is playing a guitar.", "The cat sat 🍕!"]
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory):
+    """build(kind, zero_bias=False, double=True): a loaded tiny model of ``kind``, made once per session."""
+    base = tmp_path_factory.mktemp("arch")
+    cache: dict = {}
+
+    def get(kind: str, zero_bias: bool = False, double: bool = True):
+        key = (kind, zero_bias, double)
+        if key not in cache:
+            folder = base / f"{kind}-{int(zero_bias)}"
+            if not folder.exists():
+                save_sentence_transformer(folder, kind, zero_bias=zero_bias)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = core.load_model(folder, device="cpu")
+            if double:  # float64, so that exactness tests see the algorithm, not rounding
+                model.encoder.double()
+            cache[key] = model
+        return cache[key]
+
+    return get
+
+
+def test_every_architecture_has_a_tiny_model():
+    assert set(TINY_CONFIGS) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_factors_equal_slow_reference(build, kind, method):
+    """Batched, padded, forward-mode factors against the one-sentence reference: the first text attributed to
+    layer 0, the second to a middle layer."""
+    model = build(kind)
+    steps = 2 if METHODS[method].uses_steps else None
+    for index, layer in enumerate((0, model.num_layers // 2)):
+        got = compute_factors(model, TEXTS, method=method, layer=layer, steps=steps, batch_size=2)[index]
+        assert_close(got.factor, reference_factor(model, TEXTS[index], method, layer, steps))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_bilrp_conserves_exactly_without_biases_and_hxp_does_not(build, kind):
+    model = build(kind, zero_bias=True)
+    for layer in (0, model.num_layers - 1):
+        exp = explain(model, *TEXTS, method="bilrp", layer=layer)
+        assert exp.score == pytest.approx(exp.model_score, rel=1e-6)
+        assert abs(exp.residual) <= 1e-5 * abs(exp.score), (layer, exp.residual, exp.score)
+    hxp = explain(model, *TEXTS, method="hxp")  # plain gradients do not conserve
+    assert abs(hxp.residual) > 1e-3 * abs(hxp.score)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_ij_complete_at_layer_zero_and_a_middle_layer(build, kind):
+    model = build(kind)
+    for layer in (0, model.num_layers // 2):
+        exp = explain(model, *TEXTS, method="ij", layer=layer, steps=16)
+        assert abs(exp.residual) <= 1e-3 * abs(exp.score), (layer, exp.residual, exp.score)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_embedding_at_last_layer_sums_to_the_model_score(build, kind):
+    model = build(kind)
+    exp = explain(model, *TEXTS, method="embedding")
+    assert exp.layer == model.num_layers
+    assert exp.score == pytest.approx(exp.model_score, rel=1e-6)  # float32 RMSNorms inside some, padded batches
+    assert abs(exp.residual) <= 1e-6 * abs(exp.score)  # factors are stored in float32
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_score_equals_sentence_transformers(build, kind):
+    from sentence_transformers import SentenceTransformer
+
+    model = build(kind, double=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = SentenceTransformer(str(model.path), device="cpu")
+    ea, eb = st.encode(TEXTS, convert_to_tensor=True)
+    expected = float(st.similarity(ea[None], eb[None])[0, 0])
+    assert explain(model, *TEXTS, method="embedding").model_score == pytest.approx(expected, abs=1e-5)
+    np.testing.assert_allclose(model.embed(TEXTS), st.encode(TEXTS), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_hidden_states_are_the_model_own(build, kind):
+    """Hidden state i < L is the input of block i; hidden state L is the model's output, final norm included;
+    from every layer the head reproduces the model's sentence embeddings."""
+    model = build(kind)
+    arch = model.architecture
+    batch = model.tokenize(TEXTS)
+    blocks = arch.blocks(model.encoder)
+    inputs, outputs = [], []
+    handles = [b.register_forward_pre_hook(lambda _m, a, k: inputs.append(a[0] if a else k["hidden_states"]),
+                                           with_kwargs=True) for b in blocks]
+    handles += [b.register_forward_hook(lambda _m, _a, out: outputs.append(out[0] if isinstance(out, tuple) else out))
+                for b in blocks]
+    try:
+        with torch.no_grad():
+            last = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                 **arch.run_kwargs).last_hidden_state
+    finally:
+        for handle in handles:
+            handle.remove()
+    final = arch.final_norm(model.encoder) if arch.final_norm else torch.nn.Identity()
+    with torch.no_grad():
+        torch.testing.assert_close(final(outputs[-1]), last)  # the entry names the model's real final norm
+        own = model.sentence_embeddings(batch)
+        for layer in range(model.num_layers + 1):
+            hidden = model.hidden_states(batch, layer)
+            torch.testing.assert_close(hidden, inputs[layer] if layer < model.num_layers else last)
+            torch.testing.assert_close(model.head(batch, layer, normalize=True)(hidden), own)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rules_keep_the_forward_values(build, kind):
+    model = build(kind)
+    batch = model.tokenize(TEXTS)
+    hidden = model.hidden_states(batch, 0)
+    head = model.head(batch, 0, normalize=False)
+    with torch.no_grad():
+        plain = head(hidden)
+        with lrp_rules(model.encoder):
+            ruled = head(hidden.clone())
+    torch.testing.assert_close(ruled, plain)
+
+
+# --- the rules, one nonlinearity at a time --------------------------------------------------------------------
+
+def _relevance(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fn(x), its gradient x input under the rules), for an elementwise-output fn of x."""
+    x = x.clone().requires_grad_(True)
+    with lrp_rules(), torch.enable_grad():
+        y = traced(fn)(x)
+        (grad,) = torch.autograd.grad(y.sum(), x)
+    return y.detach(), grad * x.detach()
+
+
+def _activation_modules() -> list[tuple[str, torch.nn.Module]]:
+    from transformers.activations import ACT2FN
+
+    names = ["gelu", "gelu_new", "gelu_fast", "quick_gelu", "gelu_pytorch_tanh", "gelu_accurate", "silu", "mish",
+             "relu", "relu2", "tanh", "sigmoid", "leaky_relu", "laplace"]
+    return [(n, ACT2FN[n]) for n in names] + [("nn.GELU(tanh)", torch.nn.GELU(approximate="tanh")),
+                                               ("nn.SiLU", torch.nn.SiLU()), ("nn.Softplus", torch.nn.Softplus())]
+
+
+@pytest.mark.parametrize("name,module", _activation_modules(), ids=[n for n, _ in _activation_modules()])
+def test_every_activation_module_follows_the_gate_rule(name, module):
+    """Relevance x * [(f(x) - f(0)) / x]: gradient x input equals f(x) - f(0), however f is written inside."""
+    x = torch.randn(4, 7, dtype=torch.float64)
+    y, relevance = _relevance(module, x)
+    f0 = module(torch.zeros(1, dtype=torch.float64))
+    torch.testing.assert_close(y, module(x))
+    torch.testing.assert_close(relevance, y - f0)
+
+
+@pytest.mark.parametrize("fn", [torch.nn.functional.gelu, torch.nn.functional.silu, torch.tanh, torch.sigmoid,
+                                lambda x: torch.nn.functional.gelu(x, approximate="tanh")],
+                         ids=["F.gelu", "F.silu", "torch.tanh", "torch.sigmoid", "F.gelu(tanh)"])
+def test_functional_activations_follow_the_gate_rule(fn):
+    x = torch.randn(3, 5, dtype=torch.float64)
+    y, relevance = _relevance(fn, x)
+    torch.testing.assert_close(relevance, y - fn(torch.zeros(1, dtype=torch.float64)))
+
+
+def _norms() -> list[tuple[str, torch.nn.Module]]:
+    from transformers.models.gemma.modeling_gemma import GemmaRMSNorm
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    from transformers.models.t5.modeling_t5 import T5LayerNorm
+
+    norms = [("LayerNorm", torch.nn.LayerNorm(6, bias=False)), ("RMSNorm", torch.nn.RMSNorm(6)),
+             ("LlamaRMSNorm", LlamaRMSNorm(6)), ("T5LayerNorm", T5LayerNorm(6)), ("GemmaRMSNorm", GemmaRMSNorm(6))]
+    for _, norm in norms:
+        with torch.no_grad():
+            norm.weight.add_(0.3 * torch.randn_like(norm.weight))
+    return [(n, m.double()) for n, m in norms]
+
+
+@pytest.mark.parametrize("name,norm", _norms(), ids=[n for n, _ in _norms()])
+def test_norms_detach_their_denominator(name, norm):
+    """Any norm, however written, is linear in x once the denominator is detached: relevance conserves."""
+    x = torch.randn(3, 6, dtype=torch.float64)
+    y, relevance = _relevance(norm, x)
+    torch.testing.assert_close(y, norm(x).detach())
+    # each row's relevance sums to its output (centring is linear too); some compute the variance in float32
+    torch.testing.assert_close(relevance.sum(-1), y.sum(-1), rtol=1e-6, atol=1e-6)
+
+
+def test_gated_product_splits_relevance_uniformly():
+    """act(g) * u with both factors input-dependent: the uniform rule gives each half, which conserves."""
+    w1, w2 = torch.randn(5, 5, dtype=torch.float64), torch.randn(5, 5, dtype=torch.float64)
+    x = torch.randn(2, 5, dtype=torch.float64)
+    y, relevance = _relevance(lambda h: (h @ w1) * (h @ w2), x)
+    torch.testing.assert_close(relevance.sum(), y.sum())  # plain gradients would give twice the output
+    with torch.enable_grad():
+        xg = x.clone().requires_grad_(True)
+        (plain,) = torch.autograd.grad(((xg @ w1) * (xg @ w2)).sum(), xg)
+    torch.testing.assert_close((plain * x).sum(), 2 * y.sum())
+
+
+@pytest.mark.parametrize("causal,mask", [(False, None), (True, None), (False, "bool"), (False, "float")])
+def test_sdpa_rule_is_attention_with_detached_probabilities(causal, mask):
+    q, k, v = (torch.randn(2, 3, 5, 4, dtype=torch.float64) for _ in range(3))
+    attn_mask = None
+    if mask == "bool":
+        attn_mask = torch.rand(2, 1, 5, 5) > 0.3
+        attn_mask[..., 0] = True
+    elif mask == "float":
+        attn_mask = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+
+    def attention(value):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, value, attn_mask=attn_mask, is_causal=causal)
+
+    y, relevance = _relevance(attention, v)
+    torch.testing.assert_close(y, attention(v))
+    torch.testing.assert_close(relevance.sum(), y.sum())  # linear in v with the probabilities fixed
+
+
+# --- no silent misses ------------------------------------------------------------------------------------------
+
+class SinActivation(torch.nn.Module):
+    def forward(self, x):
+        return torch.sin(x) * 2
+
+
+class CubicActivation(torch.nn.Module):
+    def forward(self, x):
+        return x + 0.05 * x.pow(3)
+
+
+class MeanAbsNorm(torch.nn.Module):
+    def forward(self, x):
+        return x / x.abs().mean(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("module,op", [(SinActivation, r"torch\.sin"), (CubicActivation, r"torch\.Tensor\.pow"),
+                                       (MeanAbsNorm, r"torch\.Tensor\.div")])
+def test_uncovered_nonlinearity_raises_naming_the_operation_and_module(module, op):
+    """A made-up architecture (BERT with an unusual activation) fails loudly under BiLRP, and still works
+    with plain gradients."""
+    encoder, tokenizer = tiny_encoder("bert")
+    for block in encoder.encoder.layer:
+        block.intermediate.intermediate_act_fn = module()
+    model = core.models.from_parts("made-up", core.models.Path("made-up"), encoder, tokenizer, device="cpu")
+    with pytest.raises(UncoveredOperationError, match="no LRP rule covers") as info:
+        explain(model, *TEXTS, method="bilrp")
+    assert re.search(op, str(info.value)), str(info.value)
+    assert f"module encoder.layer.0.intermediate.intermediate_act_fn ({module.__name__})" in str(info.value)
+    assert math.isfinite(explain(model, *TEXTS, method="hxp").score)
+    explain(model, *TEXTS, method="bilrp", layer=model.num_layers)  # above the block: nothing uncovered runs
