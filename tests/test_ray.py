@@ -156,6 +156,20 @@ def test_worker_sigkilled_mid_run_is_retried_exactly_once(tmp_path, tiny_folders
 
 
 @pytest.mark.ray
+@pytest.mark.slow
+def test_worker_with_other_weights_fails_the_run_with_its_error(tmp_path, tiny_folders, pairs_file, ray_cluster):
+    """A node whose copy of the model differs: every actor refuses to start, the run fails loudly and is marked so."""
+    driver_model = load_model(tiny_folders["bert"], device="cpu")
+    driver_model.path = tiny_folders["roberta"]  # what the actors find at the model's path: other weights
+    with pytest.raises(distributed.RayRunError, match="with other weights .* install the same model on every node"):
+        run_on_ray(driver_model, str(pairs_file), tmp_path / "store", RayOptions(workers=2), progress=False,
+                   method="bilrp", chunk_size=2)
+    info = Store(tmp_path / "store").runs().iloc[0]
+    assert info["status"] == "failed" and "install the same model" in info["error_message"]
+    assert info["chunks_present"] == 0
+
+
+@pytest.mark.ray
 def test_pool_that_does_not_fit_the_local_cluster_is_a_clear_error(tmp_path, tiny_folders, pairs_file, capsys,
                                                                    ray_cluster):
     argv = ["attribute", "--model", str(tiny_folders["bert"]), "--dataset", str(pairs_file), "--store",
