@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -229,11 +230,24 @@ def _quiet_data_context() -> Iterator[None]:
         data_logger.setLevel(level)
 
 
+_ERROR_LINE = re.compile(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception|Interrupt)): (.+)$")
+
+
 def _worker_error(exc: BaseException) -> str:
-    """The worker's own exception (type: message), without Ray's wrapping traceback."""
-    cause = getattr(exc, "cause", None) or exc.__cause__ or exc
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"
+    """The worker's own exception (``Type: message``), found in Ray's wrapping exceptions and tracebacks."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
+    for link in chain:
+        for line in reversed(str(link).splitlines()):
+            found = _ERROR_LINE.match(line.strip())
+            if found and not line.strip().startswith("ray."):
+                return f"{found.group(1)}: {found.group(2)}"
+    last = chain[-1]
+    lines = str(last).strip().splitlines()
+    return f"{type(last).__name__}: {lines[-1] if lines else ''}"
 
 
 def run_on_ray(

@@ -22,7 +22,7 @@ from conftest import ROOT
 from test_precompute import write_pairs
 
 from core import load_model
-from core.store import Store, completed_chunks
+from core.store import Store, StoreError, completed_chunks
 from precompute import distributed
 from precompute.cli import main
 from precompute.distributed import ChunkWorker, RayOptions, run_on_ray
@@ -66,16 +66,25 @@ def settled_chunks(store, run_id: str) -> set[int]:
     return seen
 
 
+def committed(store) -> int:
+    """Chunks committed so far in a store that a running process writes (0 before it exists)."""
+    if not (store / "catalog.sqlite").exists():
+        return 0
+    with contextlib.suppress(StoreError), Store(store) as reader:
+        return int(reader.runs()["chunks_present"].sum())
+    return 0
+
+
 def assert_exactly_once(store, run_id: str, n_pairs: int, n_chunks: int) -> pd.DataFrame:
     """Every chunk and pair present once, token pairs without duplicates and complete; the run is done."""
-    reader = Store(store)
     assert completed_chunks(store, run_id) == set(range(n_chunks))
-    preds = reader.predictions(run_id)
+    with Store(store) as reader:
+        preds = reader.predictions(run_id)
+        tp = reader.table("token_pairs", run_id=run_id)
+        assert reader.run_info(run_id)["status"] == "done"
     assert sorted(preds["pair_id"]) == list(range(n_pairs))
-    tp = reader.table("token_pairs", run_id=run_id)
     assert not tp.duplicated(KEY).any()
     assert len(tp) == int((preds["n_tokens_a"] * preds["n_tokens_b"]).sum())
-    assert reader.run_info(run_id)["status"] == "done"
     return tp
 
 
@@ -91,16 +100,18 @@ def test_driver_killed_and_rerun_resumes_with_missing_chunks_only(tmp_path, tiny
     driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 150
-        while time.time() < deadline and len(list(store.glob("chunks/run=*/chunk=*"))) < 2:
+        while time.time() < deadline and committed(store) < 2:
             assert driver.poll() is None, "the driver ended before it was killed"
             time.sleep(0.05)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-    run_id = Store(store).runs().loc[0, "run_id"]
+    with Store(store) as reader:
+        run_id = reader.runs().loc[0, "run_id"]
     before = settled_chunks(store, run_id)
     assert 2 <= len(before) < 12, "the driver should have been killed mid-run"
-    assert Store(store).run_info(run_id)["status"] == "running"
+    with Store(store) as reader:
+        assert reader.runs().loc[0, "status"] == "interrupted", "its writers are gone: shown as interrupted"
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     missing = 2 * (12 - len(before))
@@ -119,15 +130,16 @@ def test_two_workers_write_the_store_one_process_writes(tmp_path, tiny_folders, 
                          on_chunk=reports.append, **METHOD)
     assert ray_run.run_id == single.run_id and ray_run.status == "done" and ray_run.pairs_written == 14
     assert sorted(r.chunk_index for r in reports) == list(range(7)) and all(r.written for r in reports)
-    one = Store(tmp_path / "single").table("token_pairs", run_id=single.run_id).sort_values(KEY)
     two = assert_exactly_once(tmp_path / "ray", ray_run.run_id, 14, 7).sort_values(KEY)
+    with Store(tmp_path / "single") as one_store, Store(tmp_path / "ray") as ray_store:
+        one = one_store.table("token_pairs", run_id=single.run_id).sort_values(KEY)
+        p1 = one_store.predictions(single.run_id).sort_values("pair_id")
+        p2 = ray_store.predictions(ray_run.run_id).sort_values("pair_id")
+        info = ray_store.run_info(ray_run.run_id)
     np.testing.assert_array_equal(one[KEY].to_numpy(), two[KEY].to_numpy())
     np.testing.assert_allclose(two["relevance"], one["relevance"], rtol=1e-5, atol=1e-6)
-    p1 = Store(tmp_path / "single").predictions(single.run_id).sort_values("pair_id")
-    p2 = Store(tmp_path / "ray").predictions(ray_run.run_id).sort_values("pair_id")
     for col in ("model_score", "explained_score", "residual", "gold"):
         np.testing.assert_allclose(p2[col], p1[col], rtol=1e-5, atol=1e-6)
-    info = Store(tmp_path / "ray").run_info(ray_run.run_id)
     assert info["spearman"] == pytest.approx(single.metrics["spearman"])
     assert info["pairs_per_s"] > 0 and info["device"] == "ray: 2 workers (cpu)"
 
@@ -164,7 +176,8 @@ def test_worker_with_other_weights_fails_the_run_with_its_error(tmp_path, tiny_f
     with pytest.raises(distributed.RayRunError, match="with other weights .* install the same model on every node"):
         run_on_ray(driver_model, str(pairs_file), tmp_path / "store", RayOptions(workers=2), progress=False,
                    method="bilrp", chunk_size=2)
-    info = Store(tmp_path / "store").runs().iloc[0]
+    with Store(tmp_path / "store") as reader:
+        info = reader.runs().iloc[0]
     assert info["status"] == "failed" and "install the same model" in info["error_message"]
     assert info["chunks_present"] == 0
 
