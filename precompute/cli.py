@@ -18,6 +18,7 @@ from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
 from precompute import evaluations, search_cli
 from precompute import options as opt
+from precompute.distributed import DEFAULT_CPUS_PER_WORKER, LOCAL, RayOptions, RayRunError, run_on_ray
 from precompute.runner import DEFAULT_CHUNK_SIZE, run
 
 
@@ -31,6 +32,62 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                         help=f"pairs per atomically written chunk (default {DEFAULT_CHUNK_SIZE})")
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
+    _add_ray_options(parser)
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    ray = parser.add_argument_group("distributed on Ray (instead of --shard)")
+    ray.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
+                     help="run the chunks on a Ray actor pool: alone, a local cluster on this machine; with an "
+                          "address (auto, host:6379, ray://host:10001), an existing cluster")
+    ray.add_argument("--workers", type=_positive_int, default=None, help="actors in the pool (default 2)")
+    ray.add_argument("--gpus-per-worker", type=_non_negative, default=None, metavar="G",
+                     help="GPUs per actor, fractions share one (e.g. 0.5; default 1 when the cluster has GPUs)")
+    ray.add_argument("--cpus-per-worker", type=_positive, default=None, metavar="C",
+                     help=f"CPUs per actor (default {DEFAULT_CPUS_PER_WORKER}: fractions leave Ray's own tasks room)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def _ray_options(args: argparse.Namespace) -> RayOptions | None:
+    """The Ray options of a run, or None (one process); Ray-only flags without --ray are an error."""
+    given = [f"--{name.replace('_', '-')}" for name in ("workers", "gpus_per_worker", "cpus_per_worker")
+             if getattr(args, name) is not None]
+    if args.ray is None:
+        if given:
+            raise ValueError(f"{', '.join(given)} only apply with --ray")
+        return None
+    if args.shard is not None:
+        raise ValueError("--shard and --ray are alternatives: a Ray run spreads every chunk over its workers")
+    options = RayOptions(address=args.ray or None, workers=args.workers or 2, gpus_per_worker=args.gpus_per_worker,
+                         cpus_per_worker=args.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)
+    options.validate()
+    return options
 
 
 def _add_evaluation_verbs(verbs) -> None:
@@ -172,14 +229,17 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_dataset(args.dataset, **opt.dataset_arguments(args))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
-            result = run(
-                args.model, dataset, args.store, method=args.method if args.verb == "attribute" else "predict",
-                layer=getattr(args, "layer", None), steps=getattr(args, "steps", None),
-                quadrature=getattr(args, "quadrature", None), shard=args.shard, batch_size=args.batch_size,
-                chunk_size=args.chunk_size, limit=args.limit, force=args.force,
-                save_factors=getattr(args, "save_factors", False), device=args.device,
-            )
-    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+            ray_options = _ray_options(args)
+            common = dict(method=args.method if args.verb == "attribute" else "predict",
+                          layer=getattr(args, "layer", None), steps=getattr(args, "steps", None),
+                          quadrature=getattr(args, "quadrature", None), batch_size=args.batch_size,
+                          chunk_size=args.chunk_size, limit=args.limit, force=args.force,
+                          save_factors=getattr(args, "save_factors", False), device=args.device)
+            if ray_options is None:
+                result = run(args.model, dataset, args.store, shard=args.shard, **common)
+            else:
+                result = run_on_ray(args.model, dataset, args.store, ray_options, **common)
+    except (ValueError, StoreError, DatasetError, FileNotFoundError, RayRunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from core.attribution import SentenceFactors, compute_factors, pair_explanation, resolve_settings
+from core.attribution import SentenceFactors, Settings, compute_factors, pair_explanation, resolve_settings
 from core.datasets import PairDataset
+from core.factors import DEFAULT_MAX_ROWS
 from core.loading import as_dataset, as_model
 from core.metrics import score_metrics
 from core.models import SimilarityModel
@@ -27,7 +28,6 @@ from core.store import (
     chunk_pair_range,
     kind_of_method,
     make_run_id,
-    parse_shard,
 )
 
 DEFAULT_CHUNK_SIZE = 64
@@ -98,12 +98,13 @@ def _factor_rows(pair_ids: list[int], side: str, factors: list[SentenceFactors])
     return pd.DataFrame(rows)
 
 
-def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, ds: PairDataset, settings, batch_size: int,
-                 save_factors: bool) -> dict[str, pd.DataFrame]:
+def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, lang_a: str | None, lang_b: str | None,
+                 settings: Settings, batch_size: int, save_factors: bool,
+                 max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, pd.DataFrame]:
     """The store tables of one chunk of pairs (``rows`` of the dataset frame)."""
     a_texts, b_texts = rows["sentence1"].tolist(), rows["sentence2"].tolist()
     factors = compute_factors(model, a_texts + b_texts, settings.method, settings.layer, settings.steps,
-                              settings.quadrature, batch_size=batch_size)
+                              settings.quadrature, batch_size=batch_size, max_rows=max_rows)
     fa, fb = factors[: len(a_texts)], factors[len(a_texts) :]
     pair_ids = rows["pair_id"].astype(int).tolist()
     predictions, token_pairs = [], []
@@ -116,7 +117,7 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, ds: PairDataset, se
                                          "relevance": exp.matrix.ravel().astype(np.float32)}))
     tables = {
         "predictions": pd.DataFrame(predictions),
-        "tokens": pd.concat([_token_rows(pair_ids, "a", fa, ds.lang_a), _token_rows(pair_ids, "b", fb, ds.lang_b)],
+        "tokens": pd.concat([_token_rows(pair_ids, "a", fa, lang_a), _token_rows(pair_ids, "b", fb, lang_b)],
                             ignore_index=True),
         "token_pairs": pd.concat(token_pairs, ignore_index=True),
     }
@@ -136,6 +137,103 @@ def prediction_tables(model: SimilarityModel, rows: pd.DataFrame, batch_size: in
         "pair_id": rows["pair_id"].astype(int).to_numpy(), "model_score": model.similarity_of(emb_a, emb_b),
         "truncated": np.array(truncated[:n]) | np.array(truncated[n:]),
     })}
+
+
+@dataclass(frozen=True)
+class ChunkJob:
+    """What computing any chunk of a started run needs; picklable and free of dataset rows (a chunk's rows
+    travel with the chunk), so Ray actors get it once. ``settings`` is None for a scores-only run."""
+
+    run_id: str
+    settings: Settings | None
+    lang_a: str | None
+    lang_b: str | None
+    batch_size: int
+    save_factors: bool
+
+
+@dataclass
+class StartedRun:
+    """A run registered in the store: its job, its size and the chunks still to compute (``pending``, in order).
+    ``skipped``: the run was done already and not forced (nothing pending)."""
+
+    writer: StoreWriter
+    job: ChunkJob
+    method: str
+    dataset: PairDataset
+    n_pairs: int
+    chunk_size: int
+    pending: list[int]
+    skipped: bool
+
+    def rows(self, chunk_index: int) -> pd.DataFrame:
+        """The dataset rows of chunk ``chunk_index``."""
+        r = chunk_pair_range(chunk_index, self.chunk_size, self.n_pairs)
+        return self.dataset.frame.iloc[r.start : r.stop]
+
+    @property
+    def pending_pairs(self) -> int:
+        return sum(len(chunk_pair_range(k, self.chunk_size, self.n_pairs)) for k in self.pending)
+
+
+def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, method: str, layer: int | None,
+              steps: int | None, quadrature: str | None, shard: str | None, batch_size: int, chunk_size: int,
+              limit: int | None, force: bool, save_factors: bool, device: str | None = None) -> StartedRun:
+    """Validate the settings, store dataset and model, and register (or resume) the run; ``device`` is what
+    the run record names as its device (default: the model's)."""
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    scores_only = kind_of_method(method) is PREDICT
+    settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
+    writer = StoreWriter(store, shard)
+    writer.put_dataset(_dataset_meta(ds), ds.frame, replace=force)
+    writer.put_model(_model_meta(model))
+    n_pairs = len(ds) if limit is None else min(limit, len(ds))
+    identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
+                "layer": model.num_layers if scores_only else settings.layer,
+                "steps": None if scores_only else settings.steps,
+                "quadrature": None if scores_only else settings.quadrature}
+    run_id = make_run_id(**identity)
+    previous = writer.start_run({**identity, "chunk_size": chunk_size, "n_pairs": n_pairs,
+                                 "code_version": code_version(), "device": device or _device_name(model)},
+                                force=force)
+    job = ChunkJob(run_id, settings, ds.lang_a, ds.lang_b, batch_size, save_factors)
+    skipped = previous == "done" and not force
+    pending = [] if skipped else writer.pending_chunks(run_id)
+    if skipped:
+        writer.close()
+    return StartedRun(writer, job, method, ds, n_pairs, chunk_size, pending, skipped)
+
+
+def process_chunk(writer: StoreWriter, model: SimilarityModel, job: ChunkJob, chunk_index: int,
+                  rows: pd.DataFrame, batch_size: int | None = None, max_rows: int = DEFAULT_MAX_ROWS) -> int:
+    """Compute chunk ``chunk_index`` from its ``rows`` and commit it to the store in one write; returns the
+    pairs written. ``batch_size`` (default the job's) and ``max_rows`` bound the engine's batches."""
+    batch_size = job.batch_size if batch_size is None else batch_size
+    tables = (prediction_tables(model, rows, batch_size) if job.settings is None
+              else chunk_tables(model, rows, job.lang_a, job.lang_b, job.settings, batch_size, job.save_factors,
+                                max_rows))
+    with contextlib.suppress(ChunkExistsError):  # another writer of the run committed it: its rows count
+        writer.write_chunk(job.run_id, chunk_index, tables)
+    return len(rows)
+
+
+def finish_run(started: StartedRun, store: str | Path, written: int, seconds: float) -> RunResult:
+    """Store the run's metrics and status (and close its writer) after this run wrote ``written`` pairs in
+    ``seconds``; the stored seconds and pairs/s cover every process that worked on the run."""
+    run_id = started.job.run_id
+    with Store(store) as reader:
+        predictions = reader.predictions(run_id)
+    metrics = score_metrics(predictions["model_score"].to_numpy(), predictions["gold"].to_numpy(),
+                            predictions["gold_norm"].to_numpy())
+    started.writer.finish_run(run_id, metrics)
+    complete = len(started.writer.completed_chunks(run_id)) >= len(chunk_range_all(started.n_pairs,
+                                                                                    started.chunk_size))
+    started.writer.close()
+    return RunResult(run_id=run_id, status="done" if complete else "partial", pairs_written=written,
+                     seconds=seconds, metrics=metrics)
 
 
 def run(
@@ -165,46 +263,20 @@ def run(
     "K/N" takes every N-th chunk, so several processes or machines can split one corpus into one store.
     ``progress`` is a tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``.
     """
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    parse_shard(shard)
-    # the store records only the pairs the run covers (a prefix is keyed <key>:first<limit>)
-    ds = as_dataset(dataset, data_dir).head(limit)
+    ds = as_dataset(dataset, data_dir)
     model = as_model(model, device=device)
-    scores_only = kind_of_method(method) is PREDICT
-    settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
-    writer = StoreWriter(store, shard)
-    writer.put_dataset(_dataset_meta(ds), ds.frame, replace=force)
-    writer.put_model(_model_meta(model))
-    n_pairs = len(ds)
-    identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
-                "layer": model.num_layers if scores_only else settings.layer,
-                "steps": None if scores_only else settings.steps,
-                "quadrature": None if scores_only else settings.quadrature}
-    run_id = make_run_id(**identity)
-    previous = writer.start_run({**identity, "chunk_size": chunk_size, "n_pairs": n_pairs,
-                                 "code_version": code_version(), "device": _device_name(model)}, force=force)
-    if previous == "done":
-        writer.close()
-        return RunResult(run_id=run_id, status="skipped", pairs_written=0, seconds=0.0)
-    pending = writer.pending_chunks(run_id)
-    ranges = {k: chunk_pair_range(k, chunk_size, n_pairs) for k in pending}
-    total = sum(len(r) for r in ranges.values())
+    started = start_run(model, ds, store, method, layer, steps, quadrature, shard, batch_size, chunk_size, limit,
+                        force, save_factors)
+    if started.skipped:
+        return RunResult(run_id=started.job.run_id, status="skipped", pairs_written=0, seconds=0.0)
+    total = started.pending_pairs
     bar = tqdm(total=total, unit="pair", desc=f"{method} {ds.key}", disable=progress is not True, smoothing=0.1)
     written, start = 0, time.perf_counter()
     try:
-        for k in pending:
-            rows = ds.frame.iloc[ranges[k].start : ranges[k].stop]
-            tables = (prediction_tables(model, rows, batch_size) if scores_only
-                      else chunk_tables(model, rows, ds, settings, batch_size, save_factors))
-            with contextlib.suppress(ChunkExistsError):  # another writer of the run committed it: its rows count
-                writer.write_chunk(run_id, k, tables)
-            written += len(rows)
-            bar.update(len(rows))
+        for k in started.pending:
+            n = process_chunk(started.writer, model, started.job, k, started.rows(k))
+            written += n
+            bar.update(n)
             if callable(progress):
                 progress(written, total)
     except KeyboardInterrupt:
@@ -212,20 +284,11 @@ def run(
         raise
     except Exception as exc:
         bar.close()
-        writer.fail_run(run_id, f"{type(exc).__name__}: {exc}")
-        writer.close()
+        started.writer.fail_run(started.job.run_id, f"{type(exc).__name__}: {exc}")
+        started.writer.close()
         raise
     bar.close()
-    seconds = time.perf_counter() - start
-    with Store(store) as reader:
-        predictions = reader.predictions(run_id)
-    metrics = score_metrics(predictions["model_score"].to_numpy(), predictions["gold"].to_numpy(),
-                            predictions["gold_norm"].to_numpy())
-    writer.finish_run(run_id, metrics)  # seconds and pairs/s over every process that worked on the run
-    complete = len(writer.completed_chunks(run_id)) >= len(chunk_range_all(n_pairs, chunk_size))
-    writer.close()
-    return RunResult(run_id=run_id, status="done" if complete else "partial", pairs_written=written,
-                     seconds=seconds, metrics=metrics)
+    return finish_run(started, store, written, time.perf_counter() - start)
 
 
 def chunk_range_all(n_pairs: int, chunk_size: int) -> range:
