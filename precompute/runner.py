@@ -64,7 +64,7 @@ def _dataset_meta(ds: PairDataset) -> dict:
 def _model_meta(model: SimilarityModel) -> dict:
     return {"model_id": model.model_id, "name": model.name, "path": str(model.path), "revision": model.revision,
             "architecture": model.architecture.name, "pooling": model.pooling, "similarity": model.similarity,
-            "dim": model.hidden_size, "num_layers": model.num_layers}
+            "dim": model.dim, "num_layers": model.num_layers}
 
 
 def _token_rows(pair_ids: list[int], side: str, factors: list[SentenceFactors], lang: str | None) -> pd.DataFrame:
@@ -117,13 +117,11 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, ds: PairDataset, se
 
 def prediction_tables(model: SimilarityModel, rows: pd.DataFrame, batch_size: int) -> dict[str, pd.DataFrame]:
     """The store tables of one chunk of a scores-only run."""
-    emb_a = model.embed(rows["sentence1"].tolist(), batch_size=batch_size)
-    emb_b = model.embed(rows["sentence2"].tolist(), batch_size=batch_size)
-    truncated = [t for t in model.tokenize(rows["sentence1"].tolist() + rows["sentence2"].tolist()).truncated]
-    n = len(rows)
+    emb_a, cut_a = model.embed_with_flags(rows["sentence1"].tolist(), batch_size=batch_size)
+    emb_b, cut_b = model.embed_with_flags(rows["sentence2"].tolist(), batch_size=batch_size)
     return {"predictions": pd.DataFrame({
         "pair_id": rows["pair_id"].astype(int).to_numpy(), "model_score": model.similarity_of(emb_a, emb_b),
-        "truncated": np.array(truncated[:n]) | np.array(truncated[n:]),
+        "truncated": np.array(cut_a, dtype=bool) | np.array(cut_b, dtype=bool),
     })}
 
 

@@ -28,7 +28,7 @@ def reference_factor(model, text: str, method: str, layer: int, steps: int | Non
         points, weights, direction, normalize = [hidden], [1.0], hidden, False
     head = model.head(batch, layer, normalize=normalize)
     rules = lrp_rules() if method == "bilrp" else contextlib.nullcontext()
-    factor = torch.zeros(hidden.shape[0], model.encoder.config.hidden_size, dtype=torch.float64)
+    factor = torch.zeros(hidden.shape[0], model.dim, dtype=torch.float64)
     for point, weight in zip(points, weights, strict=True):
         x = point.clone().requires_grad_(True)
         with rules, torch.enable_grad():

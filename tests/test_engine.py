@@ -71,9 +71,9 @@ def test_repeated_sentences_are_computed_once(tiny_models, monkeypatch):
     seen: list[list[str]] = []
     original = model.tokenize
 
-    def spy(texts):
+    def spy(texts, *args, **kwargs):
         seen.append(list(texts))
-        return original(texts)
+        return original(texts, *args, **kwargs)
 
     monkeypatch.setattr(model, "tokenize", spy)
     out = explain_pairs(model, [(TEXTS[0], TEXTS[1]), (TEXTS[1], TEXTS[0]), (TEXTS[0], TEXTS[0])])
