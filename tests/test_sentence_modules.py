@@ -195,3 +195,38 @@ def test_modules_json_must_start_with_a_transformer(tmp_path):
     (folder / "modules.json").write_text(json.dumps(modules[1:]))
     with pytest.raises(ValueError, match="first module must be a Transformer"):
         _load(folder)
+
+
+@pytest.fixture(scope="module")
+def left_padded(tmp_path_factory):
+    base = tmp_path_factory.mktemp("left")
+    pipe = dict(pooling="lasttoken", prompts={"query": "query: "}, default_prompt_name="query", include_prompt=False)
+    return (save_st_folder(base / "left", "bert", Pipeline(padding_side="left", **pipe)),
+            save_st_folder(base / "right", "bert", Pipeline(**pipe)))
+
+
+def test_left_padding_gives_the_real_tokens_offsets_and_last_token(left_padded):
+    left, right = (_load(folder) for folder in left_padded)
+    assert left.tokenizer.padding_side == "left" and right.tokenizer.padding_side == "right"
+    lb, rb = left.tokenize(TEXTS), right.tokenize(TEXTS)
+    assert lb.tokens == rb.tokens and lb.offsets == rb.offsets and lb.word_ids == rb.word_ids
+    assert not lb.attention_mask[:, -1].eq(0).any() and lb.attention_mask[:, 0].eq(0).any()  # padded on the left
+    for row in range(len(TEXTS)):
+        real = lb.real(row)
+        assert lb.input_ids[row, real].tolist() == rb.input_ids[row, rb.real(row)].tolist()
+        assert lb.prompt[row, real].tolist() == rb.prompt[row, rb.real(row)].tolist()
+    st = sentence_transformer(left_padded[0])  # one text per batch: no padding for absolute positions to shift
+    np.testing.assert_allclose(left.embed(TEXTS, batch_size=1), st.encode(TEXTS, batch_size=1), rtol=1e-4, atol=1e-5)
+    last = left.hidden_states(lb, left.num_layers)
+    pooled = left.pool(last, lb)
+    for row in range(len(TEXTS)):  # lasttoken = the last real token, here the final [SEP]
+        np.testing.assert_allclose(pooled[row].numpy(), last[row, -1].numpy())
+
+
+def test_left_padded_factors_equal_slow_reference(left_padded):
+    model = _load(left_padded[0])
+    model.encoder.double()
+    got = compute_factors(model, TEXTS[:2], method="bilrp", layer=1, batch_size=1)
+    for text, factor in zip(TEXTS[:2], got, strict=True):
+        assert factor.prompt_text == "query: " and factor.tokens[-1] == "[SEP]"
+        assert_close(factor.factor, reference_factor(model, text, "bilrp", 1))
