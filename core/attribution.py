@@ -238,7 +238,8 @@ def explain_pairs(
     """Explanations of many pairs; each distinct sentence's factor is computed once and reused.
 
     ``prompt_a``/``prompt_b``: the prompt (a name of one of the model's prompts, or a text; "" = none) prepended
-    to every first/second text, e.g. ``"query"`` and ``"passage"``; default: the model's default prompt.
+    to every first/second text, e.g. ``"query"`` and ``"passage"``; default: the model's ``side_prompts``
+    (see ``SimilarityModel.with_prompts``), else its default prompt.
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ValueError("pairs must be a sequence of (text_a, text_b) tuples")
@@ -249,6 +250,8 @@ def explain_pairs(
         check_text(pair[1], f"pairs[{i}][1]")
     settings = resolve_settings(model, method, layer, steps, quadrature)
     texts = [t for pair in pairs for t in pair]
+    prompt_a = model.side_prompts[0] if prompt_a is None else prompt_a
+    prompt_b = model.side_prompts[1] if prompt_b is None else prompt_b
     side_prompts = [model.pipeline.resolve_prompt(prompt_a), model.pipeline.resolve_prompt(prompt_b)] * len(pairs)
     factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
                               batch_size=batch_size, max_rows=max_rows, autodiff=autodiff, progress=progress,

@@ -7,6 +7,7 @@ by ``core.sentence_modules`` so that nothing depends on one sentence-transformer
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -245,6 +246,7 @@ class SimilarityModel:
     device: torch.device
     shifted: bool = False
     variant: str = ""
+    side_prompts: tuple[str | None, str | None] = (None, None)
     _prompt_lengths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -260,6 +262,22 @@ class SimilarityModel:
     @property
     def similarity(self) -> str:
         return self.pipeline.similarity
+
+    @property
+    def display_name(self) -> str:
+        """The name, with the variant (chosen pooling, prompts) when there is one."""
+        return f"{self.name} [{self.variant}]" if self.variant else self.name
+
+    def with_prompts(self, prompt_a: str | None = None, prompt_b: str | None = None) -> SimilarityModel:
+        """This model (sharing its encoder) with its own prompts for the first and the second text of pairs
+        (names or texts, see ``SentencePipeline.resolve_prompt``; None = the default prompt). Prompts other than
+        the default make a variant, with its own ``model_id``, so that stores keep its runs apart."""
+        texts = (self.pipeline.resolve_prompt(prompt_a), self.pipeline.resolve_prompt(prompt_b))
+        kept = [v for v in self.variant.split(";") if v and not v.startswith("prompts=")]
+        default = self.pipeline.default_prompt
+        if texts != (default, default):
+            kept.append("prompts=" + json.dumps(list(texts), ensure_ascii=False))
+        return dataclasses.replace(self, side_prompts=texts, variant=";".join(kept))
 
     @property
     def dim(self) -> int:

@@ -12,7 +12,7 @@ import warnings
 from core.datasets import DATA_DIR_ENV, DatasetError, load_dataset
 from core.finetune import FinetuneConfig, TrainingInterrupted
 from core.methods import METHODS
-from core.models import DEFAULT_MODEL
+from core.models import DEFAULT_MODEL, POOLINGS
 from core.quadrature import QUADRATURES
 from core.store import Store, StoreError, merge_stores
 from core.store.index import index_schema_markdown
@@ -44,6 +44,38 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
+    _add_model_setup_options(parser)
+
+
+def _add_model_setup_options(parser: argparse.ArgumentParser) -> None:
+    """--pooling, the prompts and the POS taggers of a run (each side may have its own)."""
+    parser.add_argument("--pooling", default=None, choices=POOLINGS,
+                        help="pooling of a plain Hugging Face model (default mean; sentence-transformers models "
+                             "keep their own)")
+    parser.add_argument("--prompt", default=None, metavar="NAME_OR_TEXT",
+                        help="prompt prepended to both sentences: one of the model's prompt names or a text "
+                             "(default: the model's default prompt; '' for none)")
+    parser.add_argument("--prompt-a", default=None, metavar="NAME_OR_TEXT", help="prompt of sentence1 (e.g. query)")
+    parser.add_argument("--prompt-b", default=None, metavar="NAME_OR_TEXT",
+                        help="prompt of sentence2 (e.g. passage)")
+    parser.add_argument("--tagger", default=None, metavar="NAME_OR_PATH",
+                        help="spaCy pipeline for POS tags of both sides: an installed package or a folder "
+                             "(default: an installed pipeline of each side's language)")
+    parser.add_argument("--tagger-a", default=None, metavar="NAME_OR_PATH", help="spaCy pipeline of sentence1")
+    parser.add_argument("--tagger-b", default=None, metavar="NAME_OR_PATH", help="spaCy pipeline of sentence2")
+
+
+def _side(args: argparse.Namespace, name: str, side: str) -> str | None:
+    """The side's own option (--prompt-a) if given, else the option for both sides (--prompt)."""
+    own = getattr(args, f"{name}_{side}", None)
+    return own if own is not None else getattr(args, name, None)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as the CLI's own one-line messages on stderr (on a line of their own under a progress bar)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def _ints(text: str) -> list[int]:
@@ -334,6 +366,15 @@ def _evaluate(args: argparse.Namespace) -> evaluate.EvaluationResult:
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = warnings.showwarning
+    warnings.showwarning = _print_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.verb in evaluate.KINDS or args.verb == "finetune":
         try:
@@ -377,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
                 layer=getattr(args, "layer", None), steps=getattr(args, "steps", None),
                 quadrature=getattr(args, "quadrature", None), shard=args.shard, batch_size=args.batch_size,
                 chunk_size=args.chunk_size, limit=args.limit, force=args.force,
-                save_factors=getattr(args, "save_factors", False), device=args.device,
+                save_factors=getattr(args, "save_factors", False), device=args.device, pooling=args.pooling,
+                prompt_a=_side(args, "prompt", "a"), prompt_b=_side(args, "prompt", "b"),
+                tagger_a=_side(args, "tagger", "a"), tagger_b=_side(args, "tagger", "b"),
             )
     except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

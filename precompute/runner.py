@@ -17,6 +17,7 @@ from core.datasets import PairDataset, load_dataset
 from core.metrics import score_metrics
 from core.models import SimilarityModel, load_model
 from core.pos import tag_texts_batch
+from core.sentence_modules import pooling_mode
 from core.store import PREDICT, Store, StoreWriter, chunk_pair_range, kind_of_method, make_run_id
 
 DEFAULT_CHUNK_SIZE = 64
@@ -62,17 +63,19 @@ def _dataset_meta(ds: PairDataset) -> dict:
 
 
 def _model_meta(model: SimilarityModel) -> dict:
-    return {"model_id": model.model_id, "name": model.name, "path": str(model.path), "revision": model.revision,
+    return {"model_id": model.model_id, "name": model.display_name, "path": str(model.path), "revision": model.revision,
             "architecture": model.architecture.name, "pooling": model.pooling, "similarity": model.similarity,
             "dim": model.dim, "num_layers": model.num_layers}
 
 
-def _token_rows(pair_ids: list[int], side: str, factors: list[SentenceFactors], lang: str | None) -> pd.DataFrame:
+def _token_rows(pair_ids: list[int], side: str, factors: list[SentenceFactors], lang: str | None,
+                tagger: str | None = None) -> pd.DataFrame:
     tags = tag_texts_batch([f.text for f in factors], [f.tokens for f in factors], [f.offsets for f in factors],
-                           [f.special for f in factors], lang)
+                           [f.special for f in factors], lang, prompt=[f.prompt for f in factors], tagger=tagger)
     rows = [
         {"pair_id": pid, "side": side, "token_index": t.token_index, "token": t.token, "start": t.start,
-         "end": t.end, "is_special": t.is_special, "word_index": t.word_index, "word": t.word, "pos": t.pos}
+         "end": t.end, "is_special": t.is_special, "is_prompt": t.is_prompt, "word_index": t.word_index,
+         "word": t.word, "pos": t.pos}
         for pid, sentence in zip(pair_ids, tags, strict=True) for t in sentence
     ]
     return pd.DataFrame(rows)
@@ -88,11 +91,13 @@ def _factor_rows(pair_ids: list[int], side: str, factors: list[SentenceFactors])
 
 
 def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, ds: PairDataset, settings, batch_size: int,
-                 save_factors: bool) -> dict[str, pd.DataFrame]:
-    """The store tables of one chunk of pairs (``rows`` of the dataset frame)."""
+                 save_factors: bool, taggers: tuple[str | None, str | None] = (None, None)) -> dict[str, pd.DataFrame]:
+    """The store tables of one chunk of pairs (``rows`` of the dataset frame); ``taggers``: spaCy pipelines
+    for sides a and b (None: found by the dataset's languages)."""
     a_texts, b_texts = rows["sentence1"].tolist(), rows["sentence2"].tolist()
+    prompts = [model.side_prompts[0]] * len(a_texts) + [model.side_prompts[1]] * len(b_texts)
     factors = compute_factors(model, a_texts + b_texts, settings.method, settings.layer, settings.steps,
-                              settings.quadrature, batch_size=batch_size)
+                              settings.quadrature, batch_size=batch_size, prompts=prompts)
     fa, fb = factors[: len(a_texts)], factors[len(a_texts) :]
     pair_ids = rows["pair_id"].astype(int).tolist()
     predictions, token_pairs = [], []
@@ -101,12 +106,15 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, ds: PairDataset, se
         predictions.append({"pair_id": pid, "model_score": exp.model_score, "explained_score": exp.score,
                             "truncated": exp.truncated})
         i, j = np.meshgrid(np.arange(exp.matrix.shape[0]), np.arange(exp.matrix.shape[1]), indexing="ij")
+        hidden_a = np.array(a.special, bool) | np.array(a.prompt, bool)  # prompt tokens hide with special ones
+        hidden_b = np.array(b.special, bool) | np.array(b.prompt, bool)
         token_pairs.append(pd.DataFrame({"pair_id": pid, "i": i.ravel(), "j": j.ravel(),
-                                         "relevance": exp.matrix.ravel().astype(np.float32)}))
+                                         "relevance": exp.matrix.ravel().astype(np.float32),
+                                         "special_a": hidden_a[i.ravel()], "special_b": hidden_b[j.ravel()]}))
     tables = {
         "predictions": pd.DataFrame(predictions),
-        "tokens": pd.concat([_token_rows(pair_ids, "a", fa, ds.lang_a), _token_rows(pair_ids, "b", fb, ds.lang_b)],
-                            ignore_index=True),
+        "tokens": pd.concat([_token_rows(pair_ids, "a", fa, ds.lang_a, taggers[0]),
+                             _token_rows(pair_ids, "b", fb, ds.lang_b, taggers[1])], ignore_index=True),
         "token_pairs": pd.concat(token_pairs, ignore_index=True),
     }
     if save_factors:
@@ -117,8 +125,8 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, ds: PairDataset, se
 
 def prediction_tables(model: SimilarityModel, rows: pd.DataFrame, batch_size: int) -> dict[str, pd.DataFrame]:
     """The store tables of one chunk of a scores-only run."""
-    emb_a, cut_a = model.embed_with_flags(rows["sentence1"].tolist(), batch_size=batch_size)
-    emb_b, cut_b = model.embed_with_flags(rows["sentence2"].tolist(), batch_size=batch_size)
+    emb_a, cut_a = model.embed_with_flags(rows["sentence1"].tolist(), batch_size, model.side_prompts[0])
+    emb_b, cut_b = model.embed_with_flags(rows["sentence2"].tolist(), batch_size, model.side_prompts[1])
     return {"predictions": pd.DataFrame({
         "pair_id": rows["pair_id"].astype(int).to_numpy(), "model_score": model.similarity_of(emb_a, emb_b),
         "truncated": np.array(cut_a, dtype=bool) | np.array(cut_b, dtype=bool),
@@ -142,6 +150,11 @@ def run(
     device: str | None = None,
     data_dir: str | Path | None = None,
     progress: bool | ProgressCallback = True,
+    pooling: str | None = None,
+    prompt_a: str | None = None,
+    prompt_b: str | None = None,
+    tagger_a: str | None = None,
+    tagger_b: str | None = None,
 ) -> RunResult:
     """Attribute ``dataset`` with ``model`` and ``method`` into ``store`` (a method-less run kind's name,
     ``predict``: scores only).
@@ -150,14 +163,21 @@ def run(
     interrupted resumes with the chunks that are missing (its seconds add up), and a finished run is skipped
     unless ``force`` (which also registers an edited dataset file as the dataset's next revision). ``shard``
     "K/N" takes every N-th chunk, so several processes or machines can split one corpus into one store.
-    ``progress`` is a tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``.
+    ``progress`` is a tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``. ``pooling`` chooses a plain
+    Hugging Face model's pooling; ``prompt_a``/``prompt_b`` the prompts of sentence1/sentence2 (names or texts;
+    default: the model's default prompt; see ``SimilarityModel.with_prompts``); ``tagger_a``/``tagger_b`` their
+    spaCy pipelines (see ``core.pos.get_tagger``).
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     ds = dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)
-    model = model if isinstance(model, SimilarityModel) else load_model(model, device=device)
+    model = model if isinstance(model, SimilarityModel) else load_model(model, device=device, pooling=pooling)
+    if pooling is not None and model.pooling != pooling_mode(pooling):
+        raise ValueError(f"model {model.name} has {model.pooling} pooling, not {pooling}")
+    if prompt_a is not None or prompt_b is not None:
+        model = model.with_prompts(prompt_a, prompt_b)
     scores_only = kind_of_method(method) is PREDICT
     settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
     writer = StoreWriter(store, shard)
@@ -183,7 +203,7 @@ def run(
         for k in pending:
             rows = ds.frame.iloc[ranges[k].start : ranges[k].stop]
             tables = (prediction_tables(model, rows, batch_size) if scores_only
-                      else chunk_tables(model, rows, ds, settings, batch_size, save_factors))
+                      else chunk_tables(model, rows, ds, settings, batch_size, save_factors, (tagger_a, tagger_b)))
             writer.write_chunk(run_id, k, tables)
             written += len(rows)
             bar.update(len(rows))

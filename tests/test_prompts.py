@@ -121,3 +121,46 @@ def test_prompt_arguments_are_checked(folders):
         explain(model, "a", "b", prompt_a=3)
     with pytest.warns(UserWarning, match="'queries' is not one of the model's prompts"):
         model.embed(TEXTS[:1], prompts="queries")
+
+
+def test_cli_prompts_per_side_pooling_and_tagger_warning(folders, tmp_path, capsys):
+    import pandas as pd
+
+    from core.store import Store
+    from precompute.cli import main
+
+    pairs = tmp_path / "pairs.tsv"
+    pd.DataFrame({"sentence1": [a for a, _ in PAIRS], "sentence2": [b for _, b in PAIRS],
+                  "score": [1.0, 2.0, 3.0]}).to_csv(pairs, sep="\t", index=False)
+    store = tmp_path / "store"
+    common = ["--model", str(folders["bert-mean-excl"]), "--dataset", str(pairs), "--store", str(store),
+              "--gold-range", "0,5", "--lang", "sw"]
+    assert main(["attribute", *common, "--method", "hxp", "--prompt-a", "query",
+                 "--prompt-b", "passage"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("warning:")]
+    assert warning == ["warning: no POS tagger for language 'sw': POS tags will be NULL; spaCy publishes no trained "
+                       "pipeline for 'sw'; pass --tagger NAME_OR_PATH with one you trained"], err
+    assert main(["predict", *common, "--prompt", "passage", "--prompt-a", "query"]) == 0  # same prompts
+    assert main(["predict", *common]) == 0  # the default prompt on both sides: another run, another model id
+    reader = Store(store)
+    runs = reader.runs().set_index("method")
+    st = sentence_transformer(folders["bert-mean-excl"])
+    expected = st_scores(st, PAIRS, prompt_a={"prompt_name": "query"}, prompt_b={"prompt_name": "passage"})
+    default = st_scores(st, PAIRS)
+    predict_runs = reader.runs()[lambda r: r["method"] == "predict"]
+    assert len(predict_runs) == 2 and predict_runs["model_id"].nunique() == 2
+    attribute_model = runs.loc["hxp", "model_id"]
+    for run_id, model_id in zip(predict_runs["run_id"], predict_runs["model_id"], strict=True):
+        scores = reader.predictions(run_id).sort_values("pair_id")["model_score"].to_numpy()
+        np.testing.assert_allclose(scores, expected if model_id == attribute_model else default, rtol=1e-5)
+    names = set(reader.models()["name"])
+    assert any("prompts=" in name and "passage: " in name for name in names)
+    tokens = reader.tokens(runs.loc["hxp", "run_id"], 0)
+    side_b = tokens[tokens["side"] == "b"]
+    assert side_b.loc[side_b["is_prompt"], "token"].tolist() == ["passage", ":"]
+    assert set(side_b.loc[side_b["is_prompt"], "pos"]) == {"[PROMPT]"}
+    hidden = reader.pair_matrix(runs.loc["hxp", "run_id"], 0, include_special=False)
+    assert not hidden["token_a"].isin(["query", ":", "[CLS]"]).any()
+    assert main(["predict", *common, "--pooling", "cls"]) == 2
+    assert "sentence-transformers model with mean pooling" in capsys.readouterr().err
