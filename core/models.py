@@ -123,6 +123,17 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         ) from None
 
 
+def local_prompts(name_or_path: str | os.PathLike) -> dict[str, str]:
+    """The prompts (name -> text) of a model that is a local folder or a packaged model, read from its
+    ``config_sentence_transformers.json`` without loading it; {} for others (nothing is downloaded)."""
+    path = Path(str(name_or_path)).expanduser()
+    key = str(name_or_path).lower().removeprefix("sentence-transformers/")
+    if not path.is_dir():
+        path = PACKAGED_MODELS[key]() if key in PACKAGED_MODELS else None
+    config = _read_json(path / "config_sentence_transformers.json") if path is not None else None
+    return {str(k): str(v or "") for k, v in ((config or {}).get("prompts") or {}).items()}
+
+
 def _read_json(path: Path) -> dict | list | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
@@ -485,22 +496,54 @@ class SimilarityModel:
 
     def embed_with_flags(self, texts: Sequence[str], batch_size: int = 64,
                          prompts: str | Sequence[str | None] | None = None) -> tuple[np.ndarray, list[bool]]:
-        """``embed`` and, per text, whether it was truncated. Texts are batched longest first, like
-        sentence-transformers does, so that little padding is computed."""
+        """``embed`` and, per text, whether it was truncated.
+
+        The scoring path: texts are batched longest first, as sentence-transformers does, so that little
+        padding is computed; each text is tokenised once, without offsets; the encoder runs with no hooks, under
+        ``torch.inference_mode`` and with its fastest exact attention (``scoring_attention``).
+        """
         texts = list(texts)
         prompt_texts = self.prompt_texts(len(texts), prompts)
         out = np.zeros((len(texts), self.dim), np.float32)
         truncated = [False] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: -len(prompt_texts[i] + texts[i]))
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in rows], [prompt_texts[i] for i in rows])
-            with torch.inference_mode():
-                embeddings = self.sentence_embeddings(batch)
-            out[rows] = embeddings.float().cpu().numpy()
-            for i, cut in zip(rows, batch.truncated, strict=True):
-                truncated[i] = cut
+        order = sorted(range(len(texts)), key=lambda i: -len(prompt_texts[i]) - len(texts[i]))
+        with torch.inference_mode(), self.scoring_attention():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = self._scoring_batch([texts[i] for i in rows], [prompt_texts[i] for i in rows])
+                if self.shifted:
+                    embeddings = self.sentence_embeddings(self.tokenize(batch.texts, batch.prompts))
+                else:
+                    embeddings = self.normalized(self.pool(self._run(batch), batch))
+                out[rows] = embeddings.float().cpu().numpy()
+                for i, cut in zip(rows, batch.truncated, strict=True):
+                    truncated[i] = cut
         return out, truncated
+
+    def _scoring_batch(self, texts: list[str], prompts: list[str]) -> TokenBatch:
+        """A TokenBatch for scoring only: ids, masks and prompt lengths; tokens, offsets and word ids empty."""
+        enc, prompt_texts, prompt_length, truncated = self._encode(texts, prompts, details=False)
+        mask = enc["attention_mask"]
+        return TokenBatch(
+            texts=texts, tokens=[[] for _ in texts], input_ids=enc["input_ids"].to(self.device),
+            attention_mask=mask.to(self.device), special=torch.zeros_like(mask, dtype=torch.bool, device=self.device),
+            offsets=[[] for _ in texts], word_ids=[[] for _ in texts], truncated=truncated, prompts=prompt_texts,
+            prompt_length=prompt_length.to(self.device),
+        )
+
+    @contextmanager
+    def scoring_attention(self) -> Iterator[None]:
+        """Within the block the encoder uses PyTorch's scaled-dot-product attention when it supports it (the
+        same values as eager attention, computed faster), as sentence-transformers loads it; attribution runs
+        keep the implementation the model was set up with."""
+        config = self.encoder.config
+        previous = config._attn_implementation
+        if getattr(self.encoder, "_supports_sdpa", False):
+            config._attn_implementation = "sdpa"
+        try:
+            yield
+        finally:
+            config._attn_implementation = previous
 
     def similarity_of(self, emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
         """Row-wise similarity of two (N, dim) embedding arrays with the model's similarity function."""

@@ -164,3 +164,36 @@ def test_cli_prompts_per_side_pooling_and_tagger_warning(folders, tmp_path, caps
     assert not hidden["token_a"].isin(["query", ":", "[CLS]"]).any()
     assert main(["predict", *common, "--pooling", "cls"]) == 2
     assert "sentence-transformers model with mean pooling" in capsys.readouterr().err
+
+
+def test_explain_page_prompts_per_side_pooling_and_hiding(folders, tmp_path, monkeypatch):
+    from test_app import charts_of, encoding, metric, ok, open_app
+
+    folder = folders["bert-cls-excl"]
+    at = open_app(monkeypatch, tmp_path / "no-store", "explain")
+    at.selectbox(key="xp_model_choice").set_value("Other (folder path or hub id)…")
+    ok(at)
+    at.text_input(key="xp_model_path").input(str(folder))
+    ok(at)
+    assert at.selectbox(key="xp_prompt_a").options == ["default prompt", *PROMPTS, "no prompt", "custom text…"]
+    at.selectbox(key="xp_prompt_b").set_value("passage")
+    at.selectbox(key="xp_method").set_value("hxp")
+    at.text_area(key="xp_text_a").input("The cat sat.")
+    at.text_area(key="xp_text_b").input("A dog ran.")
+    at.button(key="xp_go").click()
+    ok(at)
+    exp = explain(_load(folder), "The cat sat.", "A dog ran.", method="hxp", prompt_b="passage")
+    assert metric(at, "model score") == f"{exp.model_score:.4f}"
+    assert metric(at, "prompt of text 2") == repr("passage: ")
+    assert encoding(charts_of(at)[0])["x"]["sort"] == [f"{j}:{t}" for j, t in enumerate(exp.tokens_b)]
+    at.toggle(key="xp_prompt_tokens").set_value(False)
+    ok(at)
+    shown = [f"{j}:{t}" for j, (t, p) in enumerate(zip(exp.tokens_b, exp.prompt_b, strict=True)) if not p]
+    assert encoding(charts_of(at)[0])["x"]["sort"] == shown
+    at.selectbox(key="xp_prompt_a").set_value("custom text…")
+    ok(at)
+    at.text_input(key="xp_prompt_a_text").input("Represent this: ")
+    at.selectbox(key="xp_pooling").set_value("mean")  # not this model's own pooling: a clear message
+    at.button(key="xp_go").click()
+    at.run()
+    assert any("sentence-transformers model with cls pooling" in e.value for e in at.error)
