@@ -320,6 +320,8 @@ def _load_state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _dense(folder: Path, config: dict) -> Dense:
+    if "in_features" not in config or "out_features" not in config:
+        raise ValueError(f"Dense module {folder} has no config.json with in_features and out_features")
     linear = nn.Linear(int(config["in_features"]), int(config["out_features"]), bias=bool(config.get("bias", True)))
     state = _load_state(folder)
     residual: nn.Linear | bool = bool(config.get("use_residual", False))
