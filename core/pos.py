@@ -201,7 +201,7 @@ def tag_texts_batch(
         raise ValueError(
             f"texts, tokens, offsets and special differ in length: {len(texts)}, {len(tokens)}, {len(offsets)}, {len(special)}"
         )
-    prompt = prompt if prompt is not None else [[False] * len(t) for t in tokens]
+    prompt = [list(p or []) or [False] * len(t) for p, t in zip(prompt or [None] * len(tokens), tokens, strict=True)]
     nlp = get_tagger(lang, tagger)
     if nlp is None:
         words = [_fallback_words(text) for text in texts]

@@ -503,9 +503,9 @@ def _pos_pairs_from_model(model: SimilarityModel, ds: PairDataset, pairs: list[t
                           layer, steps, quadrature, batch_size: int, progress: bool) -> list[_PosPair]:
     exps = _explain(model, pairs, method, layer, steps, quadrature, batch_size, progress)
     tags_a = tag_texts_batch([e.text_a for e in exps], [e.tokens_a for e in exps], [e.offsets_a for e in exps],
-                             [e.special_a for e in exps], ds.lang_a)
+                             [e.special_a for e in exps], ds.lang_a, prompt=[e.prompt_a for e in exps])
     tags_b = tag_texts_batch([e.text_b for e in exps], [e.tokens_b for e in exps], [e.offsets_b for e in exps],
-                             [e.special_b for e in exps], ds.lang_b)
+                             [e.special_b for e in exps], ds.lang_b, prompt=[e.prompt_b for e in exps])
     return [_PosPair(e.matrix, [t.pos for t in ta], [t.pos for t in tb], list(e.special_a), list(e.special_b), e.score)
             for e, ta, tb in zip(exps, tags_a, tags_b, strict=True)]
 
