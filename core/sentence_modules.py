@@ -172,13 +172,14 @@ class Dense:
 
     def apply(self, features: dict[str, torch.Tensor], context: PoolingContext) -> None:
         x = features[self.source]
-        weight = self.linear.weight.to(x)
-        bias = None if self.linear.bias is None else self.linear.bias.to(x)
+        # cast by dtype and device, not .to(x): the weights must not look like functions of the input
+        weight = self.linear.weight.to(dtype=x.dtype, device=x.device)
+        bias = None if self.linear.bias is None else self.linear.bias.to(dtype=x.dtype, device=x.device)
         out = _gated(self.activation, torch.nn.functional.linear(x, weight, bias))
         if self.residual is True:
             out = out + x
         elif isinstance(self.residual, nn.Linear):
-            out = out + torch.nn.functional.linear(x, self.residual.weight.to(x))
+            out = out + torch.nn.functional.linear(x, self.residual.weight.to(dtype=x.dtype, device=x.device))
         features[self.target] = out
 
 
