@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tiny_models import SIZES, save_sentence_transformer
+from tiny_models import save_sentence_transformer
 
 _TYPES = {"Pooling": "sentence_transformers.models.Pooling", "Dense": "sentence_transformers.models.Dense",
           "Normalize": "sentence_transformers.models.Normalize", "Transformer": "sentence_transformers.models.Transformer"}
@@ -55,7 +55,10 @@ def save_st_folder(folder: Path, kind: str, pipeline: Pipeline, seed: int = 0) -
     """A tiny random ``kind`` model (see ``tiny_models``) saved with ``pipeline``; returns ``folder``."""
     save_sentence_transformer(folder, kind, normalize=False, similarity=pipeline.similarity, seed=seed)
     modes = [pipeline.pooling] if isinstance(pipeline.pooling, str) else list(pipeline.pooling)
-    pooling = {"word_embedding_dimension": SIZES["hidden_size"], "include_prompt": pipeline.include_prompt}
+    from transformers import AutoConfig
+
+    hidden = AutoConfig.from_pretrained(folder).hidden_size  # the family's own (d_model, n_embd, ...)
+    pooling = {"word_embedding_dimension": hidden, "include_prompt": pipeline.include_prompt}
     if pipeline.legacy:
         pooling.update({key: mode in modes for mode, key in _LEGACY.items()})
     else:
@@ -63,7 +66,7 @@ def save_st_folder(folder: Path, kind: str, pipeline: Pipeline, seed: int = 0) -
     _write(folder / "1_Pooling" / "config.json", pooling)
     modules = [{"idx": 0, "name": "0", "path": "", "type": _TYPES["Transformer"]},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": _TYPES["Pooling"]}]
-    width = len(modes) * SIZES["hidden_size"]
+    width = len(modes) * hidden
     for spec in pipeline.dense:
         idx = len(modules)
         path = folder / f"{idx}_Dense"
