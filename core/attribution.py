@@ -32,8 +32,9 @@ class SentenceFactors:
     ``factor``: (T, D) float32, one row per token (T = ``len(tokens)``, D = embedding dims);
     ``target``: (D,), what the rows sum to (exactly, or in the limit of many steps); ``scale``: the
     sentence's multiplier of pair products; ``embedding``: (D,), the model's own sentence embedding;
-    ``offsets``: (start, end) character spans, (0, 0) for special tokens; ``word_ids``: the pre-tokenizer word
-    of each token (None for special tokens).
+    ``offsets``: (start, end) character spans, (0, 0) for special and prompt tokens; ``word_ids``: the
+    pre-tokenizer word of each token (None for special and prompt tokens); ``prompt``: per token, whether it
+    belongs to the prompt prepended to the text; ``prompt_text``: that prompt ("" for none).
     """
 
     text: str
@@ -46,6 +47,8 @@ class SentenceFactors:
     scale: float
     embedding: np.ndarray
     truncated: bool
+    prompt: list[bool] = field(default_factory=list)
+    prompt_text: str = ""
 
 
 @dataclass
@@ -55,7 +58,8 @@ class Explanation:
     ``matrix``: (len(tokens_a), len(tokens_b)) relevances; ``score``: the quantity the matrix decomposes
     (cosine for BiLRP/H x P/embedding on cosine models, the shifted dot product for integrated Jacobians);
     ``model_score``: the model's own similarity; ``residual`` = score - matrix.sum(); ``level``: "token" or
-    "word"; ``truncated``: whether either text was cut at the model's maximum length.
+    "word"; ``truncated``: whether either text was cut at the model's maximum length; ``prompt_a``/``prompt_b``:
+    per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none).
     """
 
     matrix: np.ndarray
@@ -78,6 +82,10 @@ class Explanation:
     offsets_b: list[tuple[int, int]] = field(default_factory=list)
     word_ids_a: list[int | None] = field(default_factory=list)
     word_ids_b: list[int | None] = field(default_factory=list)
+    prompt_a: list[bool] = field(default_factory=list)
+    prompt_b: list[bool] = field(default_factory=list)
+    prompt_text_a: str = ""
+    prompt_text_b: str = ""
 
     @property
     def relative_residual(self) -> float:
@@ -87,23 +95,28 @@ class Explanation:
         return abs(self.residual) / abs(self.score)
 
     def to_words(self) -> Explanation:
-        """The same explanation with subword pieces summed into words (special tokens stay on their own)."""
+        """The same explanation with subword pieces summed into words (special and prompt tokens stay on their
+        own)."""
         if self.level == "word":
             return self
-        group_a, words_a, special_a = _word_groups(self.text_a, self.tokens_a, self.offsets_a, self.word_ids_a, self.special_a)
-        group_b, words_b, special_b = _word_groups(self.text_b, self.tokens_b, self.offsets_b, self.word_ids_b, self.special_b)
+        group_a, words_a, special_a, prompt_a = _word_groups(
+            self.text_a, self.tokens_a, self.offsets_a, self.word_ids_a, self.special_a, self.prompt_a)
+        group_b, words_b, special_b, prompt_b = _word_groups(
+            self.text_b, self.tokens_b, self.offsets_b, self.word_ids_b, self.special_b, self.prompt_b)
         matrix = group_a @ self.matrix @ group_b.T
         return replace(
             self, matrix=matrix, tokens_a=words_a, tokens_b=words_b, level="word", special_a=special_a,
-            special_b=special_b, offsets_a=[], offsets_b=[], word_ids_a=[], word_ids_b=[],
+            special_b=special_b, offsets_a=[], offsets_b=[], word_ids_a=[], word_ids_b=[], prompt_a=prompt_a,
+            prompt_b=prompt_b,
         )
 
 
-def _word_groups(text, tokens, offsets, word_ids, special) -> tuple[np.ndarray, list[str], list[bool]]:
-    """(words x tokens) 0/1 matrix, word labels and special flags."""
+def _word_groups(text, tokens, offsets, word_ids, special, prompt) -> tuple[np.ndarray, list[str], list[bool], list[bool]]:
+    """(words x tokens) 0/1 matrix, word labels, special flags and prompt flags."""
+    prompt = list(prompt) or [False] * len(tokens)
     keys: list[tuple] = []
-    for t, (wid, sp) in enumerate(zip(word_ids, special, strict=True)):
-        keys.append(("special", t) if sp or wid is None else ("word", wid))
+    for t, (wid, sp, pr) in enumerate(zip(word_ids, special, prompt, strict=True)):
+        keys.append(("special", t) if sp or pr or wid is None else ("word", wid))
     order = list(dict.fromkeys(keys))
     group = np.zeros((len(order), len(tokens)), dtype=np.float64)
     index = {k: i for i, k in enumerate(order)}
@@ -111,16 +124,17 @@ def _word_groups(text, tokens, offsets, word_ids, special) -> tuple[np.ndarray, 
     for t, key in enumerate(keys):
         group[index[key], t] = 1.0
         spans.setdefault(index[key], []).append(t)
-    labels, flags = [], []
+    labels, flags, prompts = [], [], []
     for i, key in enumerate(order):
         members = spans[i]
+        is_prompt = key[0] == "special" and prompt[members[0]]
         if key[0] == "special":
             labels.append(tokens[members[0]])
-            flags.append(True)
         else:
             labels.append(text[offsets[members[0]][0] : offsets[members[-1]][1]])
-            flags.append(False)
-    return group, labels, flags
+        flags.append(key[0] == "special" and not is_prompt)
+        prompts.append(is_prompt)
+    return group, labels, flags, prompts
 
 
 def resolve_settings(model: SimilarityModel, method: str, layer: int | None, steps: int | None,
@@ -149,11 +163,13 @@ def compute_factors(
     max_rows: int = DEFAULT_MAX_ROWS,
     autodiff: str = "forward",
     progress: bool = False,
+    prompts: str | Sequence[str | None] | None = None,
 ) -> list[SentenceFactors]:
-    """Factors of every text, in the order given; repeated texts are computed once.
+    """Factors of every text, in the order given; repeated (prompt, text) inputs are computed once.
 
-    Texts are batched by similar length (``batch_size`` sentences per batch, ``max_rows`` sequences per
-    forward pass) so that padding stays small and memory bounded.
+    ``prompts``: None (the model's default prompt), one prompt name or text for all texts, or one per text
+    ("" = no prompt); see ``SimilarityModel.prompt_texts``. Texts are batched by similar length (``batch_size``
+    sentences per batch, ``max_rows`` sequences per forward pass) so that padding stays small and memory bounded.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise ValueError("texts must be a sequence of strings")
@@ -165,25 +181,28 @@ def compute_factors(
         raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
     settings = resolve_settings(model, method, layer, steps, quadrature)
     impl = get_method(method)
-    unique = list(dict.fromkeys(texts))
-    lengths = [len(ids) for ids in model.tokenizer(unique, truncation=True, max_length=model.max_length)["input_ids"]]
+    keys = list(zip(model.prompt_texts(len(texts), prompts), texts, strict=True))
+    unique = list(dict.fromkeys(keys))
+    inputs = [p + t for p, t in unique]
+    lengths = [len(ids) for ids in model.tokenizer(inputs, truncation=True, max_length=model.max_length)["input_ids"]]
     order = sorted(range(len(unique)), key=lambda i: lengths[i])
-    done: dict[str, SentenceFactors] = {}
+    done: dict[tuple[str, str], SentenceFactors] = {}
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     for members in tqdm(batches, desc=f"{method} factors", unit="batch", disable=not progress):
-        batch = model.tokenize([unique[i] for i in members])
+        batch = model.tokenize([unique[i][1] for i in members], [unique[i][0] for i in members])
         out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, autodiff, max_rows)
         embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(out.pooled)
-        for row, text in enumerate(batch.texts):
-            n = len(batch.tokens[row])
-            done[text] = SentenceFactors(
-                text=text, tokens=batch.tokens[row], offsets=batch.offsets[row],
-                special=batch.special[row, :n].tolist(), word_ids=batch.word_ids[row],
-                factor=out.factors[row, :n].detach().float().cpu().numpy(),
+        for row, member in enumerate(members):
+            real = batch.real(row)
+            done[unique[member]] = SentenceFactors(
+                text=batch.texts[row], tokens=batch.tokens[row], offsets=batch.offsets[row],
+                special=batch.special[row, real].tolist(), word_ids=batch.word_ids[row],
+                factor=out.factors[row, real].detach().float().cpu().numpy(),
                 target=out.targets[row].detach().float().cpu().numpy(), scale=float(out.scales[row]),
                 embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
+                prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row],
             )
-    return [done[text] for text in texts]
+    return [done[key] for key in keys]
 
 
 def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFactors, settings: Settings) -> Explanation:
@@ -197,7 +216,8 @@ def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFact
         residual=score - float(matrix.sum()), method=settings.method, layer=settings.layer, steps=settings.steps,
         quadrature=settings.quadrature, truncated=a.truncated or b.truncated, text_a=a.text, text_b=b.text,
         special_a=a.special, special_b=b.special, offsets_a=a.offsets, offsets_b=b.offsets,
-        word_ids_a=a.word_ids, word_ids_b=b.word_ids,
+        word_ids_a=a.word_ids, word_ids_b=b.word_ids, prompt_a=a.prompt, prompt_b=b.prompt,
+        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text,
     )
 
 
@@ -212,8 +232,15 @@ def explain_pairs(
     max_rows: int = DEFAULT_MAX_ROWS,
     autodiff: str = "forward",
     progress: bool = False,
+    prompt_a: str | None = None,
+    prompt_b: str | None = None,
 ) -> list[Explanation]:
-    """Explanations of many pairs; each distinct sentence's factor is computed once and reused."""
+    """Explanations of many pairs; each distinct sentence's factor is computed once and reused.
+
+    ``prompt_a``/``prompt_b``: the prompt (a name of one of the model's prompts, or a text; "" = none) prepended
+    to every first/second text, e.g. ``"query"`` and ``"passage"``; default: the model's ``side_prompts``
+    (see ``SimilarityModel.with_prompts``), else its default prompt.
+    """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ValueError("pairs must be a sequence of (text_a, text_b) tuples")
     for i, pair in enumerate(pairs):
@@ -223,10 +250,13 @@ def explain_pairs(
         check_text(pair[1], f"pairs[{i}][1]")
     settings = resolve_settings(model, method, layer, steps, quadrature)
     texts = [t for pair in pairs for t in pair]
+    prompt_a = model.side_prompts[0] if prompt_a is None else prompt_a
+    prompt_b = model.side_prompts[1] if prompt_b is None else prompt_b
+    side_prompts = [model.pipeline.resolve_prompt(prompt_a), model.pipeline.resolve_prompt(prompt_b)] * len(pairs)
     factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
-                              batch_size=batch_size, max_rows=max_rows, autodiff=autodiff, progress=progress)
-    by_text = dict(zip(texts, factors, strict=True))
-    return [pair_explanation(model, by_text[a], by_text[b], settings) for a, b in pairs]
+                              batch_size=batch_size, max_rows=max_rows, autodiff=autodiff, progress=progress,
+                              prompts=side_prompts)
+    return [pair_explanation(model, factors[2 * i], factors[2 * i + 1], settings) for i in range(len(pairs))]
 
 
 def explain(
@@ -238,12 +268,16 @@ def explain(
     steps: int | None = None,
     quadrature: str | None = None,
     autodiff: str = "forward",
+    prompt_a: str | None = None,
+    prompt_b: str | None = None,
 ) -> Explanation:
     """Explain the similarity of ``text_a`` and ``text_b`` with ``method`` (see ``core.METHODS``),
-    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method)."""
+    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method), with the
+    prompts ``prompt_a``/``prompt_b`` (names or texts; default: the model's default prompt; "" = none)."""
     check_text(text_a, "text_a")
     check_text(text_b, "text_b")
-    return explain_pairs(model, [(text_a, text_b)], method, layer, steps, quadrature, autodiff=autodiff)[0]
+    return explain_pairs(model, [(text_a, text_b)], method, layer, steps, quadrature, autodiff=autodiff,
+                         prompt_a=prompt_a, prompt_b=prompt_b)[0]
 
 
 def seed_everything(seed: int) -> None:

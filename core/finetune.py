@@ -154,6 +154,9 @@ def save_model(model: SimilarityModel, output: str | os.PathLike, *, similarity:
                normalize: bool) -> Path:
     """Write ``model`` as a sentence-transformers folder (encoder + tokenizer, modules.json, 1_Pooling,
     config_sentence_transformers.json, sentence_bert_config.json, and simlens.json with the shift flag)."""
+    if len(model.pipeline.modules) != 1:  # a Dense (or inner Normalize) would be lost in the saved folder
+        raise ValueError(f"model {model.name}: fine-tuned models are saved with a Pooling module only; its "
+                         f"modules are {model.pipeline.description}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     model.encoder.save_pretrained(out)
@@ -166,11 +169,13 @@ def save_model(model: SimilarityModel, output: str | os.PathLike, *, similarity:
     _write_json(out / "modules.json", modules)
     (out / "1_Pooling").mkdir(exist_ok=True)
     _write_json(out / "1_Pooling" / "config.json", {
-        "word_embedding_dimension": model.hidden_size, "pooling_mode_cls_token": model.pooling == "cls",
-        "pooling_mode_mean_tokens": model.pooling == "mean", "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False,
+        "word_embedding_dimension": model.hidden_size, "pooling_mode": list(model.pipeline.pooling.modes),
+        "include_prompt": model.pipeline.pooling.include_prompt,
     })
-    _write_json(out / "config_sentence_transformers.json", {"similarity_fn_name": similarity})
+    _write_json(out / "config_sentence_transformers.json", {
+        "similarity_fn_name": similarity, "prompts": model.pipeline.prompts,
+        "default_prompt_name": model.pipeline.default_prompt_name,
+    })
     _write_json(out / "sentence_bert_config.json", {"max_seq_length": model.max_length, "do_lower_case": False})
     _write_json(out / SIMLENS_CONFIG, {"shifted_embeddings": bool(shifted)})
     return out

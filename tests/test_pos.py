@@ -237,3 +237,94 @@ def test_language_codes_are_normalised(taggers):
 def test_text_without_words():
     tags = tag_tokens("", ["[CLS]", "[SEP]"], [(0, 0), (0, 0)], [True, True], "en")
     assert [(t.pos, t.word_index) for t in tags] == [("[CLS]", None), ("[SEP]", None)]
+
+
+# ------------------------------------------------------------------------------------------------
+# tagger discovery: any installed spaCy pipeline of a language, --tagger NAME_OR_PATH, what to install
+# ------------------------------------------------------------------------------------------------
+
+TINY_POS = {"katze": "NOUN", "hund": "NOUN", "die": "DET", "der": "DET", "saß": "VERB", "lief": "VERB", ".": "PUNCT"}
+
+
+def tiny_pipeline(lang: str = "de"):
+    """A blank spaCy pipeline whose attribute_ruler tags a few words (a stand-in for de_core_news_sm)."""
+    spacy = pytest.importorskip("spacy")
+    nlp = spacy.blank(lang)
+    ruler = nlp.add_pipe("attribute_ruler")
+    for word, tag_ in TINY_POS.items():
+        ruler.add(patterns=[[{"LOWER": word}]], attrs={"POS": tag_})
+    nlp.meta.update(name="tiny_tagger", version="0.0.1")
+    return nlp
+
+
+def install_tiny_package(site, lang: str = "de") -> str:
+    """Save the tiny pipeline as an installed spaCy package under ``site`` (package folder with meta.json and
+    versioned data, dist-info with the ``spacy_models`` entry point) and return its name."""
+    name = f"{lang}_tiny_tagger"
+    package = site / name
+    nlp = tiny_pipeline(lang)
+    package.mkdir(parents=True)
+    nlp.to_disk(package / f"{name}-0.0.1")
+    (package / "meta.json").write_text((package / f"{name}-0.0.1" / "meta.json").read_text())
+    (package / "__init__.py").write_text(
+        "from spacy.util import load_model_from_init_py\n\n\n"
+        "def load(**overrides):\n    return load_model_from_init_py(__file__, **overrides)\n")
+    info = site / f"{name}-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[spacy_models]\n{name} = {name}\n")
+    return name
+
+
+@pytest.fixture
+def fresh_taggers(monkeypatch):
+    """get_tagger with empty caches (and the warnings not yet given)."""
+    monkeypatch.setattr(pos, "_TAGGERS", {})
+    monkeypatch.setattr(pos, "_WARNED", set())
+
+
+def test_an_installed_pipeline_of_any_language_is_found(encode, tmp_path, monkeypatch, fresh_taggers):
+    name = install_tiny_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert pos.installed_pipelines()[name] == "de"
+    assert pos.find_taggers("de-AT") == [name]
+    assert get_tagger("de").meta["name"] == "tiny_tagger"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # found: no warning
+        tags = tag(encode, "Die Katze saß.", "de")
+    assert {word: {t.pos for t in group} for word, group in by_word(tags).items()} == {
+        "Die": {"DET"}, "Katze": {"NOUN"}, "saß": {"VERB"}, ".": {"PUNCT"}}
+    assert pos.find_taggers("zh") == []
+
+
+def test_tagger_by_path_or_name_for_one_side(encode, tmp_path, fresh_taggers):
+    folder = tmp_path / "my-tagger"
+    tiny_pipeline("de").to_disk(folder)
+    tags = tag_texts_batch(["Der Hund lief."], *map(list, zip(encode("Der Hund lief."), strict=True)), lang="xx",
+                           tagger=str(folder))[0]
+    assert {word: {t.pos for t in group} for word, group in by_word(tags).items()} == {
+        "Der": {"DET"}, "Hund": {"NOUN"}, "lief": {"VERB"}, ".": {"PUNCT"}}
+    with pytest.raises(ValueError, match="'no_such_pipeline' is neither an installed spaCy pipeline nor a pipeline "
+                                         "folder \\(installed pipelines: .*fr_core_news_sm"):
+        get_tagger("de", "no_such_pipeline")
+
+
+@pytest.mark.parametrize(("lang", "hint"), [
+    ("de", "python -m spacy download de_core_news_sm"), ("zh", "python -m spacy download zh_core_web_sm"),
+    ("sw", "spaCy publishes no trained pipeline for 'sw'; pass --tagger NAME_OR_PATH"),
+])
+def test_missing_tagger_warning_says_what_to_install(lang, hint, fresh_taggers):
+    with pytest.warns(UserWarning, match=f"no POS tagger for language '{lang}': POS tags will be NULL; .*"
+                                         f"{hint.replace('(', '[(]').replace(')', '[)]')}"):
+        assert get_tagger(lang) is None
+
+
+def test_prompt_tokens_get_no_word_and_the_prompt_tag(encode, fresh_taggers):
+    tokens, offsets, special = encode("query: The cat sat.")
+    prompt = [False, True, True] + [False] * (len(tokens) - 3)
+    shifted = [(0, 0) if p or s else (a - 7, b - 7) for (a, b), p, s in zip(offsets, prompt, special, strict=True)]
+    with pytest.warns(UserWarning, match="no POS tagger for language 'xx'"):
+        tags = tag_texts_batch(["The cat sat."], [tokens], [shifted], [special], "xx", prompt=[prompt])[0]
+    assert [(t.token, t.pos, t.word_index, t.is_prompt) for t in tags[1:3]] == [
+        ("query", pos.PROMPT_POS, None, True), (":", pos.PROMPT_POS, None, True)]
+    assert [t.word for t in tags[3:-1]] == ["The", "cat", "sat", "."] and tags[3].word_index == 0

@@ -98,3 +98,10 @@ def matrix_options(prefix: str) -> tuple[str, bool, bool]:
         show_values = st.toggle("Values in cells", value=True, key=f"{prefix}_values",
                                 help="printed when the cells are large enough (short texts)")
     return level, special, show_values
+
+
+def prompt_toggle(prefix: str, has_prompt: bool) -> bool:
+    """The "Prompt tokens" toggle (widget key ``{prefix}_prompt_tokens``): whether a heat map shows the tokens of
+    the prompts prepended to its texts; disabled when there are none."""
+    return st.toggle("Prompt tokens", value=True, key=f"{prefix}_prompt_tokens", disabled=not has_prompt,
+                     help="the tokens of the prompts prepended to the texts")

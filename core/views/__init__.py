@@ -36,6 +36,7 @@ from core.views.location import (
 from core.views.pairs import (
     comparison_level,
     default_comparison,
+    drop_prompt,
     drop_special,
     example_url,
     explanation_frame,
@@ -79,7 +80,7 @@ from core.views.runs import (
 __all__ = [
     "ALL", "AUTO_DEMO_ENV", "CELL_SEP", "DEFAULT_STORE", "OPEN_END", "STORE_ENV", "StoreState", "band_arg",
     "cell_label", "cell_options", "cell_row", "comparison_level", "dataset_table", "default_comparison",
-    "display_status", "drop_special", "example_url", "explanation_frame", "failures_table", "filter_datasets",
+    "display_status", "drop_prompt", "drop_special", "example_url", "explanation_frame", "failures_table", "filter_datasets",
     "filter_options", "filter_runs", "fmt_metric", "fmt_signed", "gold_band_text", "heatmap_table",
     "has_relevances", "help_markdown", "is_na", "languages", "metric_deltas", "metrics_pivot", "order_runs", "pair_option_labels",
     "pair_options", "parse_cell", "pos_label", "pos_value", "quartile_runs", "run_difference", "run_label",

@@ -46,11 +46,13 @@ def top_token_pairs(long: pd.DataFrame, k: int = 10, include_special: bool = Tru
 
 
 def explanation_frame(exp: Any) -> pd.DataFrame:
-    """A :class:`core.Explanation` as a long matrix (i, j, token_a, token_b, relevance, special_a/b)."""
+    """A :class:`core.Explanation` as a long matrix (i, j, token_a, token_b, relevance, special_a/b, prompt_a/b)."""
     m = np.asarray(exp.matrix, dtype=float)
     i, j = np.meshgrid(np.arange(m.shape[0]), np.arange(m.shape[1]), indexing="ij")
     sa = list(getattr(exp, "special_a", []) or [False] * m.shape[0])
     sb = list(getattr(exp, "special_b", []) or [False] * m.shape[1])
+    pa = list(getattr(exp, "prompt_a", []) or [False] * m.shape[0])
+    pb = list(getattr(exp, "prompt_b", []) or [False] * m.shape[1])
     return pd.DataFrame({
         "i": i.ravel(), "j": j.ravel(),
         "token_a": np.asarray(exp.tokens_a, dtype=object)[i.ravel()],
@@ -58,7 +60,17 @@ def explanation_frame(exp: Any) -> pd.DataFrame:
         "relevance": m.ravel(),
         "special_a": np.asarray(sa, dtype=bool)[i.ravel()],
         "special_b": np.asarray(sb, dtype=bool)[j.ravel()],
+        "prompt_a": np.asarray(pa, dtype=bool)[i.ravel()],
+        "prompt_b": np.asarray(pb, dtype=bool)[j.ravel()],
     })
+
+
+def drop_prompt(long: pd.DataFrame) -> pd.DataFrame:
+    """A long matrix without rows/columns of prompt tokens."""
+    if long.empty or "prompt_a" not in long.columns:
+        return long
+    keep = ~long["prompt_a"].fillna(False).astype(bool) & ~long["prompt_b"].fillna(False).astype(bool)
+    return long[keep].reset_index(drop=True)
 
 
 def drop_special(long: pd.DataFrame) -> pd.DataFrame:

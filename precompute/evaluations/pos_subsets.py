@@ -47,7 +47,8 @@ def pos_pairs_from_model(ctx: Context, method: str, layer, steps, quadrature) ->
     exps = ctx.explain(ctx.pairs, method, layer, steps, quadrature)
     tags = {side: tag_texts_batch([getattr(e, f"text_{side}") for e in exps], [getattr(e, f"tokens_{side}") for e in exps],
                                   [getattr(e, f"offsets_{side}") for e in exps],
-                                  [getattr(e, f"special_{side}") for e in exps], getattr(ctx.dataset, f"lang_{side}"))
+                                  [getattr(e, f"special_{side}") for e in exps], getattr(ctx.dataset, f"lang_{side}"),
+                                  prompt=[getattr(e, f"prompt_{side}") for e in exps])
             for side in ("a", "b")}
     return [PosPair(e.matrix, [t.pos for t in ta], [t.pos for t in tb], list(e.special_a), list(e.special_b), e.score)
             for e, ta, tb in zip(exps, tags["a"], tags["b"], strict=True)]
