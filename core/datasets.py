@@ -13,11 +13,13 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from core.safe_text import has_visible_character, parse_ascii_decimal
 
 DATA_DIR_ENV = "SIMLENS_DATA_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +31,15 @@ FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
 ROLES = ("sentence1", "sentence2", "score")
 ON_BAD = ("error", "skip")
 DUPLICATE_POLICIES = ("error", "skip", "keep")
+#: How bad-row messages name the options, for Python callers and for the CLI (``precompute --on-bad skip``).
+_SKIP_HINT = ("pass --on-bad skip (Python: on_bad='skip') to drop and count them; duplicates: "
+              "--duplicates skip or keep (duplicates='skip' or 'keep')")
 
 # Reasons a row is rejected, in the order they are checked; a row is counted under its first reason.
 MISSING_GOLD = "missing gold"
 NON_NUMERIC_GOLD = "non-numeric gold"
 GOLD_OUT_OF_RANGE = "gold out of range"
-EMPTY_SENTENCE = "empty sentence"
+EMPTY_SENTENCE = "empty sentence"  # no visible character: blank, or only zero-width/format characters
 NON_TEXT_SENTENCE = "non-text sentence"
 DUPLICATE_PAIR = "duplicate pair"
 REASONS = (
@@ -107,6 +112,8 @@ class PairDataset:
             ``source_pair_id``). CSV/TSV columns are kept as text, exactly as in the file.
         skipped: rows dropped with ``on_bad="skip"`` (or ``duplicates="skip"``), by reason.
         duplicates_kept: rows kept although they repeat an earlier (sentence1, sentence2) pair.
+        limited_from: with a limit that cut the dataset, how many pairs it had before (the key then ends
+            in ``:first<N>``, so a run over a prefix never passes for one over the whole dataset).
     """
 
     key: str
@@ -120,9 +127,21 @@ class PairDataset:
     frame: pd.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)
     duplicates_kept: int = 0
+    limited_from: int | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    def head(self, limit: int | None) -> PairDataset:
+        """The first ``limit`` pairs (all when None or when there are no more), keyed ``<key>:first<limit>``."""
+        if limit is None:
+            return self
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+            raise DatasetError(f"limit must be a positive integer, got {limit!r}")
+        if limit >= len(self):
+            return self
+        return replace(self, key=f"{self.key}:first{int(limit)}", frame=self.frame.iloc[:limit].reset_index(drop=True),
+                       limited_from=self.limited_from or len(self))
 
 
 def default_data_dir() -> Path | None:
@@ -156,6 +175,7 @@ def load_dataset(
     on_bad: str = "error",
     gold_range: tuple[float, float] | None = None,
     duplicates: str | None = None,
+    limit: int | None = None,
 ) -> PairDataset:
     """Load and validate a dataset.
 
@@ -175,17 +195,27 @@ def load_dataset(
         duplicates: what to do with rows repeating an earlier (sentence1, sentence2) pair: ``"error"``,
             ``"skip"`` (keep the first) or ``"keep"``. Default: ``"keep"`` for the built-in benchmarks and known
             hub ids, whose published splits contain such repeats, and ``on_bad`` for other sources.
+        limit: keep only the first ``limit`` valid pairs (see ``PairDataset.head``); every row is still validated.
     """
     if on_bad not in ON_BAD:
         raise DatasetError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
     if duplicates not in (None, *DUPLICATE_POLICIES):
         raise DatasetError(f"duplicates must be one of {DUPLICATE_POLICIES} or None, got {duplicates!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"limit must be a positive integer, got {limit!r}")
     options = _Options(on_bad, duplicates)
+    if not isinstance(spec, (str, Path)) or not str(spec).strip():
+        raise DatasetError(f"dataset must be a spec or a file path, got {spec!r}")
+    if Path(spec).is_dir():
+        raise DatasetError(f"{spec} is a directory: pass a {'/'.join(FILE_SUFFIXES)} file or a built-in spec "
+                           "such as stsb:test")
     if isinstance(spec, Path) or Path(spec).suffix.lower() in FILE_SUFFIXES:
-        return _load_file(Path(spec), columns, lang, gold_range, options)
-    if spec.startswith("hf:"):
-        return _load_hub(spec, columns, lang, gold_range, options)
-    return _load_builtin(spec, data_dir, columns, lang, gold_range, options)
+        dataset = _load_file(Path(spec), columns, lang, gold_range, options)
+    elif spec.startswith("hf:"):
+        dataset = _load_hub(spec, columns, lang, gold_range, options)
+    else:
+        dataset = _load_builtin(spec, data_dir, columns, lang, gold_range, options)
+    return dataset.head(limit)
 
 
 def fetch_hub_frame(hub_id: str, config: str | None, split: str) -> pd.DataFrame:
@@ -499,9 +529,8 @@ def _gold_value(value: object) -> tuple[float, str | None]:
     if isinstance(value, str):
         if not value.strip():
             return math.nan, MISSING_GOLD
-        try:
-            number = float(value)
-        except ValueError:
+        number = parse_ascii_decimal(value)  # float() would also take "0_5" and Arabic-Indic digits
+        if number is None:
             return math.nan, NON_NUMERIC_GOLD
     elif isinstance(value, (bool, np.bool_)):
         return math.nan, NON_NUMERIC_GOLD
@@ -520,7 +549,7 @@ def _gold_value(value: object) -> tuple[float, str | None]:
 
 def _text_problem(value: object) -> str | None:
     if isinstance(value, str):
-        return EMPTY_SENTENCE if not value.strip() else None
+        return None if has_visible_character(value) else EMPTY_SENTENCE
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return EMPTY_SENTENCE
     return NON_TEXT_SENTENCE
@@ -565,6 +594,8 @@ def _finish(
 ) -> PairDataset:
     """Validate ``table`` and build the dataset; ``where`` names the source in messages."""
     _require_columns(table, [roles[role] for role in ROLES], where)
+    if table.empty:
+        raise DatasetError(f"{where}: no data rows (only a header); a dataset needs at least one pair")
     first = table[roles["sentence1"]].tolist()
     second = table[roles["sentence2"]].tolist()
     parsed = [_gold_value(value) for value in table[roles["score"]].tolist()]
@@ -601,10 +632,12 @@ def _finish(
             for reason, rows in fatal.items()
         )
         raise DatasetError(
-            f"{where}: bad rows (0-based data rows, header not counted): {details}. "
-            "Fix the data, or pass on_bad='skip' to drop and count them (duplicates: duplicates='skip' or 'keep')"
+            f"{where}: bad rows (0-based data rows, header not counted): {details}. Fix the data, or {_SKIP_HINT}"
         )
     skipped = {reason: len(rows) for reason, rows in bad.items()}
+    if len(table) == sum(skipped.values()):
+        counts = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
+        raise DatasetError(f"{where}: every one of its {len(table)} rows was skipped ({counts}); no pair is left")
     if skipped:
         summary = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
         warnings.warn(

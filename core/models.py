@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from core.architectures import Architecture, get_architecture
+from core.safe_text import has_visible_character
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 POOLINGS = ("mean", "cls")
@@ -174,8 +175,8 @@ def check_text(value: object, argument: str) -> str:
     """``value`` if it is a non-blank string, else a ValueError naming ``argument``."""
     if not isinstance(value, str):
         raise ValueError(f"{argument} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{argument} is empty or only whitespace")
+    if not has_visible_character(value):
+        raise ValueError(f"{argument} is empty or has no visible character (only spaces or zero-width characters)")
     return value
 
 

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import views
 from core.dashboard import data, shell, widgets
+from core.safe_text import literal
 from precompute.evaluations import verbs as evaluation_verbs
 
 shell.require_store()
@@ -51,7 +52,7 @@ else:
     widgets.show_table(pivot_show, f"simlens_{metric}_models_x_datasets", "ov_pivot", column_config=cfg)
     best = metrics.sort_values(metric, ascending=metric == "mse").iloc[0]
     st.caption(f"Best {metric}: **{views.fmt_metric(best[metric], metric)}** — "
-               f"{views.short_model(best['model_name'])} on {best['dataset_key']}.")
+               + literal(f"{views.short_model(best['model_name'])} on {best['dataset_key']}."))
     with st.expander("All metrics (long form)"):
         widgets.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
                            "simlens_metrics", "ov_metrics_long")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from core import charts, views
 from core.dashboard import data, shell, widgets
+from core.safe_text import literal
 
 shell.require_store()
 runs = data.runs()
@@ -53,9 +54,9 @@ info_b = ordered.set_index("run_id").loc[run_b].to_dict() | {"run_id": run_b}
 if run_a == run_b:
     st.warning("Run A and run B are the same run: pick two different runs.")
 diffs = views.run_difference(info_a, info_b)
-st.markdown("**A** — " + labels[run_a] + "  \n**B** — " + labels[run_b])
+st.markdown("**A** — " + literal(labels[run_a]) + "  \n**B** — " + literal(labels[run_b]))
 if diffs:
-    st.caption("Differences: " + "; ".join(diffs))
+    st.caption("Differences: " + literal("; ".join(diffs)))
 
 # ---- metrics -------------------------------------------------------------------------------------
 st.header("Metrics")

@@ -5,6 +5,7 @@ import streamlit as st
 
 from core import charts, views
 from core.dashboard import data, shell, widgets
+from core.safe_text import literal
 
 shell.require_store()
 runs = data.runs()
@@ -81,9 +82,9 @@ if tab_errors.open:
             pid = st.selectbox("Pair", [int(c) for c in choices], key="fail_pair",
                                format_func=lambda p: f"#{p} · error {rows[p]['error']:+.3f} · {rows[p]['sentence1']}")
             r = rows[pid]
-            st.markdown(f"**1:** {r['sentence1']}  \n**2:** {r['sentence2']}")
+            st.markdown(f"**1:** {literal(r['sentence1'])}  \n**2:** {literal(r['sentence2'])}")
             st.caption(f"gold {r['gold']:.2f} ({r['gold_norm']:.3f} on 0–1), model score {r['model_score']:.4f}, "
-                       f"error {r['error']:+.4f}. Strongest token pairs: {r['top_pairs_text'] or '–'}")
+                       f"error {r['error']:+.4f}. Strongest token pairs: {literal(r['top_pairs_text'] or '–')}")
             if views.has_relevances(info["method"]):
                 long = data.pair_matrix(run_id, pid, level="word", include_special=special)
                 if not long.empty:
@@ -112,7 +113,7 @@ if tab_quartiles.open:
         per_model = views.quartile_runs(runs, info["dataset_key"], method,
                                          prefer_layer=info["layer"] if method == info["method"] else None)
         for row in per_model.to_dict("records"):
-            st.subheader(f"{views.short_model(row['model_name'])} · {views.setting_text(row)}")
+            st.subheader(literal(f"{views.short_model(row['model_name'])} · {views.setting_text(row)}"))
             qa, qb = st.columns(2, gap="large")
             for col, quartile in ((qa, "high"), (qb, "low")):
                 with col:

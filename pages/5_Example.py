@@ -5,6 +5,7 @@ import streamlit as st
 
 from core import charts, views
 from core.dashboard import data, shell, widgets
+from core.safe_text import literal, parse_ascii_int
 
 shell.require_store()
 runs = data.runs()
@@ -23,11 +24,11 @@ if (qp_run or qp_pair) and st.session_state.get("_ex_qp") != (qp_run, qp_pair):
     if qp_run in ids:
         st.session_state["ex_run"] = qp_run
     elif qp_run:
-        st.warning(f"Run `{qp_run}` is not in this store; showing another run.")
-    try:
-        st.session_state["_ex_pair_wanted"] = int(qp_pair) if qp_pair is not None else None
-    except ValueError:
-        st.warning(f"`pair={qp_pair}` is not a pair id.")
+        st.warning(f"Run {literal(qp_run)} is not in this store; showing another run.")
+    wanted_pair = None if qp_pair is None else parse_ascii_int(qp_pair)
+    st.session_state["_ex_pair_wanted"] = wanted_pair
+    if qp_pair is not None and wanted_pair is None:
+        st.warning(f"pair={literal(qp_pair)} is not a pair id (ASCII digits).")
 
 with st.container(border=True):
     c1, c2, c3 = st.columns([2.2, 2.6, 1])
@@ -62,12 +63,12 @@ st.session_state["_ex_qp"] = (run_id, str(pair_id))
 row = pred.set_index("pair_id").loc[pair_id].to_dict()
 pinfo = data.pair_info(info["dataset_key"], pair_id)
 meta = pinfo.iloc[0].to_dict() if len(pinfo) else {}
-st.markdown(f"**Sentence 1:** {row.get('sentence1') or meta.get('sentence1', '')}  \n"
-            f"**Sentence 2:** {row.get('sentence2') or meta.get('sentence2', '')}")
+st.markdown(f"**Sentence 1:** {literal(row.get('sentence1') or meta.get('sentence1', ''))}  \n"
+            f"**Sentence 2:** {literal(row.get('sentence2') or meta.get('sentence2', ''))}")
 scale = "" if views.is_na(meta.get("gold_max")) else f" on {meta['gold_min']:g}–{meta['gold_max']:g}"
-st.caption(f"{info['dataset_key']} · pair {pair_id} · {views.languages(meta.get('lang_a'), meta.get('lang_b'))} · "
-           f"{views.short_model(info['model_name'])} · {views.setting_text(info)}"
-           + (" · truncated to the model's maximum length" if bool(row.get("truncated")) else ""))
+st.caption(literal(f"{info['dataset_key']} · pair {pair_id} · {views.languages(meta.get('lang_a'), meta.get('lang_b'))} · "
+                   f"{views.short_model(info['model_name'])} · {views.setting_text(info)}"
+                   + (" · truncated to the model's maximum length" if bool(row.get("truncated")) else "")))
 
 
 def _num(v: object, fmt: str) -> str:
@@ -137,7 +138,7 @@ cols = st.columns(2, gap="large")
 for n, (rid, m) in enumerate(mats.items()):
     with cols[n % 2]:
         r = others.set_index("run_id").loc[rid]
-        st.markdown(f"**{other_labels[rid]}** — score {_num(r['model_score'], '.4f')}, explained "
+        st.markdown(f"**{literal(other_labels[rid])}** — score {_num(r['model_score'], '.4f')}, explained "
                     f"{_num(r['explained_score'], '.4f')}, residual {_num(r['residual'], '+.4f')}")
         if m.empty:
             st.info("No token pairs stored.")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import METHODS, charts, views  # torch: only this page imports the attribution code
 from core.dashboard import data, shell, widgets
+from core.safe_text import literal
 
 shell.ensure_navigation()
 st.title("Explain your own pair")
@@ -88,7 +89,7 @@ if go:
     if not text_a.strip() or not text_b.strip():
         st.error("Both texts need some words.")
         st.stop()
-    with st.status(f"Explaining with {views.short_model(model_key)} · {method}…", expanded=True) as status:
+    with st.status(f"Explaining with {literal(views.short_model(model_key))} · {method}…", expanded=True) as status:
         bar = st.progress(0.0, text="loading the model…")
         t0 = time.perf_counter()
         try:
@@ -97,7 +98,7 @@ if go:
             explain_cached(*args)
         except Exception as exc:  # noqa: BLE001  (bad model path, layer or text: say so, never a trace)
             status.update(label="Could not explain this pair", state="error", expanded=True)
-            st.error(f"{type(exc).__name__}: {exc}")
+            st.error(literal(f"{type(exc).__name__}: {exc}"))
             st.stop()
         bar.progress(1.0, text="done")
         status.update(label=f"Explained in {time.perf_counter() - t0:.1f} s", state="complete", expanded=False)
@@ -113,7 +114,7 @@ if shown != args:
 try:
     exp = explain_cached(*shown)
 except Exception as exc:  # noqa: BLE001
-    st.error(f"{type(exc).__name__}: {exc}")
+    st.error(literal(f"{type(exc).__name__}: {exc}"))
     st.stop()
 
 with st.container(horizontal=True):

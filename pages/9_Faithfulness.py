@@ -6,6 +6,7 @@ import streamlit as st
 
 from core import views
 from core.dashboard import data, evidence, shell, widgets
+from core.safe_text import literal
 from core.views import evidence as ev
 from precompute import evaluations
 
@@ -20,7 +21,7 @@ store_arg = "" if str(path) == views.DEFAULT_STORE else f" --store {path}"
 state = data.state()
 listing = data.evaluation_list() if state.state in ("ok", "empty") else None
 if state.state == "invalid":
-    st.warning(f"The store at `{path}` cannot be read: {state.message}")
+    st.warning(f"The store at {literal(path)} cannot be read: {literal(state.message)}")
 if listing is None or listing.empty:
     where = "no store yet" if state.state == "missing" else "the store holds no evaluations yet"
     st.info(f"**No faithfulness evaluations** in `{path}` ({where}). Each of these writes one (MiniLM on the first "
@@ -60,4 +61,4 @@ for kind, tab in zip(kinds, tabs, strict=True):
         try:
             evidence.show_evidence(rows, spec.figures if spec is not None else (), key)
         except Exception as exc:  # noqa: BLE001  (one malformed evaluation must not break the page)
-            st.error(f"Cannot show this evaluation: {type(exc).__name__}: {exc}")
+            st.error(f"Cannot show this evaluation: {literal(f'{type(exc).__name__}: {exc}')}")

@@ -1,18 +1,21 @@
-"""``python -m precompute``: attribute, predict, list and merge; the faithfulness evaluations of
-precompute/evaluations/ (one verb each: convergence, conservation, perturbation, ..., finetune) and
+"""``python -m precompute``: attribute, predict, list, merge, compact and migrate; the faithfulness evaluations
+of precompute/evaluations/ (one verb each: convergence, conservation, perturbation, ..., finetune) and
 ``evaluations`` to list what a store holds; search indexes (index, search)."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import warnings
+from datetime import timedelta
+from pathlib import Path
 
-from core.datasets import DatasetError, load_dataset
+from core.datasets import DatasetError, PairDataset, load_dataset
 from core.finetune import TrainingInterrupted
 from core.methods import METHODS
-from core.store import Store, StoreError, merge_stores
+from core.store import Store, StoreError, compact, merge_stores, migrate_store
 from core.store.index import index_schema_markdown
 from core.store.schema import schema_markdown
 from precompute import evaluations, search_cli
@@ -25,11 +28,20 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     opt.add_model(parser)
     opt.add_dataset(parser)
     opt.add_store(parser)
-    parser.add_argument("--shard", default=None, help="K/N: process every N-th chunk starting at K (1-based)")
+    parser.add_argument("--shard", type=opt.shard, default=None,
+                        help="K/N: process every N-th chunk starting at K (1-based)")
     opt.add_compute(parser)
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+    parser.add_argument("--chunk-size", type=opt.positive_int, default=DEFAULT_CHUNK_SIZE,
                         help=f"pairs per atomically written chunk (default {DEFAULT_CHUNK_SIZE})")
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line ``error: ...`` after the usage (verbs' parsers inherit it)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
 
 
 def _add_evaluation_verbs(verbs) -> None:
@@ -48,12 +60,12 @@ def _add_evaluation_verbs(verbs) -> None:
 
 
 # options every evaluation verb shares (the frame's arguments, not an evaluation's own)
-_SHARED_DESTS = {"model", "dataset", "store", "data_dir", "lang", "columns", "gold_range", "batch_size", "limit",
-                 "device"}
+_SHARED_DESTS = {"model", "dataset", "store", "data_dir", "lang", "columns", "gold_range", "on_bad", "duplicates",
+                 "batch_size", "limit", "device"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m precompute", description=__doc__)
+    parser = _Parser(prog="python -m precompute", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
     attribute = verbs.add_parser("attribute", help="explain every pair of a dataset into the store",
                                  description="Explain every pair of a dataset into the store (resumable).")
@@ -71,11 +83,64 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_store(listing)
     merge = verbs.add_parser("merge", help="merge shard stores into one",
                              description="Copy the datasets, models, runs and chunks of SOURCE stores into DEST.")
-    merge.add_argument("sources", nargs="+", help="store directories written by shards")
+    merge.add_argument("sources", nargs="+", help="stores built apart (folders or DuckLake connection strings)")
     opt.add_store(merge, required=True, what="destination store")
+    comp = verbs.add_parser("compact", help="merge small files, expire old snapshots, delete unreferenced files",
+                            description="Drop rows no reader sees (replaced records, losing writes of raced "
+                                        "chunks), merge small data files, expire snapshots older than --keep and "
+                                        "delete files nothing references (also those of killed writers).")
+    opt.add_store(comp)
+    comp.add_argument("--dry-run", action="store_true", help="only say what would be done")
+    comp.add_argument("--keep-hours", type=float, default=1.0,
+                      help="keep snapshots (and their files) younger than this (default 1 hour)")
+    mig = verbs.add_parser("migrate", help="convert a store of the old Parquet-directory layout",
+                           description="Copy a store of the Parquet-directory layout (SIMLENS_STORE.json) into a "
+                                       "DuckLake store; resumable, and running it again changes nothing.")
+    mig.add_argument("old", help="the old store folder")
+    mig.add_argument("new", help="the new store (folder or DuckLake connection string)")
     _add_evaluation_verbs(verbs)
     search_cli.add_verbs(verbs, opt.DEFAULT_STORE)
     return parser
+
+
+def _load_pairs(args: argparse.Namespace, limit: int | None = None) -> PairDataset:
+    """The dataset of ``args`` (first ``limit`` pairs), with its skip/duplicate counts reported on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        dataset = load_dataset(args.dataset, limit=limit, **opt.dataset_arguments(args))
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    counts = [f"{len(dataset)} pairs" + (f" (the first of {dataset.limited_from})" if dataset.limited_from else "")]
+    if dataset.skipped:
+        counts.append(f"{sum(dataset.skipped.values())} rows skipped ("
+                      + ", ".join(f"{n} {reason}" for reason, n in dataset.skipped.items()) + ")")
+    if dataset.duplicates_kept:
+        counts.append(f"{dataset.duplicates_kept} duplicate pairs kept")
+    print(f"dataset {dataset.key}: " + "; ".join(counts), file=sys.stderr)
+    return dataset
+
+
+def check_store_path(store: str | os.PathLike) -> None:
+    """Raise OSError naming the path when ``store`` cannot be created or written (nothing is created)."""
+    path = Path(store)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "exists and is not a directory (a store is a directory)", str(path))
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(20, f"cannot be created: {existing} is a file", str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(13, f"cannot be written (no write permission on {existing})", str(path))
+
+
+def os_error_message(exc: OSError) -> str:
+    """One line naming the path: ``<path>: <reason>``."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
 
 
 def _fmt(value: object) -> str:
@@ -108,17 +173,24 @@ def _evaluations(store: str, kind: str | None) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     cls = args.evaluation
     try:
+        check_store_path(args.store)
+        arguments = cls.arguments(args, args.evaluation_options)
+        if hasattr(args, "on_bad") and not cls.reads_stored_run(arguments):
+            arguments["dataset"] = _load_pairs(args, limit=args.limit)  # counts reported; keyed <key>:firstN
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
-            result = evaluations.evaluate(cls, **cls.arguments(args, args.evaluation_options))
+            result = evaluations.evaluate(cls, **arguments)
     except TrainingInterrupted as exc:
         print(f"\ninterrupted: {exc}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted: nothing was stored for this evaluation", file=sys.stderr)
         return 130
-    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+    except (ValueError, StoreError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     for line in result.summary:
         print(line)
@@ -128,7 +200,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # every option's value is checked here (exit 2), before anything runs
     if getattr(args, "evaluation", None) is not None:
         return _evaluate(args)
     try:
@@ -142,10 +214,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "list":
             return _list(args.store)
         if args.verb == "merge":
+            check_store_path(args.store)
             counts = merge_stores(args.sources, args.store)
             print(f"merged into {args.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
-        dataset = load_dataset(args.dataset, **opt.dataset_arguments(args))
+        if args.verb == "compact":
+            report = compact(args.store, dry_run=args.dry_run, keep=timedelta(hours=args.keep_hours))
+            print(f"{'dry run: ' if args.dry_run else ''}compact {args.store}")
+            for line in report.lines():
+                print(f"  {line}")
+            return 0
+        if args.verb == "migrate":
+            counts = migrate_store(args.old, args.new)
+            print(f"migrated {args.old} into {args.new}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            return 0
+        dataset = _load_pairs(args, limit=args.limit)
+        check_store_path(args.store)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
             result = run(
@@ -155,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
                 chunk_size=args.chunk_size, limit=args.limit, force=args.force,
                 save_factors=getattr(args, "save_factors", False), device=args.device,
             )
-    except (ValueError, StoreError, DatasetError, FileNotFoundError) as exc:
+    except (ValueError, StoreError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: the chunks written so far are kept; run the same command again to resume",

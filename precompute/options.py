@@ -5,22 +5,51 @@ option means the same (name, default, help) wherever it appears. Add an option u
 from __future__ import annotations
 
 import argparse
+import os
 
-from core.datasets import DATA_DIR_ENV
+from core.datasets import DATA_DIR_ENV, DUPLICATE_POLICIES, ON_BAD
 from core.quadrature import QUADRATURES
+from core.safe_text import parse_ascii_decimal, parse_ascii_int
 
-DEFAULT_STORE = "store"
+DEFAULT_STORE = os.environ.get("SIMLENS_STORE", "").strip() or "store"
+STORE_HELP = (f"store folder or DuckLake connection string, e.g. 'ducklake:postgres:dbname=simlens host=db "
+              f"data_path=s3://bucket/simlens/' (default $SIMLENS_STORE or ./store; now {DEFAULT_STORE})")
 
 
 # ---- argument types -------------------------------------------------------------------------------------
 
 
+def _int(text: str, minimum: int, what: str) -> int:
+    value = parse_ascii_int(text)  # int() would also take Arabic-Indic and other non-ASCII digits
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected {what} in ASCII digits, got {text!r}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, "a positive integer")
+
+
+def layer_number(text: str) -> int:
+    return _int(text, 0, "a layer number >= 0 (0 = input embeddings)")
+
+
+def shard(text: str) -> str:
+    """``K/N`` with 1 <= K <= N."""
+    k, slash, n = text.partition("/")
+    k_value, n_value = parse_ascii_int(k), parse_ascii_int(n)
+    if not slash or k_value is None or n_value is None or not 1 <= k_value <= n_value:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 1/2, got {text!r}")
+    return f"{k_value}/{n_value}"
+
+
 def ints(text: str) -> list[int]:
-    """``0,3,5`` -> [0, 3, 5]."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    """``0,3,5`` -> [0, 3, 5] (ASCII digits)."""
+    values = [parse_ascii_int(v) for v in text.split(",") if v.strip()]
+    if any(v is None for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     if not values:
         raise argparse.ArgumentTypeError("expected at least one integer")
     return values
@@ -68,11 +97,10 @@ def gold_range(text: str | None) -> tuple[float, float] | None:
     """``--gold-range 0,5`` as (0.0, 5.0)."""
     if text is None:
         return None
-    try:
-        low, high = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--gold-range must look like 0,5, got {text!r}") from None
-    return low, high
+    values = [parse_ascii_decimal(v) for v in text.split(",")]
+    if len(values) != 2 or any(v is None for v in values):
+        raise ValueError(f"--gold-range must look like 0,5 (ASCII numbers), got {text!r}")
+    return values[0], values[1]
 
 
 # ---- option groups ----------------------------------------------------------------------------------------
@@ -88,7 +116,7 @@ def add_store(parser: argparse.ArgumentParser, required: bool = False, what: str
     if required:
         parser.add_argument("--store", required=True, help=what)
     else:
-        parser.add_argument("--store", default=DEFAULT_STORE, help=f"{what} (default ./{DEFAULT_STORE})")
+        parser.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -112,12 +140,18 @@ def add_dataset(parser: argparse.ArgumentParser, default: str | None = None) -> 
     parser.add_argument("--columns", default=None,
                         help="column mapping of a user file, e.g. sentence1=text_a,sentence2=text_b,score=label")
     parser.add_argument("--gold-range", default=None, help="gold scale of a user file, e.g. 0,5")
+    parser.add_argument("--on-bad", default="error", choices=ON_BAD,
+                        help="rows with a missing/non-numeric/out-of-range gold or an empty sentence: stop with a "
+                             "list of them (error, default) or drop and count them (skip)")
+    parser.add_argument("--duplicates", default=None, choices=DUPLICATE_POLICIES,
+                        help="rows repeating an earlier (sentence1, sentence2) pair: error, skip (keep the first) or "
+                             "keep (default: keep for the built-in benchmarks, --on-bad for files)")
 
 
 def dataset_arguments(args: argparse.Namespace) -> dict:
     """``load_dataset`` keyword arguments from :func:`add_dataset`'s options."""
     return dict(data_dir=args.data_dir, columns=column_mapping(args.columns), lang=args.lang,
-                gold_range=gold_range(args.gold_range))
+                gold_range=gold_range(args.gold_range), on_bad=args.on_bad, duplicates=args.duplicates)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -126,9 +160,10 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 def add_compute(parser: argparse.ArgumentParser, batch_default: int = 16) -> None:
     """--batch-size, --limit and --device."""
-    parser.add_argument("--batch-size", type=int, default=batch_default,
+    parser.add_argument("--batch-size", type=positive_int, default=batch_default,
                         help=f"sentences per forward batch (default {batch_default})")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs (default: all)")
+    parser.add_argument("--limit", type=positive_int, default=None,
+                        help="only the first N pairs (the store records only those; the dataset key ends in :firstN)")
     add_device(parser)
 
 
@@ -136,8 +171,8 @@ def add_settings(parser: argparse.ArgumentParser, layer_help: str = "hidden laye
                  layer: bool = True) -> None:
     """An attribution setting: --layer, --steps and --quadrature."""
     if layer:
-        parser.add_argument("--layer", type=int, default=None, help=layer_help)
-    parser.add_argument("--steps", type=int, default=None, help="integration steps for ij (default 64)")
+        parser.add_argument("--layer", type=layer_number, default=None, help=layer_help)
+    parser.add_argument("--steps", type=positive_int, default=None, help="integration steps for ij (default 64)")
     parser.add_argument("--quadrature", default=None, choices=QUADRATURES, help="ij rule (default gauss-legendre)")
 
 
@@ -152,7 +187,7 @@ def add_methods(parser: argparse.ArgumentParser, default_methods: str, layer_hel
 
 def add_training(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None:
     """Fine-tuning hyper-parameters (:class:`core.finetune.FinetuneConfig`) and the training pairs."""
-    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"training epochs (default {epochs})")
     parser.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr:g})")
     parser.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
     parser.add_argument("--warmup", type=float, default=0.1,

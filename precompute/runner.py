@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,7 +19,16 @@ from core.loading import as_dataset, as_model
 from core.metrics import score_metrics
 from core.models import SimilarityModel
 from core.pos import tag_texts_batch
-from core.store import PREDICT, Store, StoreWriter, chunk_pair_range, kind_of_method, make_run_id
+from core.store import (
+    PREDICT,
+    ChunkExistsError,
+    Store,
+    StoreWriter,
+    chunk_pair_range,
+    kind_of_method,
+    make_run_id,
+    parse_shard,
+)
 
 DEFAULT_CHUNK_SIZE = 64
 ProgressCallback = Callable[[int, int], None]
@@ -159,14 +169,18 @@ def run(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    ds = as_dataset(dataset, data_dir)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    parse_shard(shard)
+    # the store records only the pairs the run covers (a prefix is keyed <key>:first<limit>)
+    ds = as_dataset(dataset, data_dir).head(limit)
     model = as_model(model, device=device)
     scores_only = kind_of_method(method) is PREDICT
     settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
     writer = StoreWriter(store, shard)
     writer.put_dataset(_dataset_meta(ds), ds.frame, replace=force)
     writer.put_model(_model_meta(model))
-    n_pairs = len(ds) if limit is None else min(limit, len(ds))
+    n_pairs = len(ds)
     identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
                 "layer": model.num_layers if scores_only else settings.layer,
                 "steps": None if scores_only else settings.steps,
@@ -187,7 +201,8 @@ def run(
             rows = ds.frame.iloc[ranges[k].start : ranges[k].stop]
             tables = (prediction_tables(model, rows, batch_size) if scores_only
                       else chunk_tables(model, rows, ds, settings, batch_size, save_factors))
-            writer.write_chunk(run_id, k, tables)
+            with contextlib.suppress(ChunkExistsError):  # another writer of the run committed it: its rows count
+                writer.write_chunk(run_id, k, tables)
             written += len(rows)
             bar.update(len(rows))
             if callable(progress):

@@ -101,8 +101,8 @@ def expected_tables(pair_ids, scale: float = 1.0) -> dict[str, pd.DataFrame]:
     }
 
 
-def run_spec(n_pairs: int, chunk_size: int) -> dict:
-    return {"model_id": MODEL_ID, "dataset_key": DATASET_KEY, "method": "bilrp", "layer": 0,
+def run_spec(n_pairs: int, chunk_size: int, layer: int = 0) -> dict:
+    return {"model_id": MODEL_ID, "dataset_key": DATASET_KEY, "method": "bilrp", "layer": layer,
             "chunk_size": chunk_size, "n_pairs": n_pairs, "code_version": "test", "device": "cpu"}
 
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shard", default=None)
     ap.add_argument("--commit-wait", type=float, default=0.0)
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--layer", type=int, default=0, help="the run's layer (another layer: another run)")
     ap.add_argument("--wait-file", default=None, help="after start_run, wait until this file exists (<= 60 s)")
     ap.add_argument("--churn", type=float, default=0.0,
                     help="after the chunks, rewrite the run record (status/metrics) in a loop for this many seconds")
@@ -124,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     meta, pairs = dataset_frames(args.n_pairs)
     w.put_dataset(meta, pairs)
     w.put_model(MODEL)
-    spec = run_spec(args.n_pairs, args.chunk_size)
+    spec = run_spec(args.n_pairs, args.chunk_size, args.layer)
     prev = w.start_run(spec)
     print(f"start {prev}", flush=True)
-    from core.store import make_run_id
+    from core.store import ChunkExistsError, make_run_id
 
-    run_id = make_run_id(MODEL_ID, DATASET_KEY, "bilrp", 0)
+    run_id = make_run_id(MODEL_ID, DATASET_KEY, "bilrp", args.layer)
     if prev == "done":
         print("done", flush=True)
         return 0
@@ -143,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.commit_wait)
         w._before_commit = hook
     for k in w.pending_chunks(run_id):
-        w.write_chunk(run_id, k, expected_tables(w.chunk_pair_ids(run_id, k), args.scale))
-        print(f"wrote {k}", flush=True)
+        try:
+            w.write_chunk(run_id, k, expected_tables(w.chunk_pair_ids(run_id, k), args.scale))
+            print(f"wrote {k}", flush=True)
+        except ChunkExistsError:  # a writer of the same run committed it first
+            print(f"skipped {k}", flush=True)
         time.sleep(args.sleep)
     preds = expected_tables(pair_ids(args.n_pairs))["predictions"]
     gold = pairs.set_index("pair_id")["gold"]

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT
 
 from core import views
+from core.safe_text import unliteral
 from core.store import Store
 from precompute import demo
 
@@ -138,7 +139,7 @@ def table_with(at: AppTest, column: str) -> pd.DataFrame:
 def texts(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "caption", "info", "warning", "title", "header", "subheader")
              for e in getattr(at, kind)]
-    return "\n".join(str(p) for p in parts)
+    return "\n".join(unliteral(str(p)) for p in parts)  # untrusted values are escaped Markdown
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,11 +5,14 @@ exception or error box; screenshots go to tests/screenshots/ (gitignored)."""
 from __future__ import annotations
 
 import contextlib
+import http.server
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -190,4 +193,122 @@ def test_explain_page(server, browser):
     settle(page)
     assert "model score" in page.inner_text("body")
     check(page, "explain")
+    page.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# hostile strings in URLs and in data (issue 14): shown as text, no link, no outgoing request
+# --------------------------------------------------------------------------------------------------
+
+
+STREAMLIT_ICONS = "https://fonts.gstatic.com/s/i/short-term/release/materialsymbolsrounded/"
+
+
+class _Listener(http.server.ThreadingHTTPServer):
+    """A local HTTP server that records every request (the attacker's server in the hostile strings)."""
+
+    def __init__(self):
+        self.requests: list[str] = []
+        listener = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                listener.requests.append(self.path)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture(scope="module")
+def listener():
+    server = _Listener()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def hostile(listener, tiny_folders, tmp_path_factory):
+    from test_hostile import build_hostile_store
+
+    return build_hostile_store(tmp_path_factory.mktemp("hostile_store"), tiny_folders["bert"],
+                               port=listener.server_address[1])
+
+
+@pytest.fixture(scope="module")
+def hostile_server(hostile, tmp_path_factory):
+    with streamlit_server(hostile["path"], tmp_path_factory.mktemp("streamlit_hostile")) as url:
+        yield url
+
+
+def _open_recorded(browser, url: str, min_charts: int) -> tuple:
+    requests: list[str] = []
+    page = browser.new_page(viewport={"width": 1500, "height": 2400})
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stApp"]', timeout=60_000)
+    if min_charts:
+        page.wait_for_function(f"document.querySelectorAll('.vega-embed').length >= {min_charts}", timeout=60_000)
+    settle(page)
+    return page, requests
+
+
+def _assert_inert(page, requests: list[str], app_url: str, listener) -> None:
+    """No request left the app, the listener saw nothing, no link or image points outside the app."""
+    page.wait_for_timeout(500)
+    # Streamlit itself fetches the app's :material/...: page icon from Google's font host; nothing else leaves
+    outside = [u for u in requests if not u.startswith((app_url, "data:", "blob:", "about:", STREAMLIT_ICONS))]
+    assert not outside, outside
+    assert not listener.requests, listener.requests
+    port = str(listener.server_address[1])
+    hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+    srcs = page.eval_on_selector_all("img[src], [style*='url(']", "els => els.map(e => e.outerHTML)")
+    assert not [h for h in hrefs if port in h or not h.startswith((app_url, "about:"))], hrefs
+    assert not [s for s in srcs if port in s], srcs
+
+
+def _shown(page) -> str:
+    return " ".join(page.inner_text("body").split())
+
+
+@pytest.mark.parametrize("pair", [0, 1, 2, 3, 4, 5])
+def test_hostile_sentences_are_text_in_the_browser(hostile_server, hostile, browser, listener, pair):
+    run_id = hostile["runs"]["bilrp"]
+    page, requests = _open_recorded(browser, f"{hostile_server}/Example?run={run_id}&pair={pair}", 1)
+    row = hostile["frame"].iloc[pair]
+    body = _shown(page)
+    for sentence in (row["sentence1"], row["sentence2"]):
+        assert " ".join(sentence.split()) in body, (sentence, body[:3000])
+    assert "m **b** _i_ :smile: [x] <b>" in body  # the model folder's name, as it is
+    _assert_inert(page, requests, hostile_server, listener)
+    check(page, f"hostile_example_{pair}")
+    page.close()
+
+
+def test_hostile_url_parameters_are_text_in_the_browser(hostile_server, browser, listener):
+    port = listener.server_address[1]
+    run = f"[x](http://127.0.0.1:{port}/run) ![i](http://127.0.0.1:{port}/run.png)"
+    pair = f"<img src=http://127.0.0.1:{port}/pair.png>"
+    query = urllib.parse.urlencode({"run": run, "pair": pair})
+    page, requests = _open_recorded(browser, f"{hostile_server}/Example?{query}", 1)
+    body = _shown(page)
+    assert f"Run {run} is not in this store" in body and f"pair={pair} is not a pair id" in body, body[:2000]
+    _assert_inert(page, requests, hostile_server, listener)
+    page.close()
+
+
+@pytest.mark.parametrize("path,min_charts", [("/", 0), ("/Failures", 1), ("/Compare", 1), ("/POS_interactions", 1)])
+def test_hostile_store_pages_are_inert_in_the_browser(hostile_server, hostile, browser, listener, path, min_charts):
+    page, requests = _open_recorded(browser, hostile_server + path, min_charts)
+    if path == "/Failures":
+        body = _shown(page)
+        assert any(" ".join(s.split()) in body for s in hostile["sentences"]), body[:3000]
+    _assert_inert(page, requests, hostile_server, listener)
+    check(page, "hostile" + path.replace("/", "_"))
     page.close()

@@ -348,6 +348,12 @@ def test_missing_column_names_file_and_found_columns(tmp_path):
         (["A man.", "A woman.", "-0.1"], "gold out of range"),
         (["   ", "A woman.", "3"], "empty sentence"),
         (["A man.", "", "3"], "empty sentence"),
+        (["\u200b\u200c\u200d\u2060\ufeff", "A woman.", "3"], "empty sentence"),  # zero-width only
+        (["A man.", "\u3164\u00a0\u2800\u034f", "3"], "empty sentence"),  # fillers, no-break space, blank braille
+        (["A man.", "A woman.", "0_5"], "non-numeric gold"),  # float() reads 5.0
+        (["A man.", "A woman.", "\u0663"], "non-numeric gold"),  # Arabic-Indic 3: float() reads 3.0
+        (["A man.", "A woman.", "\uff13"], "non-numeric gold"),  # full-width 3
+        (["A man.", "A woman.", "2\u0665"], "non-numeric gold"),
         (["A cat sits.", "A cat is sitting.", "4"], "duplicate pair"),
     ],
 )
@@ -567,3 +573,67 @@ def test_frame_dtypes(tmp_path):
     frame = load_dataset(write_tsv(tmp_path / "t.tsv", GOOD_ROWS), gold_range=(0, 5)).frame
     assert frame["pair_id"].dtype == np.int64
     assert frame["gold"].dtype == np.float64 and frame["gold_norm"].dtype == np.float64
+
+
+@pytest.mark.parametrize("gold", ["3", " 3 ", "+3", "3.", ".5", "2.5e0", "25E-1", "0.000"])
+def test_ascii_decimal_gold_is_accepted(tmp_path, gold):
+    path = write_tsv(tmp_path / "g.tsv", [GOOD_ROWS[0], ["A man.", "A woman.", gold]])
+    assert load_dataset(path, gold_range=(0, 5)).frame["gold"].iloc[1] == float(gold)
+
+
+@pytest.mark.parametrize("suffix,content", [
+    (".tsv", "sentence1\tsentence2\tscore\n"),
+    (".csv", "sentence1,sentence2,score\n\n"),
+    (".json", "[]"),
+    (".jsonl", "\n"),
+    (".parquet", None),
+])
+def test_a_file_without_data_rows_is_an_error(tmp_path, suffix, content):
+    path = tmp_path / f"empty{suffix}"
+    if content is None:
+        pd.DataFrame({"sentence1": pd.Series([], dtype=str), "sentence2": pd.Series([], dtype=str),
+                      "score": pd.Series([], dtype=float)}).to_parquet(path)
+    else:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(DatasetError, match=re.escape(str(path))) as info:
+        load_dataset(path, gold_range=(0, 5))
+    assert "no data rows" in str(info.value) or "missing column" in str(info.value)
+    if suffix in (".tsv", ".csv", ".parquet"):
+        assert "no data rows" in str(info.value)
+
+
+@pytest.mark.filterwarnings("error")
+def test_every_row_skipped_is_an_error_not_an_empty_dataset(tmp_path):
+    path = write_tsv(tmp_path / "bad.tsv", [["A man.", "A woman.", "x"], ["\u200b", "A woman.", "1"]])
+    with pytest.raises(DatasetError, match=r"bad\.tsv: every one of its 2 rows was skipped \(1 non-numeric gold, "
+                                           r"1 empty sentence\); no pair is left"):
+        load_dataset(path, gold_range=(0, 5), on_bad="skip")
+
+
+def test_bad_row_message_names_the_cli_options(tmp_path):
+    path = write_tsv(tmp_path / "bad.tsv", [GOOD_ROWS[0], ["A man.", "A woman.", "x"]])
+    with pytest.raises(DatasetError, match=r"--on-bad skip .*--duplicates skip or keep"):
+        load_dataset(path, gold_range=(0, 5))
+
+
+def test_limit_keeps_the_first_pairs_and_says_so_in_the_key(tmp_path):
+    rows = [[f"Sentence {k}.", f"Other {k}.", str(k % 5)] for k in range(20)] + [["A man.", "A woman.", "x"]]
+    path = write_tsv(tmp_path / "many.tsv", rows)
+    with pytest.warns(UserWarning, match="skipped 1 of 21"):
+        limited = load_dataset(path, gold_range=(0, 5), limit=5, on_bad="skip")
+    assert limited.key == "file:many:all:first5" and limited.limited_from == 20 and len(limited) == 5
+    assert limited.frame["pair_id"].tolist() == [0, 1, 2, 3, 4]
+    with pytest.warns(UserWarning):
+        whole = load_dataset(path, gold_range=(0, 5), limit=20, on_bad="skip")
+    assert whole.key == "file:many:all" and whole.limited_from is None and len(whole) == 20
+    for bad in (0, -1, 1.5, True, "5"):
+        with pytest.raises(DatasetError, match="limit must be a positive integer"):
+            load_dataset(path, gold_range=(0, 5), limit=bad, on_bad="skip")
+
+
+def test_a_directory_is_not_a_dataset(tmp_path):
+    folder = tmp_path / "pairs.tsv"
+    folder.mkdir()
+    for spec in (folder, str(folder), str(tmp_path)):
+        with pytest.raises(DatasetError, match=r"is a directory"):
+            load_dataset(spec)

@@ -400,13 +400,13 @@ def test_faithfulness_page(monkeypatch, tmp_path, evaluated):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["perturbation", "--steps", "0"], "steps must be a positive integer"),
+    (["perturbation", "--steps", "0"], "argument --steps: expected a positive integer"),
     (["agreement", "--methods", "bilrp,nope"], "unknown method(s) nope"),
     (["agreement", "--methods", "bilrp"], "at least two methods"),
     (["convergence", "--layers", "9"], "layer must be an integer from 0"),
-    (["distributions", "--limit", "0"], "limit must be a positive integer"),
+    (["distributions", "--limit", "0"], "argument --limit: expected a positive integer"),
     (["conservation", "--dataset", "nope:test"], "unknown dataset"),
-    (["finetune", "--epochs", "0", "--output", "OUT"], "epochs must be a positive integer"),
+    (["finetune", "--epochs", "0", "--output", "OUT"], "argument --epochs: expected a positive integer"),
     (["finetune", "--warmup", "1.5", "--output", "OUT"], "warmup must be a fraction"),
     (["pos-subsets", "--run", "abc"], "does not exist"),
     (["evaluations"], "does not exist"),
@@ -418,7 +418,11 @@ def test_bad_input_is_a_clear_message(tmp_path, tiny_folders, pairs_file, capsys
     if argv[0] not in ("evaluations", "pos-subsets"):
         argv += ["--model", str(tiny_folders["bert"])]
     store = tmp_path / "missing-store" if argv[0] in ("evaluations", "pos-subsets") else tmp_path / "s"
-    assert main([*argv, "--store", str(store)]) == 2
+    try:
+        code = main([*argv, "--store", str(store)])
+    except SystemExit as exc:  # an option's value rejected by argparse
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and message in err, err
 

@@ -33,6 +33,14 @@ def write_pairs(path: Path, n: int) -> Path:
     return path
 
 
+def cli(argv: list[str]) -> int:
+    """``main``'s exit code, also when argparse rejects an option (SystemExit)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 @pytest.fixture()
 def pairs_file(tmp_path):
     return write_pairs(tmp_path / "pairs.tsv", 12)
@@ -146,10 +154,10 @@ def test_resume_after_sigkill_loses_and_duplicates_nothing(tmp_path, tiny_folder
 
 @pytest.mark.parametrize("argv,message", [
     (["attribute", "--dataset", "nope:test"], "unknown dataset"),
-    (["attribute", "--dataset", "PAIRS", "--method", "ij", "--steps", "0"], "steps must be a positive integer"),
+    (["attribute", "--dataset", "PAIRS", "--method", "ij", "--steps", "0"], "--steps: expected a positive integer"),
     (["attribute", "--dataset", "PAIRS", "--layer", "9"], "layer must be an integer from 0"),
-    (["attribute", "--dataset", "PAIRS", "--shard", "3/2"], "shard"),
-    (["attribute", "--dataset", "PAIRS", "--chunk-size", "0"], "chunk_size must be a positive integer"),
+    (["attribute", "--dataset", "PAIRS", "--shard", "3/2"], "--shard: expected K/N with 1 <= K <= N"),
+    (["attribute", "--dataset", "PAIRS", "--chunk-size", "0"], "--chunk-size: expected a positive integer"),
     (["attribute", "--dataset", "missing.tsv"], "missing.tsv"),
     (["attribute", "--dataset", "PAIRS", "--model", "/no/such/model"], "unknown model '/no/such/model'"),
 ])
@@ -157,6 +165,131 @@ def test_bad_input_is_a_clear_message_not_a_trace(tmp_path, tiny_folders, pairs_
     argv = [str(pairs_file) if a == "PAIRS" else a for a in argv]
     if "--model" not in argv:
         argv += ["--model", str(tiny_folders["bert"])]
-    assert main([*argv, "--store", str(tmp_path / "s")]) == 2
+    assert cli([*argv, "--store", str(tmp_path / "s")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err and not (tmp_path / "s").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# hostile and careless input (issue 14): checked before the model loads, before the store is touched
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Fail the test if a model is loaded."""
+    import precompute.runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(precompute.runner, "load_model", refuse)
+
+
+@pytest.mark.parametrize("option,value", [
+    ("--batch-size", "0"), ("--batch-size", "١٢"), ("--shard", "3/2"), ("--shard", "١/٢"), ("--chunk-size", "0"),
+    ("--limit", "0"), ("--limit", "-3"), ("--steps", "0"), ("--layer", "-1"),
+])
+@pytest.mark.parametrize("verb", ["attribute", "predict"])
+def test_bad_arguments_stop_before_the_model_and_the_store(tmp_path, pairs_file, capsys, no_model_load, verb, option,
+                                                           value):
+    if verb == "predict" and option in ("--steps", "--layer"):
+        pytest.skip("predict has no --steps/--layer")
+    store = tmp_path / "s"
+    assert cli([verb, "--dataset", str(pairs_file), "--store", str(store), option, value]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and "range()" not in err and "Traceback" not in err, err
+    assert not store.exists()
+
+
+def test_predict_batch_size_zero_from_python_is_a_clear_error(tmp_path, tiny_folders, pairs_file):
+    from precompute.runner import run
+
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        run(str(tiny_folders["bert"]), str(pairs_file), tmp_path / "s", method="predict", batch_size=0)
+    assert not (tmp_path / "s").exists()
+
+
+def test_header_only_file_is_an_error_not_an_empty_done_run(tmp_path, capsys, no_model_load):
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("sentence1\tsentence2\tscore\n", encoding="utf-8")
+    assert main(["predict", "--dataset", str(empty), "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and str(empty) in err and "no data rows" in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_invisible_sentence_names_file_and_row(tmp_path, capsys, no_model_load):
+    path = tmp_path / "zw.tsv"
+    path.write_text("sentence1\tsentence2\tscore\nA man.\tA woman.\t1\n\u200b\u200d\u2060\tA dog.\t2\n",
+                    encoding="utf-8")
+    assert main(["predict", "--dataset", str(path), "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(path) in err and "empty sentence: 1 row(s), e.g. 1" in err and "--on-bad skip" in err, err
+
+
+def test_directory_as_dataset_says_it_is_a_directory(tmp_path, capsys, no_model_load):
+    folder = tmp_path / "pairs.tsv"
+    folder.mkdir()
+    for spec in (folder, tmp_path):
+        assert main(["predict", "--dataset", str(spec), "--store", str(tmp_path / "s")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err == f"error: {spec} is a directory: pass a .csv/.tsv/.parquet/.jsonl/.json file or a built-in " \
+                      "spec such as stsb:test", err
+
+
+def test_unwritable_store_is_one_line_naming_the_path(tmp_path, pairs_file, capsys, no_model_load):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    for store in (blocker, blocker / "store"):
+        assert main(["predict", "--dataset", str(pairs_file), "--store", str(store)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(f"error: {store}: ") and "Traceback" not in "".join(err), err
+        assert all(line.startswith(("warning: ", "dataset ", "error: ")) for line in err), err
+
+
+def test_store_oserror_while_writing_is_one_line(tmp_path, tiny_folders, pairs_file, capsys, monkeypatch):
+    import precompute.runner
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "s" / "catalog"))
+
+    monkeypatch.setattr(precompute.runner, "StoreWriter", denied)
+    assert main(["predict", "--dataset", str(pairs_file), "--store", str(tmp_path / "s"),
+                 "--model", str(tiny_folders["bert"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"error: {tmp_path / 's' / 'catalog'}: Permission denied", err
+
+
+def test_on_bad_skip_and_duplicates_keep_from_the_cli(tmp_path, tiny_folders, capsys):
+    path = tmp_path / "mixed.tsv"
+    rows = [["A man plays.", "A woman sings.", "1"], ["A dog runs.", "A cat sleeps.", "0_5"],
+            ["A dog runs.", "A cat sleeps.", "٣"], ["A man plays.", "A woman sings.", "1"],
+            ["Two kids.", "\u200b", "2"], ["A bird flies.", "A plane lands.", "4"]]
+    path.write_text("sentence1\tsentence2\tscore\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    store = tmp_path / "s"
+    base = ["predict", "--dataset", str(path), "--store", str(store), "--model", str(tiny_folders["bert"]),
+            "--gold-range", "0,5"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "non-numeric gold: 2 row(s), e.g. 1, 2" in err and "empty sentence: 1 row(s), e.g. 4" in err, err
+    assert "duplicate pair: 1 row(s), e.g. 3" in err and "--on-bad skip" in err and "--duplicates" in err, err
+    assert main([*base, "--on-bad", "skip", "--duplicates", "keep"]) == 0
+    err = capsys.readouterr().err
+    assert "3 rows skipped (2 non-numeric gold, 1 empty sentence)" in err and "1 duplicate pairs kept" in err, err
+    predictions = Store(store).predictions(Store(store).runs().loc[0, "run_id"])
+    assert sorted(predictions["pair_id"]) == [0, 3, 5]
+
+
+def test_limit_is_applied_before_the_store_records_the_pairs(tmp_path, tiny_folders, capsys):
+    big = write_pairs(tmp_path / "big.tsv", 300)
+    store = tmp_path / "s"
+    assert main(["predict", "--dataset", str(big), "--store", str(store), "--model", str(tiny_folders["bert"]),
+                 "--limit", "5"]) == 0
+    assert "dataset file:big:all:first5: 5 pairs (the first of 300)" in capsys.readouterr().err
+    reader = Store(store)
+    datasets = reader.datasets()
+    assert datasets["dataset_key"].tolist() == ["file:big:all:first5"] and datasets["n_pairs"].tolist() == [5]
+    assert len(reader.table("pairs")) == 5
+    assert reader.runs().loc[0, "status"] == "done"

@@ -17,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from core.dashboard import data
+from core.safe_text import literal
 from core.views.location import (
     DEMO_DATASET,
     DEMO_MODEL,
@@ -154,7 +155,7 @@ def _bootstrap(path: Path, first_launch: bool = False) -> bool:
             if data.state().state != "ok":
                 _DEMO["build"](path, progress=progress)
     except Exception as exc:  # noqa: BLE001  (show what failed, never a trace)
-        st.error(f"Could not build the demo store in `{path}`: {type(exc).__name__}: {exc}")
+        st.error(f"Could not build the demo store in {literal(path)}: {literal(f'{type(exc).__name__}: {exc}')}")
         return False
     data.forget_snapshots()
     return True

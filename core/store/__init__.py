@@ -16,7 +16,9 @@ import os
 
 from core.store.catalog import StoreLocation, is_legacy, parse_location
 from core.store.kinds import ATTRIBUTE, PREDICT, RUN_KINDS, RunKind, kind_of_method, register_run_kind
+from core.store.maintenance import CompactReport, compact
 from core.store.merge import merge_stores  # noqa: I001  (needs the writer)
+from core.store.migrate import migrate_store
 from core.store.reader import STALE_AFTER_S
 from core.store.records import (
     ChunkExistsError,
@@ -36,7 +38,7 @@ from core.store.units import WORD_UNIT, pos_pair_aggregate
 from core.store.writer import StoreWriter
 
 __all__ = [
-    "ATTRIBUTE", "PREDICT", "RUN_KINDS", "SCHEMA", "STALE_AFTER_S", "TABLES", "WORD_UNIT", "ChunkExistsError",
+    "ATTRIBUTE", "CompactReport", "PREDICT", "compact", "migrate_store", "RUN_KINDS", "SCHEMA", "STALE_AFTER_S", "TABLES", "WORD_UNIT", "ChunkExistsError",
     "RunKind", "Store", "StoreError", "StoreLocation", "StoreWriter", "chunk_pair_range", "completed_chunks",
     "dataset_hash", "decode_factor", "encode_factor", "is_legacy", "kind_of_method", "latest_snapshot", "make_eval_id",
     "make_run_id",

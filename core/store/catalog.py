@@ -15,6 +15,7 @@ import itertools
 import os
 import random
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -160,8 +161,11 @@ def connect(loc: StoreLocation, *, read_only: bool) -> tuple[duckdb.DuckDBPyConn
         if not read_only:
             try:
                 (loc.root / DATA_DIR).mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc.strerror or exc}") from None
+                if not catalog.exists():  # WAL: a writer's open transaction does not block the others' commits
+                    with contextlib.closing(sqlite3.connect(catalog)) as db:
+                        db.execute("PRAGMA journal_mode=WAL")
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc}") from None
     con = _instance().cursor()
     alias = f"lake{next(_ALIASES)}"
     try:
@@ -193,7 +197,11 @@ def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, re
     if loc.data_path and not read_only:
         options.append(f"DATA_PATH {_literal(loc.data_path)}")
     suffix = f" ({', '.join(options)})" if options else ""
-    _retry(lambda: con.execute(f"ATTACH {_literal(loc.catalog)} AS {alias}{suffix}"), f"open {loc}")
+    def attempt() -> None:
+        con.execute(f"DETACH DATABASE IF EXISTS {alias}")
+        con.execute(f"ATTACH {_literal(loc.catalog)} AS {alias}{suffix}")
+
+    _retry(attempt, f"open {loc}")  # retried too when another writer is creating the catalog right now
 
 
 def existing_columns(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, list[str]]:
@@ -227,24 +235,24 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, lake: str) -> None:
     transaction(con, create, "create the store's tables")
 
 
-_TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|deadlock|Failed to commit", re.I)
+_TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|deadlock|Failed to commit|"
+                        r"duplicate key value|already exists", re.I)
 
 
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and bool(_TRANSIENT.search(str(exc)))
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 200) -> T:
-    delay = 0.005
-    for attempt in range(attempts):
+def _retry(fn: Callable[[], T], what: str, patience: float = 120.0) -> T:
+    delay, deadline = 0.005, time.monotonic() + patience
+    while True:
         try:
             return fn()
         except duckdb.Error as exc:
-            if not _transient(exc) or attempt == attempts - 1:
+            if not _transient(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 1.5, 0.5)
-    raise AssertionError("unreachable")
 
 
 def transaction(con: duckdb.DuckDBPyConnection, body: Callable[[duckdb.DuckDBPyConnection], T], what: str) -> T:

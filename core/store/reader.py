@@ -215,7 +215,7 @@ class StoreReader:
             if t not in have:
                 sql[t] = _empty_view(t)
             elif losers:
-                sql[t] = (f"SELECT {_select(t, have[t], 't')} FROM {src(t)} t SEMI JOIN _chunk_wins w ON "
+                sql[t] = (f"SELECT {_select(t, have[t], 't')} FROM (FROM {src(t)}) t SEMI JOIN _chunk_wins w ON "
                           f"t.run_id = w.run_id AND t.chunk_index = w.chunk_index AND t.write_id = w.write_id")
             else:
                 sql[t] = f"SELECT {_select(t, have[t])} FROM {src(t)}"

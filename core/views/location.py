@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.safe_text import literal
 from core.store import Store, StoreError, latest_snapshot, parse_location
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,11 +80,11 @@ def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
     p = str(path)
     store_arg = "" if p == DEFAULT_STORE else f" --store {p}"
     if state.state == "invalid":
-        head = f"**The store at `{p}` cannot be read.** {state.message}."
+        head = f"**The store at `{p}` cannot be read.** {literal(state.message)}."
         fix = (f"Point `{STORE_ENV}` at a SimLens store (a directory made by `python -m precompute`), or "
                f"create a new one:")
     else:
-        head = f"**No audit results yet** in `{p}` ({state.message})."
+        head = f"**No audit results yet** in `{p}` ({literal(state.message)})."
         fix = "Fill the store with a precompute run, then reload this page:"
     return (
         f"{head}\n\n{fix}\n\n"

@@ -6,6 +6,7 @@ import numpy as np
 
 from core import faithfulness as fm
 from core.views.evidence import Scatter, Table
+from precompute import options as opt
 from precompute.evaluations.base import Context, Evaluation, Output, fmt, mean_row, median, register, row
 
 
@@ -44,7 +45,7 @@ class Conservation(Evaluation):
 
     @classmethod
     def add_options(cls, parser) -> None:
-        parser.add_argument("--layer", type=int, default=0, help="layer to attribute to (default 0)")
+        parser.add_argument("--layer", type=opt.layer_number, default=0, help="layer to attribute to (default 0)")
 
     def compute(self, ctx: Context, layer: int = 0) -> Output:
         """Per pair, the relevance sum against the explained score for BiLRP, BiLRP without biases and H x P;

@@ -43,7 +43,7 @@ class Distributions(Evaluation):
         parser.add_argument("--layers", type=opt.ints, default=None,
                             help="comma-separated layers (default 0, L/2, L-1, L)")
         opt.add_settings(parser, layer=False)
-        parser.add_argument("--bins", type=int, default=60, help="histogram bins (default 60)")
+        parser.add_argument("--bins", type=opt.positive_int, default=60, help="histogram bins (default 60)")
 
     def compute(self, ctx: Context, methods: Sequence[str] | str | None = None, layers: Sequence[int] | None = None,
                 steps: int | None = None, quadrature: str | None = None, bins: int = 60) -> Output:

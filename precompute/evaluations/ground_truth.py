@@ -83,8 +83,8 @@ class GroundTruth(Evaluation):
     def add_options(cls, parser) -> None:
         opt.add_methods(parser, ",".join(DEFAULT_METHODS), "layer for every method (default: each method's)")
         opt.add_training(parser, epochs=3, lr=5e-5)
-        parser.add_argument("--train-limit", type=int, default=None, help="only the first N training pairs")
-        parser.add_argument("--train-batch-size", type=int, default=16, help="training batch size (default 16)")
+        parser.add_argument("--train-limit", type=opt.positive_int, default=None, help="only the first N training pairs")
+        parser.add_argument("--train-batch-size", type=opt.positive_int, default=16, help="training batch size (default 16)")
         parser.add_argument("--output", default=None,
                             help="folder of the noun-counting model (default models/ground-truth-<model>)")
 

@@ -108,7 +108,7 @@ class PosSubsets(Evaluation):
         opt.add_methods(parser, "ij", "layer to attribute to (default: the method's)")
         parser.add_argument("--run", dest="run_id", default=None,
                             help="read relevances and POS from this stored run (no model needed)")
-        parser.add_argument("--top-n", type=int, default=10, help="how many top relations (default 10)")
+        parser.add_argument("--top-n", type=opt.positive_int, default=10, help="how many top relations (default 10)")
 
     @classmethod
     def reads_stored_run(cls, options: dict) -> bool:

@@ -79,10 +79,10 @@ class Finetune(Table1):
         parser.add_argument("--adjusted", action="store_true",
                             help="shifted embeddings + dot-product objective (exact attributions with ij)")
         opt.add_training(parser, epochs=5, lr=2e-5)
-        parser.add_argument("--batch-size", type=int, default=16, help="training batch size (default 16)")
-        parser.add_argument("--limit", type=int, default=None, help="only the first N training pairs")
+        parser.add_argument("--batch-size", type=opt.positive_int, default=16, help="training batch size (default 16)")
+        parser.add_argument("--limit", type=opt.positive_int, default=None, help="only the first N training pairs")
         parser.add_argument("--dataset", default="stsb:test", help="evaluation pairs for Table 1 (default stsb:test)")
-        parser.add_argument("--eval-limit", type=int, default=None, help="only the first N evaluation pairs")
+        parser.add_argument("--eval-limit", type=opt.positive_int, default=None, help="only the first N evaluation pairs")
         opt.add_store(parser)
         opt.add_data_dir(parser)
         opt.add_device(parser)

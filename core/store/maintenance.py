@@ -1,0 +1,113 @@
+"""Store maintenance (``python -m precompute compact``): drop rows no reader sees, merge small data files,
+expire old snapshots and delete files nothing references any more (also those of killed writers).
+
+Every step is its own DuckLake transaction or DuckLake's own maintenance function, so a killed compaction
+leaves a store that reads exactly as before; running it again finishes the job. Snapshots younger than
+``keep`` (and the files they need) are kept, so readers pinned to a recent snapshot keep working and files
+that a live writer is about to commit are never taken for orphans.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import duckdb
+
+from core.store.catalog import StoreLocation, transaction
+from core.store.records import StoreError, quote, utcnow
+from core.store.schema import CHUNK_TABLES, TABLES
+from core.store.writer import StoreWriter
+
+DEFAULT_KEEP = timedelta(hours=1)
+
+
+@dataclass
+class CompactReport:
+    """What compact did (or, with ``dry_run``, would do). ``hidden_rows``: table -> rows no reader sees
+    (superseded records and events, losing writes of raced chunks); ``files_before``/``files_after``: data
+    files per table; ``expired``: snapshot ids; ``deleted_files``: paths removed (old and orphaned)."""
+
+    dry_run: bool
+    hidden_rows: dict[str, int] = field(default_factory=dict)
+    files_before: dict[str, int] = field(default_factory=dict)
+    files_after: dict[str, int] = field(default_factory=dict)
+    expired: list[int] = field(default_factory=list)
+    deleted_files: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        verb = "would" if self.dry_run else ""
+        rows = sum(self.hidden_rows.values())
+        out = [f"{'would delete' if self.dry_run else 'deleted'} {rows} rows no reader sees"
+               + (f" ({', '.join(f'{t} {n}' for t, n in self.hidden_rows.items() if n)})" if rows else "")]
+        before, after = sum(self.files_before.values()), sum(self.files_after.values())
+        out.append(f"data files: {before}" + (f" -> {after} after merging small files" if not self.dry_run
+                                               else f" ({verb} merge small files of each table)"))
+        out.append(f"{'would expire' if self.dry_run else 'expired'} {len(self.expired)} snapshots")
+        out.append(f"{'would delete' if self.dry_run else 'deleted'} {len(self.deleted_files)} unreferenced files")
+        return out
+
+
+def _hidden(lake: str) -> dict[str, str]:
+    """table -> WHERE clause of its rows that no reader sees (the complement of the reader's views)."""
+    out = {}
+    for t, info in TABLES.items():
+        if info.kind == "record" and t != "pairs":
+            key = ", ".join(quote(c) for c in info.record_key)
+            out[t] = (f"write_id NOT IN (SELECT arg_max(write_id, written_at) FROM {lake}.{quote(t)} "
+                      f"GROUP BY {key})")
+    out["pairs"] = (f"write_id NOT IN (SELECT arg_max(write_id, written_at) FROM {lake}.datasets "
+                    f"GROUP BY dataset_hash)")
+    out["runs"] = (f"write_id NOT IN (SELECT write_id FROM {lake}.runs QUALIFY row_number() OVER (PARTITION BY "
+                   f"run_id, shard ORDER BY written_at DESC, write_id DESC) = 1 AND status <> 'deleted')")
+    wins = (f"SELECT run_id, chunk_index, write_id FROM {lake}.chunks QUALIFY row_number() OVER "
+            f"(PARTITION BY run_id, chunk_index ORDER BY snapshot_id, write_id) = 1")
+    for t in (*CHUNK_TABLES, "chunks"):
+        out[t] = f"(run_id, chunk_index, write_id) NOT IN ({wins})"
+    return out
+
+
+def _files(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, int]:
+    df = con.execute(f"SELECT table_name, file_count FROM ducklake_table_info('{lake}')").df()
+    return {r.table_name: int(r.file_count) for r in df.itertuples()}
+
+
+def compact(store: str | os.PathLike | StoreLocation, *, dry_run: bool = False,
+            keep: timedelta = DEFAULT_KEEP) -> CompactReport:
+    """Compact the store; with ``dry_run`` only report what would be done (nothing changes)."""
+    if keep < timedelta(0):
+        raise StoreError("compact: keep must not be negative")
+    writer = StoreWriter(store, create=False)
+    con, lake = writer._con, writer._lake
+    report = CompactReport(dry_run=dry_run)
+    try:
+        hidden = _hidden(lake)
+        for t, where in hidden.items():
+            report.hidden_rows[t] = int(con.execute(f"SELECT count(*) FROM {lake}.{quote(t)} WHERE {where}").fetchone()[0])
+        report.files_before = _files(con, lake)
+        older = (utcnow() - keep).isoformat(sep=" ")
+        flag = "true" if dry_run else "false"
+        if not dry_run:
+            def drop(c: duckdb.DuckDBPyConnection) -> None:
+                for t, where in hidden.items():
+                    if report.hidden_rows[t]:
+                        c.execute(f"DELETE FROM {lake}.{quote(t)} WHERE {where}")
+
+            if any(report.hidden_rows.values()):
+                transaction(con, drop, f"compact {writer.location}: delete hidden rows")
+            transaction(con, lambda c: c.execute(f"CALL ducklake_merge_adjacent_files('{lake}')"),
+                        f"compact {writer.location}: merge small files")
+        expired = con.execute(f"FROM ducklake_expire_snapshots('{lake}', dry_run => {flag}, "
+                              f"older_than => TIMESTAMPTZ '{older}+00')").df()
+        report.expired = [int(x) for x in expired["snapshot_id"]] if "snapshot_id" in expired else []
+        for fn in ("ducklake_cleanup_old_files", "ducklake_delete_orphaned_files"):
+            files = con.execute(f"FROM {fn}('{lake}', dry_run => {flag}, "
+                                f"older_than => TIMESTAMPTZ '{older}+00')").df()
+            report.deleted_files += [str(p) for p in files.iloc[:, 0]] if len(files) else []
+        report.files_after = _files(con, lake)
+    except duckdb.Error as exc:
+        raise StoreError(f"compact {writer.location}: {exc}") from None
+    finally:
+        writer.close()
+    return report
