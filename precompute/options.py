@@ -5,12 +5,15 @@ option means the same (name, default, help) wherever it appears. Add an option u
 from __future__ import annotations
 
 import argparse
+import os
 
 from core.datasets import DATA_DIR_ENV, DUPLICATE_POLICIES, ON_BAD
 from core.quadrature import QUADRATURES
 from core.safe_text import parse_ascii_decimal, parse_ascii_int
 
-DEFAULT_STORE = "store"
+DEFAULT_STORE = os.environ.get("SIMLENS_STORE", "").strip() or "store"
+STORE_HELP = (f"store folder or DuckLake connection string, e.g. 'ducklake:postgres:dbname=simlens host=db "
+              f"data_path=s3://bucket/simlens/' (default $SIMLENS_STORE or ./store; now {DEFAULT_STORE})")
 
 
 # ---- argument types -------------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ def add_store(parser: argparse.ArgumentParser, required: bool = False, what: str
     if required:
         parser.add_argument("--store", required=True, help=what)
     else:
-        parser.add_argument("--store", default=DEFAULT_STORE, help=f"{what} (default ./{DEFAULT_STORE})")
+        parser.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:

@@ -130,7 +130,8 @@ class Context:
     def dataset(self) -> PairDataset:
         if self.dataset_spec is None:
             raise ValueError("this evaluation needs a dataset (--dataset)")
-        return self.load_dataset(self.dataset_spec, **self.dataset_options)
+        # the store records only the pairs evaluated: a prefix is keyed <key>:first<limit>, as for runs
+        return self.load_dataset(self.dataset_spec, **self.dataset_options).head(self.limit)
 
     def load_dataset(self, spec: Any, **options: Any) -> PairDataset:
         """A dataset by name or object (``data_dir`` from the context)."""
