@@ -19,8 +19,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from core.datasets import PairDataset, load_dataset
+from core.datasets import PairDataset
 from core.factors import DEFAULT_MAX_ROWS
+from core.loading import as_dataset, as_model
 from core.models import SimilarityModel, load_model
 from core.store import ChunkExistsError, StoreWriter, parse_location
 from precompute.runner import (
@@ -29,6 +30,7 @@ from precompute.runner import (
     RunResult,
     StartedRun,
     finish_run,
+    model_for_run,
     process_chunk,
     start_run,
 )
@@ -103,8 +105,9 @@ class ChunkWorker:
         # the driver's folder when this node sees it, else the name (a packaged model or hub id) resolved here;
         # the name is the driver's either way, so the model id (name and weights' revision) must match
         where = model_path if Path(model_path).is_dir() else model_name
-        self.model = load_model(where, device="cuda" if gpu else "cpu")
-        self.model.name = model_name
+        loaded = load_model(where, device="cuda" if gpu else "cpu", pooling=job.pooling)
+        loaded.name = model_name
+        self.model = job.prepare(loaded)
         if self.model.model_id != model_id:
             raise RayRunError(f"worker on {socket.gethostname()} loaded {where!r} with other weights (model id "
                               f"{self.model.model_id}, the run's is {model_id}): install the same model on every "
@@ -268,6 +271,11 @@ def run_on_ray(
     data_dir: str | Path | None = None,
     progress: bool | Callable[[int, int], None] = True,
     on_chunk: ChunkCallback | None = None,
+    pooling: str | None = None,
+    prompt_a: str | None = None,
+    prompt_b: str | None = None,
+    tagger_a: str | None = None,
+    tagger_b: str | None = None,
 ) -> RunResult:
     """:func:`precompute.runner.run` on a Ray actor pool: the same run, chunks and store rows.
 
@@ -282,15 +290,16 @@ def run_on_ray(
     options.validate()
     if device not in (None, "cpu", "cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
-    ds = dataset if isinstance(dataset, PairDataset) else load_dataset(dataset, data_dir=data_dir)
-    driver_model = model if isinstance(model, SimilarityModel) else load_model(model, device="cpu")
+    ds = as_dataset(dataset, data_dir)
+    driver_model, prompts = model_for_run(as_model(model, device="cpu", pooling=pooling), pooling, prompt_a, prompt_b)
     location = parse_location(store)  # a folder (made absolute: actors need not share the cwd) or a ducklake: string
     store = str(location.root.resolve()) if location.root is not None else location.spec
     with ray_cluster(options.address):
         cpus, gpus = _cluster_resources(options, device)
         kind = f"cuda x {gpus:g} GPU" if gpus else "cpu"
         started = start_run(driver_model, ds, store, method, layer, steps, quadrature, None, batch_size, chunk_size,
-                            limit, force, save_factors, device=f"ray: {options.workers} workers ({kind})")
+                            limit, force, save_factors, device=f"ray: {options.workers} workers ({kind})",
+                            taggers=(tagger_a, tagger_b), pooling=pooling, prompts=prompts)
         run_id = started.job.run_id
         if started.skipped:
             return RunResult(run_id=run_id, status="skipped", pairs_written=0, seconds=0.0)
