@@ -132,8 +132,8 @@ def _add_evaluation_verbs(verbs) -> None:
 
 
 # options every evaluation verb shares (the frame's arguments, not an evaluation's own)
-_SHARED_DESTS = {"model", "dataset", "store", "data_dir", "lang", "columns", "gold_range", "batch_size", "limit",
-                 "device"}
+_SHARED_DESTS = {"model", "dataset", "store", "data_dir", "lang", "columns", "gold_range", "on_bad", "duplicates",
+                 "batch_size", "limit", "device"}
 
 
 class _Parser(argparse.ArgumentParser):
