@@ -214,8 +214,7 @@ def _load_pairs(args: argparse.Namespace) -> PairDataset:
     """The dataset of ``args`` (its first ``--limit`` pairs), with its skip/duplicate counts reported on stderr."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        dataset = _load_pairs(args)
-        check_store_path(args.store)
+        dataset = load_dataset(args.dataset, **opt.dataset_arguments(args))
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     counts = [f"{len(dataset)} pairs" + (f" (the first of {dataset.limited_from})" if dataset.limited_from else "")]
@@ -318,7 +317,8 @@ def _main(argv: list[str] | None) -> int:
             counts = migrate_store(args.old, args.new)
             print(f"migrated {args.old} into {args.new}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
-        dataset = load_dataset(args.dataset, **opt.dataset_arguments(args))
+        dataset = _load_pairs(args)
+        check_store_path(args.store)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
             ray_options = _ray_options(args)

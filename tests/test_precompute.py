@@ -179,12 +179,12 @@ def test_bad_input_is_a_clear_message_not_a_trace(tmp_path, tiny_folders, pairs_
 @pytest.fixture()
 def no_model_load(monkeypatch):
     """Fail the test if a model is loaded."""
-    import precompute.runner
+    import core.loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(precompute.runner, "load_model", refuse)
+    monkeypatch.setattr(core.loading, "load_model", refuse)  # every path loads models through core.loading
 
 
 @pytest.mark.parametrize("option,value", [
