@@ -89,7 +89,7 @@ def main() -> None:
             model = load_model(save_sentence_transformer(Path(tmp) / kind, kind), device="cpu")
             zeroed = load_model(save_sentence_transformer(Path(tmp) / f"{kind}-0", kind, zero_bias=True), device="cpu")
             rows.append(row("tiny random", kind, model, zeroed, pairs[: args.pairs], args.ij_steps))
-            print(f"  {kind}: done", file=sys.stderr)
+            print(f"  {kind}: {json.dumps(rows[-1], default=float)}", file=sys.stderr)  # progress, row by row
     if not args.skip_real:
         for name in ("all-MiniLM-L6-v2", "all-mpnet-base-v2"):
             try:
@@ -99,7 +99,7 @@ def main() -> None:
                 continue
             zero_biases(zeroed)
             rows.append(row(name, model.architecture.name, model, zeroed, pairs[: args.real_pairs], args.ij_steps))
-            print(f"  {name}: done", file=sys.stderr)
+            print(f"  {name}: {json.dumps(rows[-1], default=float)}", file=sys.stderr)
     frame = pd.DataFrame(rows)
     print(frame.to_markdown(index=False, floatfmt=".3g"))
     out = ROOT / "bench" / "out"
