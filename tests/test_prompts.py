@@ -196,4 +196,6 @@ def test_explain_page_prompts_per_side_pooling_and_hiding(folders, tmp_path, mon
     at.selectbox(key="xp_pooling").set_value("mean")  # not this model's own pooling: a clear message
     at.button(key="xp_go").click()
     at.run()
-    assert any("sentence-transformers model with cls pooling" in e.value for e in at.error)
+    from core.safe_text import unliteral
+
+    assert any("sentence-transformers model with cls pooling" in unliteral(e.value) for e in at.error)
