@@ -35,7 +35,7 @@ METHOD = dict(method="ij", steps=24, chunk_size=2)
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster of 2 CPUs for this module, shut down at its end (also after a failure)."""
-    ray = pytest.importorskip("ray")
+    import ray  # a requirement: a missing install must fail here, not skip the module quietly
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning",
