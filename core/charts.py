@@ -441,3 +441,17 @@ def table_parquet(df: pd.DataFrame) -> bytes:
         buf = io.BytesIO()
         out.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def progress_chart(timeline: pd.DataFrame, n_pairs: int, title: str | None = None) -> alt.TopLevelMixin:
+    """The run's committed pairs over time (a step line up to ``n_pairs``), each commit a point coloured by the
+    worker that made it (``timeline``: core.views.progress.timeline_frame rows)."""
+    x = alt.X("committed_at:T", title="commit time (UTC)")
+    y = alt.Y("pairs_done:Q", title="pairs committed", scale=alt.Scale(domain=[0, max(int(n_pairs), 1)]))
+    tip = [alt.Tooltip("worker:N"), alt.Tooltip("committed_at:T", format="%H:%M:%S"),
+           alt.Tooltip("n_pairs:Q", title="pairs in chunk"), alt.Tooltip("pairs_done:Q", title="pairs so far")]
+    base = alt.Chart(timeline)
+    line = base.mark_line(interpolate="step-after", color="#888888").encode(x=x, y=y)
+    points = base.mark_point(filled=True, size=50).encode(x=x, y=y, color=alt.Color("worker:N", legend=_legend(2)),
+                                                         tooltip=tip)
+    return _finish(alt.layer(line, points).properties(width=620, height=260), title)

@@ -2,11 +2,13 @@
 
 import contextlib
 
+import pandas as pd
 import streamlit as st
 
-from core import views
+from core import charts, views
 from core.dashboard import data, shell, widgets
 from core.safe_text import literal
+from core.views import progress as run_progress
 from precompute.evaluations import verbs as evaluation_verbs
 
 shell.require_store()
@@ -90,6 +92,45 @@ widgets.show_table(
         "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
     },
 )
+
+# ---- run progress and workers ---------------------------------------------------------------------
+st.header("Run progress and workers")
+chunked = run_progress.progress_runs(runs[runs["n_chunks"].fillna(0) > 0])
+if chunked.empty:
+    st.caption("No run has chunks yet.")
+else:
+    labels = views.run_labels(chunked)
+    chosen = widgets.run_select("Run", chunked["run_id"].tolist(), labels, key="ov_progress_run",
+                                help="Running and interrupted runs first. A distributed run (`--ray`) shows one row "
+                                     "per Ray actor; a sharded or resumed run one row per writing process.")
+    row = chunked.set_index("run_id").loc[chosen].to_dict() | {"run_id": chosen}
+    workers = data.run_workers(chosen)
+    st.caption(literal(run_progress.progress_caption(row, workers)))
+    if workers.empty:
+        st.info(f"This run has not written any pairs yet (0 of {int(row['n_chunks'])} chunks).")
+    else:
+        now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        widgets.show_table(run_progress.worker_table(workers, now), f"simlens_workers_{chosen[:8]}", "ov_workers",
+                           column_config={
+                               "share": st.column_config.ProgressColumn("share of pairs", format="percent",
+                                                                        min_value=0.0, max_value=1.0),
+                               "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
+                               "pairs_per_s": st.column_config.NumberColumn("pairs/s", format="%.2f"),
+                               "since_last_s": st.column_config.NumberColumn("s since last commit", format="%.0f")})
+        timeline = run_progress.timeline_frame(data.chunk_timeline(chosen))
+        widgets.show_chart(charts.progress_chart(timeline, int(row["n_pairs"]),
+                                                 title=f"Pairs committed over time ({len(workers)} worker(s))"),
+                           f"simlens_progress_{chosen[:8]}", "ov_progress_chart")
+    if row["status"] == "running" and st.toggle("Follow this run (reload the store every 5 s)", key="ov_follow"):
+        @st.fragment(run_every=5)
+        def _follow() -> None:  # its timed reruns reload the whole page at the newest snapshot
+            if st.session_state.get("_ov_follow_armed"):
+                data.forget_snapshots()
+                st.rerun()
+            st.session_state["_ov_follow_armed"] = True
+
+        st.session_state["_ov_follow_armed"] = False  # this run is the page's own, not the timer's
+        _follow()
 
 # ---- catalogue -------------------------------------------------------------------------------------
 left, right = st.columns(2)

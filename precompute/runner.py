@@ -233,11 +233,12 @@ def process_chunk(writer: StoreWriter, model: SimilarityModel, job: ChunkJob, ch
     """Compute chunk ``chunk_index`` from its ``rows`` and commit it to the store in one write; returns the
     pairs written. ``batch_size`` (default the job's) and ``max_rows`` bound the engine's batches."""
     batch_size = job.batch_size if batch_size is None else batch_size
+    start = time.perf_counter()
     tables = (prediction_tables(model, rows, batch_size) if job.settings is None
               else chunk_tables(model, rows, job.lang_a, job.lang_b, job.settings, batch_size, job.save_factors,
                                 max_rows, job.taggers))
     with contextlib.suppress(ChunkExistsError):  # another writer of the run committed it: its rows count
-        writer.write_chunk(job.run_id, chunk_index, tables)
+        writer.write_chunk(job.run_id, chunk_index, tables, compute_seconds=time.perf_counter() - start)
     return len(rows)
 
 

@@ -112,11 +112,15 @@ def test_driver_killed_and_rerun_resumes_with_missing_chunks_only(tmp_path, tiny
     assert 2 <= len(before) < 12, "the driver should have been killed mid-run"
     with Store(store) as reader:
         assert reader.runs().loc[0, "status"] == "interrupted", "its writers are gone: shown as interrupted"
+        seconds_before = reader.runs().loc[0, "seconds"]
+    assert seconds_before > 0, "the actors' commits carry the run's seconds forward"
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     missing = 2 * (12 - len(before))
     assert re.search(rf"run {run_id}: done, {missing} pairs", rerun.stdout), rerun.stdout
     assert_exactly_once(store, run_id, 24, 12)
+    with Store(store) as reader:
+        assert reader.runs().loc[0, "seconds"] > seconds_before, "the resumed run's seconds add to the first's"
 
 
 @pytest.mark.ray
@@ -142,6 +146,10 @@ def test_two_workers_write_the_store_one_process_writes(tmp_path, tiny_folders, 
         np.testing.assert_allclose(p2[col], p1[col], rtol=1e-5, atol=1e-6)
     assert info["spearman"] == pytest.approx(single.metrics["spearman"])
     assert info["pairs_per_s"] > 0 and info["device"] == "ray: 2 workers (cpu)"
+    with Store(tmp_path / "ray") as ray_store:
+        workers = ray_store.run_workers(ray_run.run_id)
+    assert set(workers["pid"]) == {r.pid for r in reports} and workers["pairs"].sum() == 14
+    assert set(workers["pid"]).isdisjoint({os.getpid()}), "the actors, not the driver, committed the chunks"
 
 
 @pytest.mark.ray

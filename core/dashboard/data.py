@@ -217,3 +217,17 @@ def evaluation_rows(eval_id: str) -> pd.DataFrame:
 def model_table1() -> pd.DataFrame:
     """Möller et al. (2023) Table 1: model_name, base_model, adjusted, cosine, dot, dataset_key, n_pairs, ..."""
     return _query(Store.model_table1)
+
+
+# ---- a run's progress ----------------------------------------------------------------------------------
+
+
+def run_workers(run_id: str) -> pd.DataFrame:
+    """Per process that committed chunks of the run: host, pid, chunks, pairs, seconds, pairs_per_s,
+    first_commit, last_commit."""
+    return _query(Store.run_workers, run_id)
+
+
+def chunk_timeline(run_id: str) -> pd.DataFrame:
+    """The run's committed chunks in commit order: committed_at, host, pid, n_pairs, pairs_done."""
+    return _query(Store.chunk_timeline, run_id)

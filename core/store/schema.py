@@ -105,7 +105,9 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "chunk_size": ("INTEGER", "Pairs per chunk C (fixed for the run; chunk ids are deterministic)."),
         "started_at": ("TIMESTAMP", "UTC time the segment was first started (kept across resumes)."),
         "finished_at": ("TIMESTAMP", "UTC time the segment finished or failed (NULL while running)."),
-        "seconds": ("DOUBLE", "Compute seconds spent by this segment, summed over every process that resumed it."),
+        "seconds": ("DOUBLE", "Wall seconds the segment has run, over every process that worked on it: each "
+                    "event (start, a chunk's commit by any process or Ray actor, finish) carries the sum forward; the "
+                    "time between a killed writer's last commit and the resume is not counted."),
         "pairs_done": ("INTEGER", "Pairs in this segment's committed chunks."),
         "pairs_per_s": ("DOUBLE", "Throughput of this segment: pairs written / seconds, over all its processes."),
         "device": ("VARCHAR", "Device the segment ran on, e.g. `cuda:0 (NVIDIA H100)`."),
@@ -123,7 +125,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "shard": ("VARCHAR", "Shard `K/N` of the writer that committed it."),
         "n_pairs": ("INTEGER", "Pairs in the chunk (predictions rows)."),
         "content_hash": ("VARCHAR", "Hash of the chunk's rows in every chunk table (merge compares chunks by it)."),
-        "seconds": ("DOUBLE", "Seconds the writer spent computing the chunk."),
+        "seconds": ("DOUBLE", "Seconds the committing process spent on the chunk: computing it and committing it."),
         "host": ("VARCHAR", "Host of the writer."),
         "pid": ("INTEGER", "Process id of the writer."),
         "committed_at": ("TIMESTAMP", "UTC time of the commit."),

@@ -91,7 +91,7 @@ class StoreWriter:
         ensure_tables(self._con, self._lake)
         self._segments: dict[str, dict[str, Any]] = {}
         self._pairs_cache: dict[str, pd.DataFrame] = {}
-        self._session: dict[str, dict[str, float]] = {}
+        self._owned: set[str] = set()  # runs this writer started or resumed: its host/pid mark their liveness
         self._before_commit: Callable[[int], None] | None = None  # test hook: inside a chunk's transaction
 
     def close(self) -> None:
@@ -206,7 +206,10 @@ class StoreWriter:
 
     def _event(self, con: duckdb.DuckDBPyConnection, seg: dict[str, Any]) -> None:
         seg["heartbeat_at"] = utcnow()
-        seg["host"], seg["pid"] = socket.gethostname(), os.getpid()
+        if seg["run_id"] in self._owned or seg.get("pid") is None:
+            # the run's owner (the process that started it) marks its liveness; a worker committing chunks of
+            # a run started elsewhere (a Ray actor) keeps the owner's host/pid
+            seg["host"], seg["pid"] = socket.gethostname(), os.getpid()
         wid, at = new_write()
         insert(con, self._lake, "runs", to_arrow("runs", pd.DataFrame([seg]), f"run {seg['run_id']}"), wid, at)
 
@@ -269,13 +272,23 @@ class StoreWriter:
             seg["started_at"] = prev.get("started_at") or seg["started_at"]
             seg["seconds"] = prev.get("seconds")
             seg["pairs_done"] = prev.get("pairs_done")
-        self._session[run_id] = {"t0": time.monotonic(), "base": float(seg.get("seconds") or 0.0)}
+        self._owned.add(run_id)
         self._publish(seg, f"start_run({run_id})")
         return prev_status
 
-    def _seconds(self, run_id: str) -> float | None:
-        sess = self._session.get(run_id)
-        return None if sess is None else sess["base"] + time.monotonic() - sess["t0"]
+    def _elapsed(self, con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
+        """The segment's seconds now: its latest event's seconds plus the time since that event's heartbeat.
+
+        Every event (start, each chunk's commit by whichever process, finish) carries the sum forward, so the
+        seconds add up across processes, Ray actors and resumes; a resume starts from the stored seconds (the
+        time between a killed writer's last commit and the resume is not counted)."""
+        row = con.execute(f"""
+            SELECT seconds, heartbeat_at FROM {self._lake}.runs WHERE run_id = $r AND shard = $s
+            ORDER BY written_at DESC, write_id DESC LIMIT 1
+        """, {"r": run_id, "s": f"{self.shard[0]}/{self.shard[1]}"}).fetchone()
+        if row is None or row[1] is None:
+            return None
+        return float(row[0] or 0.0) + max(0.0, (utcnow() - row[1]).total_seconds())
 
     def _pairs_done(self, con: duckdb.DuckDBPyConnection, run_id: str) -> int:
         k, n = self.shard
@@ -315,7 +328,7 @@ class StoreWriter:
 
         def body(con: duckdb.DuckDBPyConnection) -> None:
             seg["pairs_done"] = metrics.get("pairs_done", self._pairs_done(con, run_id))
-            seconds = metrics.get("seconds", self._seconds(run_id) or seg.get("seconds"))
+            seconds = metrics.get("seconds", self._elapsed(con, run_id))
             seg["seconds"] = seconds
             default_rate = seg["pairs_done"] / seconds if seconds else None
             seg["pairs_per_s"] = metrics.get("pairs_per_s", default_rate)
@@ -332,9 +345,14 @@ class StoreWriter:
     def fail_run(self, run_id: str, message: str) -> None:
         """Mark this writer's segment failed with ``message`` (committed chunks are kept)."""
         seg = dict(self._segment(run_id))
-        seg.update(status="failed", error_message=str(message), finished_at=utcnow(),
-                   seconds=self._seconds(run_id) or seg.get("seconds"))
-        self._publish(seg, f"fail_run({run_id})")
+
+        def body(con: duckdb.DuckDBPyConnection) -> None:
+            seg.update(status="failed", error_message=str(message), finished_at=utcnow(),
+                       seconds=self._elapsed(con, run_id))
+            self._event(con, seg)
+
+        transaction(self._con, body, f"fail_run({run_id})")
+        self._segments[run_id] = seg
 
     def delete_run(self, run_id: str, *, scope: str = "auto") -> None:
         """Delete a run's results (for ``--force``), in one transaction.
@@ -363,7 +381,7 @@ class StoreWriter:
 
     # ---- chunks -------------------------------------------------------------------------------
     def write_chunk(self, run_id: str, chunk_index: int, tables: Mapping[str, pd.DataFrame | None],
-                    *, overwrite: bool = False) -> str:
+                    *, overwrite: bool = False, compute_seconds: float = 0.0) -> str:
         """Commit chunk ``chunk_index`` of a run in one transaction; returns its content hash.
 
         ``tables`` maps chunk table names (predictions, tokens, token_pairs, pos_pairs, factors) to
@@ -373,7 +391,8 @@ class StoreWriter:
         tokens, matrix_sum from token_pairs, residual = explained_score - matrix_sum, error = model_score -
         gold_norm. Factor vectors may be given as arrays (stored as float16). pair_ids must belong to the
         chunk (:meth:`chunk_pair_ids`); keys must be unique. Raises ChunkExistsError if the chunk is
-        committed already (``overwrite=True`` replaces it in the same transaction).
+        committed already (``overwrite=True`` replaces it in the same transaction). ``compute_seconds``: the
+        time the caller spent computing the chunk, stored with the commit's own time in ``chunks.seconds``.
         """
         seg = self._segment(run_id)
         k = int(chunk_index)
@@ -405,11 +424,12 @@ class StoreWriter:
             for name, rows in prepared.items():
                 insert(con, self._lake, name, rows, wid, at)
             record = {"run_id": run_id, "chunk_index": k, "shard": seg["shard"], "n_pairs": n_rows,
-                      "content_hash": digest, "seconds": time.monotonic() - t_chunk, "host": socket.gethostname(),
+                      "content_hash": digest,
+                      "seconds": compute_seconds + time.monotonic() - t_chunk, "host": socket.gethostname(),
                       "pid": os.getpid(), "committed_at": at}
             insert(con, self._lake, "chunks", to_arrow("chunks", pd.DataFrame([record]), ctx), wid, at)
             beat = dict(seg)
-            beat["seconds"] = self._seconds(run_id)
+            beat["seconds"] = self._elapsed(con, run_id)
             beat["pairs_done"] = self._pairs_done(con, run_id)
             self._event(con, beat)
             if self._before_commit is not None:
