@@ -8,18 +8,28 @@ silently; bad rows either raise a ``DatasetError`` or are dropped and counted, a
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import os
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.safe_text import has_visible_character, parse_ascii_decimal
+from core.dataset_files import FILE_SUFFIXES, read_table
+from core.dataset_validation import (
+    DUPLICATE_POLICIES,
+    ON_BAD,
+    REASONS,
+    ROLES,
+    DatasetError,
+    require_columns,
+    shown_rows,
+    validate_rows,
+)
+
+__all__ = ["BUILTINS", "DATA_DIR_ENV", "DUPLICATE_POLICIES", "FILE_SUFFIXES", "HUB_DATASETS", "MSTSB_LANGS", "ON_BAD",
+           "REASONS", "DatasetError", "PairDataset", "available_datasets", "default_data_dir", "load_dataset",
+           "read_table"]
 
 DATA_DIR_ENV = "SIMLENS_DATA_DIR"
 _REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,34 +37,6 @@ _DEFAULT_DATA_DIR = _REPO_ROOT.parent / "shared" / "data"
 _DATA_DIR_HINT = f"pass --data-dir or set {DATA_DIR_ENV}"
 
 MSTSB_LANGS = ("de", "en", "es", "fr", "it", "nl", "pl", "pt", "ru", "zh")
-FILE_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".json")
-ROLES = ("sentence1", "sentence2", "score")
-ON_BAD = ("error", "skip")
-DUPLICATE_POLICIES = ("error", "skip", "keep")
-#: How bad-row messages name the options, for Python callers and for the CLI (``precompute --on-bad skip``).
-_SKIP_HINT = ("pass --on-bad skip (Python: on_bad='skip') to drop and count them; duplicates: "
-              "--duplicates skip or keep (duplicates='skip' or 'keep')")
-
-# Reasons a row is rejected, in the order they are checked; a row is counted under its first reason.
-MISSING_GOLD = "missing gold"
-NON_NUMERIC_GOLD = "non-numeric gold"
-GOLD_OUT_OF_RANGE = "gold out of range"
-EMPTY_SENTENCE = "empty sentence"  # no visible character: blank, or only zero-width/format characters
-NON_TEXT_SENTENCE = "non-text sentence"
-DUPLICATE_PAIR = "duplicate pair"
-REASONS = (
-    MISSING_GOLD,
-    NON_NUMERIC_GOLD,
-    GOLD_OUT_OF_RANGE,
-    EMPTY_SENTENCE,
-    NON_TEXT_SENTENCE,
-    DUPLICATE_PAIR,
-)
-_SHOWN_ROWS = 5
-
-
-class DatasetError(ValueError):
-    """A dataset cannot be found, read or validated; the message says which file or argument and why."""
 
 
 @dataclass(frozen=True)
@@ -321,32 +303,21 @@ def _load_builtin(
                 f"{path} not found for {spec!r}: {_DATA_DIR_HINT} to the folder holding {', '.join(BUILTINS)}/"
             )
     roles = dict(zip(ROLES, ROLES, strict=True))
-    table = _read_table(path_a)
+    table = read_table(path_a)
     source = str(path_a)
     key_lang = f"{spec_lang}:" if mstsb else ""
     if path_b != path_a:
-        table = _cross_lingual(table, _read_table(path_b), path_a, path_b)
+        table = _cross_lingual(table, read_table(path_b), path_a, path_b)
         source = f"{path_a} + {path_b}"
-    return _finish(
-        table,
-        roles,
-        source,
-        info.gold_range,
-        options.duplicate_policy(benchmark=True),
-        options.on_bad,
-        key=f"{name}:{key_lang}{split}",
-        name=name,
-        split=split,
-        lang_a=lang_a,
-        lang_b=lang_b,
-        source=source,
-    )
+    identity = dict(key=f"{name}:{key_lang}{split}", name=name, split=split, lang_a=lang_a, lang_b=lang_b,
+                    source=source)
+    return _build(table, roles, source, info.gold_range, options.duplicate_policy(benchmark=True), options, identity)
 
 
 def _cross_lingual(table_a: pd.DataFrame, table_b: pd.DataFrame, path_a: Path, path_b: Path) -> pd.DataFrame:
     """sentence1 from ``table_a``, sentence2 from ``table_b``, gold from ``table_a``; rows aligned by position."""
     for table, path in ((table_a, path_a), (table_b, path_b)):
-        _require_columns(table, ROLES, str(path))
+        require_columns(table, ROLES, str(path))
     if len(table_a) != len(table_b):
         raise DatasetError(
             f"cannot pair {path_a} ({len(table_a)} rows) with {path_b} ({len(table_b)} rows): row counts differ"
@@ -357,7 +328,7 @@ def _cross_lingual(table_a: pd.DataFrame, table_b: pd.DataFrame, path_a: Path, p
     if differ.size:
         raise DatasetError(
             f"cannot pair {path_a} with {path_b}: gold scores differ in {differ.size} rows, e.g. rows "
-            f"{', '.join(map(str, differ[:_SHOWN_ROWS]))} (0-based), so the rows are not aligned"
+            f"{shown_rows(differ)} (0-based), so the rows are not aligned"
         )
     return pd.DataFrame(
         {"sentence1": table_a["sentence1"], "sentence2": table_b["sentence2"], "score": table_a["score"]}
@@ -377,20 +348,9 @@ def _load_file(
         )
     if not path.is_file():
         raise DatasetError(f"file {path} not found (for the built-in benchmarks {_DATA_DIR_HINT})")
-    return _finish(
-        _read_table(path),
-        _roles(columns),
-        str(path),
-        gold_range,
-        options.duplicate_policy(benchmark=False),
-        options.on_bad,
-        key=f"file:{path.stem}:all",
-        name=path.stem,
-        split="all",
-        lang_a=lang,
-        lang_b=lang,
-        source=str(path),
-    )
+    identity = dict(key=f"file:{path.stem}:all", name=path.stem, split="all", lang_a=lang, lang_b=lang,
+                    source=str(path))
+    return _build(read_table(path), _roles(columns), str(path), gold_range, options.duplicate_policy(benchmark=False), options, identity)
 
 
 def _load_hub(
@@ -434,20 +394,9 @@ def _load_hub(
         else:
             lang = info.lang
     table = fetch_hub_frame(hub_id, config, split)
-    return _finish(
-        table,
-        roles,
-        f"hub dataset {hub_id}",
-        gold_range,
-        options.duplicate_policy(benchmark=info is not None),
-        options.on_bad,
-        key=f"hf:{hub_id}:{config + ':' if config else ''}{split}",
-        name=hub_id,
-        split=split,
-        lang_a=lang,
-        lang_b=lang,
-        source=hub_id,
-    )
+    identity = dict(key=f"hf:{hub_id}:{config + ':' if config else ''}{split}", name=hub_id, split=split, lang_a=lang, lang_b=lang,
+                    source=hub_id)
+    return _build(table, roles, f"hub dataset {hub_id}", gold_range, options.duplicate_policy(benchmark=info is not None), options, identity)
 
 
 def _roles(columns: dict[str, str] | None) -> dict[str, str]:
@@ -462,215 +411,9 @@ def _roles(columns: dict[str, str] | None) -> dict[str, str]:
     return roles
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".csv", ".tsv"):
-            return _read_delimited(path, "\t" if suffix == ".tsv" else ",")
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        return _read_json(path)
-    except (ValueError, OSError, csv.Error) as exc:  # decode, JSON and Arrow errors are ValueErrors
-        raise DatasetError(f"cannot parse {path}: {exc}") from exc
-
-
-def _read_delimited(path: Path, delimiter: str) -> pd.DataFrame:
-    """All fields as text; every non-blank line must have as many fields as the header."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, strict=True)
-        header = next(reader, None)
-        if header is None:
-            raise ValueError("the file is empty")
-        repeated = sorted({name for name in header if header.count(name) > 1})
-        if repeated:
-            raise ValueError(f"repeated column name(s) {repeated} in the header")
-        rows = []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise ValueError(
-                    f"line {reader.line_num} has {len(row)} fields but the header has {len(header)}"
-                )
-            rows.append(row)
-    return pd.DataFrame(rows, columns=header, dtype=str)
-
-
-def _read_json(path: Path) -> pd.DataFrame:
-    """JSON lines (one object per line) or one JSON array of objects."""
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        records = json.loads(text)
-    else:
-        records = []
-        for number, line in enumerate(text.split("\n"), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"line {number}: {exc}") from exc
-    not_object = next((i for i, record in enumerate(records) if not isinstance(record, dict)), None)
-    if not_object is not None:
-        raise ValueError(f"record {not_object + 1} is not a JSON object")
-    return pd.DataFrame.from_records(records)
-
-
-def _require_columns(table: pd.DataFrame, needed: tuple[str, ...] | list[str], where: str) -> None:
-    missing = [name for name in needed if name not in table.columns]
-    if missing:
-        raise DatasetError(
-            f"{where}: missing column(s) {missing}; columns found: {list(table.columns)} "
-            "(map yours with columns={'sentence1': ..., 'sentence2': ..., 'score': ...})"
-        )
-
-
-def _gold_value(value: object) -> tuple[float, str | None]:
-    """The gold score as a float, or NaN and the reason it is not usable (infinite counts as non-numeric)."""
-    if isinstance(value, str):
-        if not value.strip():
-            return math.nan, MISSING_GOLD
-        number = parse_ascii_decimal(value)  # float() would also take "0_5" and Arabic-Indic digits
-        if number is None:
-            return math.nan, NON_NUMERIC_GOLD
-    elif isinstance(value, (bool, np.bool_)):
-        return math.nan, NON_NUMERIC_GOLD
-    elif value is None or value is pd.NA:
-        return math.nan, MISSING_GOLD
-    elif isinstance(value, (int, float, np.integer, np.floating)):
-        number = float(value)
-    else:
-        return math.nan, NON_NUMERIC_GOLD
-    if math.isnan(number):
-        return math.nan, MISSING_GOLD
-    if math.isinf(number):
-        return math.nan, NON_NUMERIC_GOLD
-    return number, None
-
-
-def _text_problem(value: object) -> str | None:
-    if isinstance(value, str):
-        return None if has_visible_character(value) else EMPTY_SENTENCE
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return EMPTY_SENTENCE
-    return NON_TEXT_SENTENCE
-
-
-def _gold_scale(
-    gold: np.ndarray, usable: np.ndarray, gold_range: tuple[float, float] | None, where: str
-) -> tuple[float, float]:
-    if gold_range is None:
-        if not usable.any():
-            raise DatasetError(f"{where}: no row has a numeric gold score")
-        low, high = float(gold[usable].min()), float(gold[usable].max())
-        if low == high:
-            raise DatasetError(
-                f"{where}: every gold score is {low}, so the scale cannot be inferred; pass gold_range=(min, max)"
-            )
-        warnings.warn(
-            f"{where}: gold scale inferred from the data as [{low}, {high}]; pass gold_range=(min, max) to set it",
-            stacklevel=5,
-        )
-        return low, high
-    low, high = (float(bound) for bound in gold_range)
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise DatasetError(f"gold_range must be (min, max) with min < max, got {gold_range!r}")
-    return low, high
-
-
-def _finish(
-    table: pd.DataFrame,
-    roles: dict[str, str],
-    where: str,
-    gold_range: tuple[float, float] | None,
-    duplicate_policy: str,
-    on_bad: str,
-    *,
-    key: str,
-    name: str,
-    split: str,
-    lang_a: str | None,
-    lang_b: str | None,
-    source: str,
-) -> PairDataset:
-    """Validate ``table`` and build the dataset; ``where`` names the source in messages."""
-    _require_columns(table, [roles[role] for role in ROLES], where)
-    if table.empty:
-        raise DatasetError(f"{where}: no data rows (only a header); a dataset needs at least one pair")
-    first = table[roles["sentence1"]].tolist()
-    second = table[roles["sentence2"]].tolist()
-    parsed = [_gold_value(value) for value in table[roles["score"]].tolist()]
-    gold = np.array([number for number, _ in parsed], dtype=float)
-    reasons: list[str | None] = [reason for _, reason in parsed]
-    low, high = _gold_scale(
-        gold, np.array([reason is None for reason in reasons], dtype=bool), gold_range, where
-    )
-
-    seen: set[tuple[str, str]] = set()
-    duplicates_kept = 0
-    for row, (a, b) in enumerate(zip(first, second, strict=True)):
-        if reasons[row] is None and not low <= gold[row] <= high:
-            reasons[row] = GOLD_OUT_OF_RANGE
-        reasons[row] = reasons[row] or _text_problem(a) or _text_problem(b)
-        if reasons[row] is None:
-            if (a, b) not in seen:
-                seen.add((a, b))
-            elif duplicate_policy == "keep":
-                duplicates_kept += 1
-            else:
-                reasons[row] = DUPLICATE_PAIR
-
-    bad = {reason: [row for row, r in enumerate(reasons) if r == reason] for reason in REASONS}
-    bad = {reason: rows for reason, rows in bad.items() if rows}
-    fatal = {
-        reason: rows
-        for reason, rows in bad.items()
-        if (duplicate_policy if reason == DUPLICATE_PAIR else on_bad) == "error"
-    }
-    if fatal:
-        details = "; ".join(
-            f"{reason}: {len(rows)} row(s), e.g. {', '.join(map(str, rows[:_SHOWN_ROWS]))}"
-            for reason, rows in fatal.items()
-        )
-        raise DatasetError(
-            f"{where}: bad rows (0-based data rows, header not counted): {details}. Fix the data, or {_SKIP_HINT}"
-        )
-    skipped = {reason: len(rows) for reason, rows in bad.items()}
-    if len(table) == sum(skipped.values()):
-        counts = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
-        raise DatasetError(f"{where}: every one of its {len(table)} rows was skipped ({counts}); no pair is left")
-    if skipped:
-        summary = ", ".join(f"{count} {reason}" for reason, count in skipped.items())
-        warnings.warn(
-            f"{where}: skipped {sum(skipped.values())} of {len(table)} rows ({summary})", stacklevel=4
-        )
-
-    keep = np.array([reason is None for reason in reasons], dtype=bool)
-    frame = pd.DataFrame(
-        {
-            "pair_id": np.flatnonzero(keep).astype(np.int64),
-            "sentence1": table[roles["sentence1"]].to_numpy()[keep],
-            "sentence2": table[roles["sentence2"]].to_numpy()[keep],
-            "gold": gold[keep],
-            "gold_norm": (gold[keep] - low) / (high - low),
-        }
-    )
-    used = set(roles.values())
-    for column in table.columns:
-        if column not in used:
-            label = str(column)
-            while label in frame.columns:
-                label = f"source_{label}"
-            frame[label] = table[column].to_numpy()[keep]
-    return PairDataset(
-        key=key,
-        name=name,
-        split=split,
-        lang_a=lang_a,
-        lang_b=lang_b,
-        source=source,
-        gold_min=low,
-        gold_max=high,
-        frame=frame,
-        skipped=skipped,
-        duplicates_kept=duplicates_kept,
-    )
+def _build(table: pd.DataFrame, roles: dict[str, str], where: str, gold_range: tuple[float, float] | None,
+           duplicate_policy: str, options: _Options, identity: dict[str, str | None]) -> PairDataset:
+    """The dataset of a source ``table``, validated (``where`` names the source in messages)."""
+    rows = validate_rows(table, roles, where, gold_range, duplicate_policy, options.on_bad)
+    return PairDataset(**identity, gold_min=rows.gold_min, gold_max=rows.gold_max, frame=rows.frame,
+                       skipped=rows.skipped, duplicates_kept=rows.duplicates_kept)

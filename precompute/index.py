@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.attribution import compute_factors, resolve_settings
-from core.datasets import DatasetError, _read_table, load_dataset
+from core.datasets import DatasetError, load_dataset, read_table
 from core.models import SimilarityModel, load_model
 from core.search import SearchError, model_prompts, window_spans
 from core.store.index import IndexWriter, corpus_hash, make_index_id
@@ -89,7 +89,7 @@ def file_corpus(path: str | Path, column: str | None = None) -> Corpus:
         records = [{"text": line, "source_row": n} for n, line in enumerate(lines) if line.strip()]
         key = f"file:{path.stem}"
     elif suffix in TABLE_SUFFIXES:
-        table = _read_table(path)
+        table = read_table(path)
         if column is None:
             column = "text" if "text" in table.columns else (table.columns[0] if len(table.columns) == 1 else None)
             if column is None:
