@@ -1,5 +1,5 @@
 """``python -m precompute``: attribute, predict, list, merge, compact and migrate; the faithfulness evaluations of
-precompute/evaluations/ (one verb each: convergence, conservation, perturbation, ..., finetune) and
+precompute/evaluations/ (one verb each, from the registry) and
 ``evaluations`` to list what a store holds; search indexes (index, search)."""
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def _main(argv: list[str] | None) -> int:
         if args.verb == "evaluations":
             return _evaluations(args.store, args.kind)
         if args.verb == "schema":
-            print(schema_markdown() + "\n" + index_schema_markdown())
+            print(schema_markdown() + "\n" + index_schema_markdown() + "\n" + evaluations.kinds_markdown())
             return 0
         if args.verb == "list":
             return _list(args.store)

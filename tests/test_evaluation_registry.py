@@ -144,6 +144,9 @@ def test_a_toy_evaluation_in_one_new_file_appears_everywhere(tmp_path, tiny_fold
     assert json.loads(rows["params"].iloc[0]) == {"methods": "embedding,bilrp", "limit": 3}
     listed = run("-m", "precompute", "evaluations", "--kind", "toy-score", "--store", str(tmp_path / "store"))
     assert listed.returncode == 0 and "toy-score" in listed.stdout, listed.stderr
+    # the schema documentation lists it among the evaluations table's kinds
+    schema = run("-m", "precompute", "schema")
+    assert schema.returncode == 0 and "| `toy-score` | `toy-score` |" in schema.stdout, schema.stderr
     # the Faithfulness page: a tab with the toy's title, its caption and its chart
     page = run("-c", PAGE)
     assert page.returncode == 0, page.stderr

@@ -55,8 +55,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "eval_id": ("VARCHAR", "Deterministic hash of kind, model_id, dataset_key and params (`make_eval_id`): re-running "
                     "the same evaluation publishes a new revision of the same record."),
         "row_index": ("INTEGER", "0-based position of the row within its evaluation."),
-        "kind": ("VARCHAR", "What was evaluated: `convergence`, `conservation`, `perturbation`, `distributions`, "
-                 "`pos-subsets`, `agreement`, `ground-truth` or `table1` (`python -m precompute <kind>`)."),
+        "kind": ("VARCHAR", "What was evaluated: the kind of a registered evaluation (`python -m precompute "
+                 "<verb>`; see *Evaluation kinds* below)."),
         "model_id": ("VARCHAR", "Evaluated model (-> models.model_id)."),
         "model_name": ("VARCHAR", "Denormalised models.name of the evaluated model."),
         "dataset_key": ("VARCHAR", "Dataset whose pairs were evaluated (-> datasets.dataset_key)."),
@@ -248,8 +248,8 @@ TABLES: dict[str, TableInfo] = {
     ),
     "evaluations": TableInfo(
         "record",
-        "Faithfulness evidence (`python -m precompute convergence|conservation|perturbation|distributions|"
-        "pos-subsets|agreement|ground-truth|finetune|table1`), long form: all rows of one evaluation are written "
+        "Faithfulness evidence (one `python -m precompute <verb>` per registered evaluation: *Evaluation kinds* "
+        "below), long form: all rows of one evaluation are written "
         "together; a re-run replaces them. Read with `Store.evaluations()`, `Store.evaluation_list()` and "
         "`Store.model_table1()`.",
         ("eval_id", "row_index"), ("eval_id", "kind", "model_id", "metric", "y"), ("eval_id",),

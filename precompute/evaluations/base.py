@@ -306,6 +306,15 @@ def kinds() -> list[str]:
     return list(dict.fromkeys(EVALUATIONS[v].kind for v in verbs()))
 
 
+def kinds_markdown() -> str:
+    """The registered evaluations as markdown (docs/STORE.md's list of the ``evaluations`` table's kinds)."""
+    lines = ["### Evaluation kinds", "",
+             "The `kind` of an `evaluations` row is a registered evaluation (one module of `precompute/evaluations/`):",
+             "", "| CLI verb | stored kind | what it evaluates |", "|---|---|---|"]
+    lines += [f"| `{v}` | `{EVALUATIONS[v].kind}` | {EVALUATIONS[v].help.replace('%%', '%')} |" for v in verbs()]
+    return "\n".join(lines) + "\n"
+
+
 def by_kind(kind: str) -> type[Evaluation] | None:
     """The evaluation that presents a stored kind (the one whose verb is the kind), or None."""
     found = [EVALUATIONS[v] for v in verbs() if EVALUATIONS[v].kind == kind]
