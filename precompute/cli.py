@@ -18,6 +18,7 @@ from core.methods import METHODS
 from core.models import POOLINGS
 from core.store import Store, StoreError, compact, merge_stores, migrate_store
 from core.store.index import index_schema_markdown
+from core.store.kinds import PREDICT
 from core.store.schema import schema_markdown
 from precompute import evaluations, search_cli
 from precompute import options as opt
@@ -154,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_settings(attribute)
     attribute.add_argument("--save-factors", action="store_true",
                            help="also store per-token factors (float16) to explain stored pairs without the model")
-    predict = verbs.add_parser("predict", help="store the model's scores and metrics only (fast)",
+    predict = verbs.add_parser(PREDICT.name, help=f"store {PREDICT.description}",
                                description="Store the model's similarity scores for a dataset, and its metrics.")
     _add_run_options(predict)
     verbs.add_parser("schema", help="print the store schema as markdown",
@@ -322,7 +323,7 @@ def _main(argv: list[str] | None) -> int:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
             ray_options = _ray_options(args)
-            common = dict(method=args.method if args.verb == "attribute" else "predict",
+            common = dict(method=args.method if args.verb == "attribute" else PREDICT.name,
                           layer=getattr(args, "layer", None), steps=getattr(args, "steps", None),
                           quadrature=getattr(args, "quadrature", None), batch_size=args.batch_size,
                           chunk_size=args.chunk_size, limit=args.limit, force=args.force,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.store.kinds import PREDICT
 from core.views.location import DEMO_DATASET, DEMO_MODEL
 from core.views.runs import setting_text
 
@@ -26,7 +27,7 @@ class DemoStep:
 # all-MiniLM-L6-v2 on the 30 demo pairs with 2 CPU cores: predict ~1 s, BiLRP ~20 s, IJ ~80 s at 8 steps
 # (the default 64 steps take ~400 s), plus ~5 s to load the model: about 1.8 minutes in all.
 DEMO_PLAN: tuple[DemoStep, ...] = (
-    DemoStep("predict", weight=1.0),
+    DemoStep(PREDICT.name, weight=1.0),
     DemoStep("bilrp", layer=0, weight=20.0),
     DemoStep("ij", steps=8, weight=80.0),
 )
