@@ -36,6 +36,7 @@ from core.datasets import load_dataset  # noqa: E402
 from core.finetune import FinetuneConfig  # noqa: E402
 from core.store import Store  # noqa: E402
 from precompute.evaluations import ExplanationCache, evaluate  # noqa: E402
+from precompute.evaluations import kinds as evaluation_kinds  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -130,6 +131,67 @@ def summary_table(rows: pd.DataFrame, metrics: list[str], index: str = "series")
     return md(sub.pivot_table(index=index, columns="metric", values="value", aggfunc="first").reset_index())
 
 
+Section = tuple[str, str, dict]  # heading, markdown, what faithfulness.json keeps
+
+
+def perturbation_section(rows: pd.DataFrame, meta: dict) -> Section:
+    text, summary = perturbation_report(rows)
+    return (f"Perturbation (AUPC, lower is better; {meta['label']}, random ranking seed {meta['params']['seed']}, "
+            f"ij {meta['params']['steps'] or 64} steps)", text, summary)
+
+
+def convergence_section(rows: pd.DataFrame, meta: dict) -> Section:
+    text, summary = convergence_report(rows)
+    return f"ij residual |score − Σ A| against steps (mean ± sd, {meta['label']})", text, summary
+
+
+def conservation_section(rows: pd.DataFrame, meta: dict) -> Section:
+    summary = {f"{r.series} {r.metric}": r.y for r in rows[rows["metric"] != "relevance_sum"].itertuples()}
+    return (f"Conservation (layer {meta['params']['layer']}, {meta['label']})",
+            summary_table(rows, ["abs_residual", "rel_residual", "pearson_r", "slope"]), summary)
+
+
+def distributions_section(rows: pd.DataFrame, meta: dict) -> Section:
+    text, summary = distribution_report(rows)
+    return f"ij attributions per layer ({meta['label']}, {meta['params']['steps'] or 64} steps)", text, summary
+
+
+def agreement_section(rows: pd.DataFrame, meta: dict) -> Section:
+    return (f"Rank agreement between methods (Spearman, {meta['label']})",
+            summary_table(rows, ["spearman"], index="label").replace("metric", "pair"),
+            {f"{r.label} ({r.series})": r.y for r in rows.itertuples()})
+
+
+def pos_subsets_section(rows: pd.DataFrame, meta: dict) -> Section:
+    shares = rows[rows["metric"] == "share"]
+    text = md(pd.DataFrame({
+        "method": shares["method"], "relations": shares["label"],
+        "share (mean ± sd)": [pm(m, s) for m, s in zip(shares["y"], shares["y_sd"], strict=True)],
+        "which": shares["extra"].map(lambda e: ", ".join(json.loads(e)["relations"]))}))
+    return (f"Share of the score by POS relations ({meta['label']})", text,
+            {f"{r.method} {r.label}": [r.y, r.y_sd] for r in shares.itertuples()})
+
+
+def ground_truth_section(rows: pd.DataFrame, meta: dict) -> Section:
+    p = meta["params"]
+    text = (summary_table(rows[rows["metric"].isin(["acs", "acs_all_tokens"])], ["acs", "acs_all_tokens"]) + "\n\n"
+            + summary_table(rows[rows["series"] == "noun count"], ["spearman", "mse"], index="label"))
+    return (f"Ground truth: noun-counting MiniLM (train: first {p['train_limit']} pairs of {p['train_dataset']}, "
+            f"{p['epochs']} epochs, lr {p['lr']:g}; test: {meta['label']})", text,
+            {f"{r.series} {r.metric} {r.label or ''}".strip(): [r.y, r.y_sd] for r in rows.itertuples()})
+
+
+def generic_section(rows: pd.DataFrame, meta: dict) -> Section:
+    """Any other registered evaluation: every metric per series (mean ± sd)."""
+    summary = {f"{r.series} {r.metric}": r.y for r in rows.itertuples()}
+    return f"{meta['kind']} ({meta['label']})", summary_table(rows, sorted(set(rows["metric"]))), summary
+
+
+SECTIONS = {"perturbation": perturbation_section, "convergence": convergence_section,
+            "conservation": conservation_section, "distributions": distributions_section,
+            "agreement": agreement_section, "pos-subsets": pos_subsets_section, "ground-truth": ground_truth_section}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="stsb:test")
@@ -160,57 +222,16 @@ def main() -> None:
                     "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
     sections: list[str] = []
 
-    def latest(kind: str) -> tuple[pd.DataFrame, dict] | None:
+    for kind in evaluation_kinds():
         found = reader.evaluation_list(kind)
-        if found.empty:
-            return None
+        if kind == "table1" or found.empty:
+            continue  # Table 1 rows are reported from the model table below
         meta = found.iloc[0].to_dict()
         meta["params"] = json.loads(meta["params"])
         meta["label"] = f"first {int(meta['n_pairs'])} pairs of {meta['dataset_key']}"
-        return reader.evaluations(eval_id=meta["eval_id"]), meta
-
-    if (hit := latest("perturbation")) is not None:
-        rows, meta = hit
-        text, report["perturbation"] = perturbation_report(rows)
-        sections.append(f"### Perturbation (AUPC, lower is better; {meta['label']}, random ranking seed "
-                        f"{meta['params']['seed']}, ij {meta['params']['steps'] or 64} steps)\n\n{text}")
-    if (hit := latest("convergence")) is not None:
-        rows, meta = hit
-        text, report["convergence"] = convergence_report(rows)
-        sections.append(f"### ij residual |score − Σ A| against steps (mean ± sd, {meta['label']})\n\n{text}")
-    if (hit := latest("conservation")) is not None:
-        rows, meta = hit
-        sections.append(f"### Conservation (layer {meta['params']['layer']}, {meta['label']})\n\n"
-                        + summary_table(rows, ["abs_residual", "rel_residual", "pearson_r", "slope"]))
-        report["conservation"] = {f"{r.series} {r.metric}": r.y for r in rows[rows["metric"] != "relevance_sum"].itertuples()}
-    if (hit := latest("distributions")) is not None:
-        rows, meta = hit
-        text, report["distributions"] = distribution_report(rows)
-        sections.append(f"### ij attributions per layer ({meta['label']}, {meta['params']['steps'] or 64} steps)"
-                        f"\n\n{text}")
-    if (hit := latest("agreement")) is not None:
-        rows, meta = hit
-        sections.append(f"### Rank agreement between methods (Spearman, {meta['label']})\n\n"
-                        + summary_table(rows, ["spearman"], index="label").replace("metric", "pair"))
-        report["agreement"] = {f"{r.label} ({r.series})": r.y for r in rows.itertuples()}
-    if (hit := latest("pos-subsets")) is not None:
-        rows, meta = hit
-        shares = rows[rows["metric"] == "share"]
-        sections.append(f"### Share of the score by POS relations ({meta['label']})\n\n" + md(pd.DataFrame({
-            "method": shares["method"], "relations": shares["label"],
-            "share (mean ± sd)": [pm(m, s) for m, s in zip(shares["y"], shares["y_sd"], strict=True)],
-            "which": shares["extra"].map(lambda e: ", ".join(json.loads(e)["relations"]))})))
-        report["pos_subsets"] = {f"{r.method} {r.label}": [r.y, r.y_sd] for r in shares.itertuples()}
-    if (hit := latest("ground-truth")) is not None:
-        rows, meta = hit
-        p = meta["params"]
-        sections.append(f"### Ground truth: noun-counting MiniLM (train: first {p['train_limit']} pairs of "
-                        f"{p['train_dataset']}, {p['epochs']} epochs, lr {p['lr']:g}; test: {meta['label']})\n\n"
-                        + summary_table(rows[rows["metric"].isin(["acs", "acs_all_tokens"])],
-                                        ["acs", "acs_all_tokens"]) + "\n\n"
-                        + summary_table(rows[rows["series"] == "noun count"], ["spearman", "mse"], index="label"))
-        report["ground_truth"] = {f"{r.series} {r.metric} {r.label or ''}".strip(): [r.y, r.y_sd]
-                                  for r in rows.itertuples()}
+        heading, text, summary = SECTIONS.get(kind, generic_section)(reader.evaluations(eval_id=meta["eval_id"]), meta)
+        sections.append(f"### {heading}\n\n{text}")
+        report[kind.replace("-", "_")] = summary
     table1 = reader.model_table1()
     if not table1.empty:
         table1 = table1.assign(model=[Path(str(m)).name for m in table1["model_name"]])

@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 
 from core.factors import AUTODIFF_MODES, DEFAULT_MAX_ROWS
 from core.methods import get_method
-from core.models import SimilarityModel, check_text
+from core.models import SimilarityModel
 from core.quadrature import DEFAULT_QUADRATURE, QUADRATURES
+from core.token_batch import check_text
 
 
 @dataclass

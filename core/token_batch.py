@@ -1,0 +1,86 @@
+"""Tokenised texts as every method sees them: ids, masks, special and prompt flags, offsets and words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.safe_text import has_visible_character
+from core.sentence_modules import PoolingContext
+
+
+def check_text(value: object, argument: str) -> str:
+    """``value`` if it is a non-blank string, else a ValueError naming ``argument``."""
+    if not isinstance(value, str):
+        raise ValueError(f"{argument} must be a string, got {type(value).__name__}")
+    if not has_visible_character(value):
+        raise ValueError(f"{argument} is empty or has no visible character (only spaces or zero-width characters)")
+    return value
+
+
+@dataclass
+class TokenBatch:
+    """Tokenised texts, padded to a common length S (on the tokenizer's padding side).
+
+    ``input_ids``, ``attention_mask``: (B, S) long tensors on the model's device; ``special``: (B, S) bool,
+    True for the tokenizer's own special tokens. Per text, over its real tokens only (padding left out, on
+    either side): ``tokens``; ``offsets``, (start, end) character spans into the text itself ((0, 0) for special
+    and prompt tokens); ``word_ids``, the pre-tokenizer word of each token (None for special and prompt tokens);
+    ``truncated``, whether it exceeded the model's maximum length. ``prompts``: per text, the prompt text
+    prepended to it ("" for none); ``prompt``: (B, S) bool, True for the prompt's own tokens;
+    ``prompt_length``: (B,) long, the leading tokens sentence-transformers counts as the prompt (the prompt
+    tokenised alone, without a trailing special token; 0 without a prompt); ``first``: (B,) long, the index of
+    each row's first real token (its left padding).
+    """
+
+    texts: list[str]
+    tokens: list[list[str]]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    special: torch.Tensor
+    offsets: list[list[tuple[int, int]]]
+    word_ids: list[list[int | None]]
+    truncated: list[bool]
+    prompts: list[str] | None = None
+    prompt: torch.Tensor | None = None
+    prompt_length: torch.Tensor | None = None
+    first: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        mask = self.attention_mask
+        if self.prompts is None:
+            self.prompts = [""] * len(self.texts)
+        if self.prompt is None:
+            self.prompt = torch.zeros_like(mask, dtype=torch.bool)
+        if self.prompt_length is None:
+            self.prompt_length = torch.zeros(mask.shape[0], dtype=torch.long, device=mask.device)
+        if self.first is None:
+            self.first = mask.to(torch.int).argmax(dim=1).long()
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(t) for t in self.tokens]
+
+    def real(self, row: int) -> slice:
+        """The positions of row ``row``'s real tokens (its padding excluded, on either side)."""
+        start = int(self.first[row])
+        return slice(start, start + len(self.tokens[row]))
+
+    def pooling_context(self) -> PoolingContext:
+        return PoolingContext(attention_mask=self.attention_mask, first=self.first, prompt_length=self.prompt_length)
+
+    def repeat(self, times: int) -> TokenBatch:
+        """The batch with each row repeated ``times`` times in a row (for integration paths)."""
+
+        def rows(values: list) -> list:
+            return [v for v in values for _ in range(times)]
+
+        return TokenBatch(
+            texts=rows(self.texts), tokens=rows(self.tokens), input_ids=self.input_ids.repeat_interleave(times, 0),
+            attention_mask=self.attention_mask.repeat_interleave(times, 0),
+            special=self.special.repeat_interleave(times, 0), offsets=rows(self.offsets),
+            word_ids=rows(self.word_ids), truncated=rows(self.truncated), prompts=rows(self.prompts),
+            prompt=self.prompt.repeat_interleave(times, 0),
+            prompt_length=self.prompt_length.repeat_interleave(times, 0), first=self.first.repeat_interleave(times, 0),
+        )
