@@ -11,8 +11,8 @@ LRP semantics of the modules (the attribution head runs through them):
   - every pooling mode is linear in the token embeddings once its token choice is fixed: ``max`` picks each
     dimension's winning token on detached values and gathers it (winner-take-all), ``cls``/``lasttoken`` gather
     one token, the means are weighted sums, so gradient x input is the LRP rule for all of them;
-  - a ``Dense`` activation goes through the gate rule y = z * [act(z) / z].detach() while ``core.rules`` is
-    active, and a ``Normalize`` that is not the last module through a detached denominator, like LayerNorm;
+  - a ``Dense`` activation goes through ``core.rules``' gate rule y = f(0) + z * [(f(z) - f(0)) / z].detach(),
+    and a ``Normalize`` that is not the last module through its detached-denominator norm rule;
   - a ``Normalize`` that is the last module is not part of the head: it is the model's ``normalize`` flag, and
     methods account for it with their cosine scale.
 """
@@ -109,30 +109,6 @@ def pooling_mode(name: str) -> str:
     return canonical
 
 
-def lrp_rules_active() -> bool:
-    """Whether ``core.rules.lrp_rules`` is on (its torch-function mode is on the stack)."""
-    from torch.overrides import _get_current_function_mode_stack
-
-    from core import rules
-
-    return any(type(mode).__module__ == rules.__name__ for mode in _get_current_function_mode_stack())
-
-
-def _gated(activation: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """act(z) under the LRP gate rule z * [act(z) / z].detach() while the rules are on, else act(z)."""
-    if isinstance(activation, nn.Identity):
-        return z
-    if not lrp_rules_active():
-        return activation(z)
-    primal = z.detach()
-    zero = primal == 0
-    # at z = 0 the gate is the limit of act(z)/z, the activation's slope there (a central difference)
-    step = torch.tensor([1e-4, -1e-4], dtype=z.dtype, device=z.device)
-    slope = (activation(step) @ torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device)) / 2e-4
-    gate = torch.where(zero, slope, activation(primal) / torch.where(zero, 1.0, primal))
-    return z * gate
-
-
 @dataclass(frozen=True)
 class Pooling:
     """A ``Pooling`` module: ``modes`` concatenated in order; ``include_prompt`` False excludes the prompt tokens."""
@@ -176,7 +152,7 @@ class Dense:
         # cast by dtype and device, not .to(x): the weights must not look like functions of the input
         weight = self.linear.weight.to(dtype=x.dtype, device=x.device)
         bias = None if self.linear.bias is None else self.linear.bias.to(dtype=x.dtype, device=x.device)
-        out = _gated(self.activation, torch.nn.functional.linear(x, weight, bias))
+        out = self.activation(torch.nn.functional.linear(x, weight, bias))
         if self.residual is True:
             out = out + x
         elif isinstance(self.residual, nn.Linear):
@@ -186,7 +162,7 @@ class Dense:
 
 @dataclass(frozen=True)
 class Normalize:
-    """A ``Normalize`` module: unit L2 length (a detached denominator while the LRP rules are on)."""
+    """A ``Normalize`` module: unit L2 length (``F.normalize``: a detached denominator under the LRP rules)."""
 
     source: str = SENTENCE
     target: str = SENTENCE
@@ -196,8 +172,7 @@ class Normalize:
         x = features[self.source]
         if x is None:
             return
-        norm = x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-        features[self.target] = x / (norm.detach() if lrp_rules_active() else norm)
+        features[self.target] = torch.nn.functional.normalize(x, p=2, dim=-1)
 
 
 @dataclass
