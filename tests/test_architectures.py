@@ -14,27 +14,35 @@ import numpy as np
 import pytest
 import torch
 from reference import reference_factor
+from st_folders import DenseSpec, Pipeline, save_st_folder, sentence_transformer
 from test_engine import assert_close
 from tiny_models import TINY_CONFIGS, save_sentence_transformer, tiny_encoder
 
 import core
 from core import compute_factors, explain
-from core.architectures import ARCHITECTURES
+from core.architectures import ARCHITECTURES, get_architecture
 from core.methods import METHODS
 from core.rules import UncoveredOperationError, lrp_rules, traced
+from core.sentence_modules import POOLING_MODES
 
 KINDS = sorted(ARCHITECTURES)
+#: Families with learned absolute positions that count from the first column, padding included, when no
+#: position ids are passed (transformers' GPT-2 and GPT-Neo), as sentence-transformers runs them.
+ABSOLUTE_POSITIONS = {"gpt2", "gpt_neo"}
 TEXTS = ["A man is playing a guitar.", "The cat sat 🍕!"]
+#: texts of distinct lengths, so that batches of two pad (on the family's own side)
+PIPELINE_TEXTS = ["A man is playing a guitar.", "The cat sat 🍕!", "Two dogs run.", "I love pizza and a long walk."]
 
 
 @pytest.fixture(scope="session")
 def build(tmp_path_factory):
-    """build(kind, zero_bias=False, double=True): a loaded tiny model of ``kind``, made once per session."""
+    """build(kind, zero_bias=False): a loaded tiny model of ``kind`` in float64 (so that exactness tests see
+    the algorithm, not rounding), made once per session."""
     base = tmp_path_factory.mktemp("arch")
     cache: dict = {}
 
-    def get(kind: str, zero_bias: bool = False, double: bool = True):
-        key = (kind, zero_bias, double)
+    def get(kind: str, zero_bias: bool = False):
+        key = (kind, zero_bias)
         if key not in cache:
             folder = base / f"{kind}-{int(zero_bias)}"
             if not folder.exists():
@@ -42,8 +50,7 @@ def build(tmp_path_factory):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 model = core.load_model(folder, device="cpu")
-            if double:  # float64, so that exactness tests see the algorithm, not rounding
-                model.encoder.double()
+            model.encoder.double()
             cache[key] = model
         return cache[key]
 
@@ -68,12 +75,13 @@ def test_factors_equal_slow_reference(build, kind, method):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_bilrp_conserves_exactly_without_biases_and_hxp_does_not(build, kind):
+    """From layer 0 the explained path runs through every block, the final norm and the head, so every rule
+    of the family is on it."""
     model = build(kind, zero_bias=True)
-    for layer in (0, model.num_layers - 1):
-        exp = explain(model, *TEXTS, method="bilrp", layer=layer)
-        assert exp.score == pytest.approx(exp.model_score, rel=1e-6)
-        assert abs(exp.residual) <= 1e-5 * abs(exp.score), (layer, exp.residual, exp.score)
-    hxp = explain(model, *TEXTS, method="hxp")  # plain gradients do not conserve
+    exp = explain(model, *TEXTS, method="bilrp", layer=0)
+    assert exp.score == pytest.approx(exp.model_score, rel=1e-6)
+    assert abs(exp.residual) <= 1e-5 * abs(exp.score), (exp.residual, exp.score)
+    hxp = explain(model, *TEXTS, method="hxp", layer=0)  # plain gradients do not conserve
     assert abs(hxp.residual) > 1e-3 * abs(hxp.score)
 
 
@@ -94,18 +102,57 @@ def test_embedding_at_last_layer_sums_to_the_model_score(build, kind):
     assert abs(exp.residual) <= 1e-6 * abs(exp.score)  # factors are stored in float32
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_model_score_equals_sentence_transformers(build, kind):
-    from sentence_transformers import SentenceTransformer
+@pytest.fixture(scope="module")
+def pipeline_folder(tmp_path_factory):
+    """pipeline_folder(kind): a tiny ``kind`` model behind every pooling mode at once (concatenated, the prompt
+    excluded), a Tanh Dense and a Normalize, with a default prompt, on the family's own padding side."""
+    base = tmp_path_factory.mktemp("arch-pipeline")
+    cache: dict = {}
 
-    model = build(kind, double=False)
+    def get(kind: str):
+        if kind not in cache:
+            pipe = Pipeline(pooling=list(POOLING_MODES), include_prompt=False, prompts={"query": "query: "},
+                            default_prompt_name="query", dense=[DenseSpec(out_features=12)], normalize=True,
+                            padding_side=get_architecture(kind).padding_side)
+            cache[kind] = save_st_folder(base / kind, kind, pipe)
+        return cache[kind]
+
+    return get
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_model_score_equals_sentence_transformers_through_prompt_pooling_dense(pipeline_folder, kind):
+    """Every pooling mode, an excluded default prompt, Dense and Normalize, left padding where the family pads
+    left: SimLens' embeddings and model score are sentence-transformers' own; each row of a padded batch holds
+    the text's real tokens and offsets; BiLRP through all of it equals the slow reference."""
+    folder = pipeline_folder(kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        st = SentenceTransformer(str(model.path), device="cpu")
+        model, st = core.load_model(folder, device="cpu"), sentence_transformer(folder)
+    assert model.tokenizer.padding_side == get_architecture(kind).padding_side
+    # batches of two texts of different lengths: both sides pad the same batches the same way
+    np.testing.assert_allclose(model.embed(PIPELINE_TEXTS, batch_size=2), st.encode(PIPELINE_TEXTS, batch_size=2),
+                               rtol=1e-4, atol=1e-5)
     ea, eb = st.encode(TEXTS, convert_to_tensor=True)
     expected = float(st.similarity(ea[None], eb[None])[0, 0])
     assert explain(model, *TEXTS, method="embedding").model_score == pytest.approx(expected, abs=1e-5)
-    np.testing.assert_allclose(model.embed(TEXTS), st.encode(TEXTS), rtol=1e-4, atol=1e-5)
+    batch = model.tokenize(PIPELINE_TEXTS)
+    for row, text in enumerate(PIPELINE_TEXTS):  # the real tokens, whatever the padding side
+        alone = model.tokenize([text])
+        assert batch.tokens[row] == alone.tokens[0] and batch.offsets[row] == alone.offsets[0]
+        assert batch.prompts[row] == "query: "
+    model.encoder.double()
+    factors = compute_factors(model, PIPELINE_TEXTS[:2], method="bilrp", layer=1, batch_size=2)
+    longer, padded = sorted(range(2), key=lambda i: -len(factors[i].tokens))
+    for factor in factors:
+        assert factor.factor.shape == (len(factor.tokens), 12) and any(factor.prompt)
+    assert_close(factors[longer].factor, reference_factor(model, PIPELINE_TEXTS[longer], "bilrp", 1))
+    expected = reference_factor(model, PIPELINE_TEXTS[padded], "bilrp", 1)
+    error = np.abs(factors[padded].factor - expected).max() / np.abs(expected).max()
+    if error > 1e-5 and model.tokenizer.padding_side == "left" and kind in ABSOLUTE_POSITIONS:
+        pytest.xfail(f"{kind} left-padded: positions count from the padding (as in sentence-transformers' own "
+                     f"batches), so a padded row's factor differs from the text alone by {error:.2g}")
+    assert error <= 1e-5, error
 
 
 @pytest.mark.parametrize("kind", KINDS)
