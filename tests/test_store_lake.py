@@ -102,7 +102,7 @@ def test_writer_processes_of_different_runs_at_once(tmp_path):
     procs = [_spawn(str(store), "--n-pairs", str(n), "--chunk-size", str(c), "--sleep", "0", "--layer", str(layer))
              for layer in (0, 1)]
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        out, err = p.communicate(timeout=900)
         assert p.returncode == 0, err
     for layer in (0, 1):
         check_run(store, n, c, layer)
@@ -115,7 +115,7 @@ def test_writer_processes_of_the_same_run_at_once(tmp_path):
     procs = [_spawn(str(store), "--n-pairs", str(n), "--chunk-size", str(c), "--sleep", "0") for _ in range(2)]
     outs = []
     for p in procs:
-        out, err = p.communicate(timeout=300)
+        out, err = p.communicate(timeout=900)
         assert p.returncode == 0, err
         outs.append(out)
     check_run(store, n, c)
