@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
+    "EngineOptions": "core.attribution",
     "Explanation": "core.attribution",
     "SentenceFactors": "core.attribution",
     "compute_factors": "core.attribution",

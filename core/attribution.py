@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core.factors import AUTODIFF_MODES, DEFAULT_MAX_ROWS
+from core.memory import AUTODIFF_MODES, DEFAULT_MAX_MEMORY, BatchPlan, EncoderShape, parse_memory, plan_batch
 from core.methods import get_method
 from core.models import SimilarityModel
 from core.quadrature import DEFAULT_QUADRATURE, QUADRATURES
@@ -24,6 +24,56 @@ class Settings:
     layer: int
     steps: int | None
     quadrature: str | None
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine computes factors; results do not depend on any of it.
+
+    ``batch_size``: at most this many sentences per batch (texts are batched by similar length, so padding
+    stays small). ``max_memory``: bytes, or a size such as ``"2GB"`` or ``"512MiB"``, that one batch's working
+    memory may take beyond the loaded model; the engine turns it into sentences per batch and sequences per
+    forward pass (``core.memory.plan_batch``). ``autodiff``: ``auto`` takes forward or reverse mode per batch,
+    whichever is estimated cheaper (``core.memory.cheaper_mode``); ``forward``/``reverse`` force one.
+    ``max_rows``: a further cap on sequences per forward pass (None: the plan's). ``progress``: a tqdm bar.
+    """
+
+    batch_size: int = 16
+    max_memory: int | str = DEFAULT_MAX_MEMORY
+    autodiff: str = "auto"
+    max_rows: int | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.autodiff not in AUTODIFF_MODES:
+            raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {self.autodiff!r}")
+        rows = self.max_rows
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, int) or rows < 1):
+            raise ValueError(f"max_rows must be a positive integer or None, got {rows!r}")
+        parse_memory(self.max_memory)
+
+    @property
+    def memory_bytes(self) -> int:
+        """``max_memory`` in bytes."""
+        return parse_memory(self.max_memory)
+
+    @classmethod
+    def of(cls, engine: EngineOptions | None, options: dict) -> EngineOptions:
+        """``engine`` (default: the defaults) with ``options`` (keyword arguments named like its fields)."""
+        return with_options(engine or cls(), options, "engine option")
+
+
+def with_options(base, options: dict, what: str):
+    """The dataclass ``base`` with ``options`` (named like its fields) replaced, validated again; an unknown name
+    is a ValueError that lists the known ones (``what`` names them in the message)."""
+    known = [f.name for f in fields(base)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+    return replace(base, **options)
+
 
 
 @dataclass
@@ -50,6 +100,7 @@ class SentenceFactors:
     truncated: bool
     prompt: list[bool] = field(default_factory=list)
     prompt_text: str = ""
+    autodiff: str = ""  # the mode its batch ran in (forward or reverse)
 
 
 @dataclass
@@ -160,26 +211,22 @@ def compute_factors(
     layer: int | None = None,
     steps: int | None = None,
     quadrature: str | None = None,
-    batch_size: int = 16,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    autodiff: str = "forward",
-    progress: bool = False,
     prompts: str | Sequence[str | None] | None = None,
+    engine: EngineOptions | None = None,
+    **options,
 ) -> list[SentenceFactors]:
     """Factors of every text, in the order given; repeated (prompt, text) inputs are computed once.
 
     ``prompts``: None (the model's default prompt), one prompt name or text for all texts, or one per text
-    ("" = no prompt); see ``SimilarityModel.prompt_texts``. Texts are batched by similar length (``batch_size``
-    sentences per batch, ``max_rows`` sequences per forward pass) so that padding stays small and memory bounded.
+    ("" = no prompt); see ``SimilarityModel.prompt_texts``. ``engine`` (or its fields as keyword arguments:
+    ``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``) says how the factors are computed
+    within a memory bound (see :class:`EngineOptions`); results do not depend on it.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise ValueError("texts must be a sequence of strings")
     for i, text in enumerate(texts):
         check_text(text, f"texts[{i}]")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if autodiff not in AUTODIFF_MODES:
-        raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
+    engine = EngineOptions.of(engine, options)
     settings = resolve_settings(model, method, layer, steps, quadrature)
     impl = get_method(method)
     keys = list(zip(model.prompt_texts(len(texts), prompts), texts, strict=True))
@@ -187,11 +234,19 @@ def compute_factors(
     inputs = [p + t for p, t in unique]
     lengths = [len(ids) for ids in model.tokenizer(inputs, truncation=True, max_length=model.max_length)["input_ids"]]
     order = sorted(range(len(unique)), key=lambda i: lengths[i])
+    plan_for = _planner(model, settings, engine)
+    batches: list[list[int]] = []
+    for i in order:  # ascending length: a batch grows while its longest text's plan allows one more sentence
+        if batches and len(batches[-1]) < min(engine.batch_size, plan_for(lengths[i]).max_sentences):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     done: dict[tuple[str, str], SentenceFactors] = {}
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for members in tqdm(batches, desc=f"{method} factors", unit="batch", disable=not progress):
+    for members in tqdm(batches, desc=f"{method} factors", unit="batch", disable=not engine.progress):
         batch = model.tokenize([unique[i][1] for i in members], [unique[i][0] for i in members])
-        out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, autodiff, max_rows)
+        plan = plan_for(max(lengths[i] for i in members))
+        rows = plan.max_rows if engine.max_rows is None else min(plan.max_rows, engine.max_rows)
+        out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, plan.mode, rows)
         embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(out.pooled)
         for row, member in enumerate(members):
             real = batch.real(row)
@@ -201,9 +256,23 @@ def compute_factors(
                 factor=out.factors[row, real].detach().float().cpu().numpy(),
                 target=out.targets[row].detach().float().cpu().numpy(), scale=float(out.scales[row]),
                 embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
-                prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row],
+                prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row], autodiff=plan.mode,
             )
     return [done[key] for key in keys]
+
+
+def _planner(model: SimilarityModel, settings: Settings, engine: EngineOptions) -> Callable[[int], BatchPlan]:
+    """``plan(seq)``: the memory plan (cached per length) of a batch whose longest input has ``seq`` tokens."""
+    shape = EncoderShape.of(model.encoder.config, model.hidden_size, next(model.encoder.parameters()).dtype)
+    budget, plans = engine.memory_bytes, {}
+
+    def plan(seq: int) -> BatchPlan:
+        if seq not in plans:
+            plans[seq] = plan_batch(shape, seq, model.num_layers - settings.layer, settings.steps or 1,
+                                    engine.autodiff, budget)
+        return plans[seq]
+
+    return plan
 
 
 def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFactors, settings: Settings) -> Explanation:
@@ -229,18 +298,18 @@ def explain_pairs(
     layer: int | None = None,
     steps: int | None = None,
     quadrature: str | None = None,
-    batch_size: int = 16,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    autodiff: str = "forward",
-    progress: bool = False,
     prompt_a: str | None = None,
     prompt_b: str | None = None,
+    engine: EngineOptions | None = None,
+    **options,
 ) -> list[Explanation]:
     """Explanations of many pairs; each distinct sentence's factor is computed once and reused.
 
     ``prompt_a``/``prompt_b``: the prompt (a name of one of the model's prompts, or a text; "" = none) prepended
     to every first/second text, e.g. ``"query"`` and ``"passage"``; default: the model's ``side_prompts``
-    (see ``SimilarityModel.with_prompts``), else its default prompt.
+    (see ``SimilarityModel.with_prompts``), else its default prompt. ``engine`` or its fields as keyword
+    arguments (``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``): as in
+    :func:`compute_factors`.
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ValueError("pairs must be a sequence of (text_a, text_b) tuples")
@@ -249,14 +318,14 @@ def explain_pairs(
             raise ValueError(f"pairs[{i}] must be a (text_a, text_b) pair, got {pair!r}")
         check_text(pair[0], f"pairs[{i}][0]")
         check_text(pair[1], f"pairs[{i}][1]")
+    engine = EngineOptions.of(engine, options)
     settings = resolve_settings(model, method, layer, steps, quadrature)
     texts = [t for pair in pairs for t in pair]
     prompt_a = model.side_prompts[0] if prompt_a is None else prompt_a
     prompt_b = model.side_prompts[1] if prompt_b is None else prompt_b
     side_prompts = [model.pipeline.resolve_prompt(prompt_a), model.pipeline.resolve_prompt(prompt_b)] * len(pairs)
     factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
-                              batch_size=batch_size, max_rows=max_rows, autodiff=autodiff, progress=progress,
-                              prompts=side_prompts)
+                              prompts=side_prompts, engine=engine)
     return [pair_explanation(model, factors[2 * i], factors[2 * i + 1], settings) for i in range(len(pairs))]
 
 
@@ -268,17 +337,45 @@ def explain(
     layer: int | None = None,
     steps: int | None = None,
     quadrature: str | None = None,
-    autodiff: str = "forward",
-    prompt_a: str | None = None,
-    prompt_b: str | None = None,
+    **options,
 ) -> Explanation:
     """Explain the similarity of ``text_a`` and ``text_b`` with ``method`` (see ``core.METHODS``),
-    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method), with the
-    prompts ``prompt_a``/``prompt_b`` (names or texts; default: the model's default prompt; "" = none)."""
+    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method).
+
+    ``options`` are :func:`explain_pairs`'s: the prompts ``prompt_a``/``prompt_b`` (names or texts; default:
+    the model's default prompt; "" = none), and ``engine`` or its fields: ``max_memory`` (bytes or e.g.
+    ``"2GB"``; default 1 GiB) bounds the working memory beyond the loaded model, ``autodiff`` is ``auto`` (the
+    cheaper mode), ``forward`` or ``reverse`` (see :class:`EngineOptions`)."""
     check_text(text_a, "text_a")
     check_text(text_b, "text_b")
-    return explain_pairs(model, [(text_a, text_b)], method, layer, steps, quadrature, autodiff=autodiff,
-                         prompt_a=prompt_a, prompt_b=prompt_b)[0]
+    return explain_pairs(model, [(text_a, text_b)], method, layer, steps, quadrature, **options)[0]
+
+
+def cut_to_tokens(model: SimilarityModel, text: str, max_tokens: int, prompt: str | None = None) -> str:
+    """The longest prefix of ``text``, ending at a token's end, that the model reads as at most ``max_tokens``
+    tokens with ``prompt`` (a name or text; None: the model's default prompt) and special tokens counted; the
+    whole text when it fits. A prompt that alone takes ``max_tokens`` is a ValueError."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
+    check_text(text, "text")
+
+    def count(candidate: str) -> tuple[int, list[int]]:
+        batch = model.tokenize([candidate], [prompt])
+        ends = [end for start, end in batch.offsets[0] if end > start]  # the text's own tokens
+        return len(batch.tokens[0]), ends
+
+    total, ends = count(text)
+    if total <= max_tokens:
+        return text
+    keep = max_tokens - (total - len(ends))  # the special and prompt tokens stay (also past the model's maximum)
+    if keep < 1:
+        raise ValueError(f"the prompt and special tokens alone take {max_tokens - keep + 1} tokens, more than "
+                         f"the {max_tokens} allowed")
+    cut = text[: ends[keep - 1]]
+    while count(cut)[0] > max_tokens and keep > 1:  # a prefix can tokenise differently: shrink until it fits
+        keep -= 1
+        cut = text[: ends[keep - 1]]
+    return cut
 
 
 def seed_everything(seed: int) -> None:

@@ -5,8 +5,12 @@ Every method reduces to a per-sentence factor F (tokens x embedding dims) with
 for integration points x_n with weights w_n and a direction d (the input itself for BiLRP and H x P, the
 input minus its reference for integrated Jacobians). A pair's token-token matrix is F_a @ F_b.T times a
 scalar. Forward mode computes a whole row F[t, :] in one Jacobian-vector product, and ``vmap`` runs the rows
-of all tokens together; the reverse-mode loop (one backward pass per embedding dimension) is kept for very
-long texts, where it can be cheaper, and as the benchmark's reference.
+of many tokens together: its cost grows with the number of tokens. Reverse mode runs one backward pass per
+embedding dimension over a graph kept for all tokens: its cost grows with the number of dimensions.
+``autodiff="auto"`` takes, per batch, the mode whose estimated cost is lower (``cheaper_mode``).
+
+How many rows one pass carries comes from ``core.memory.plan_batch`` (a ``max_memory`` bound); the factors
+do not depend on it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp, vmap
 
-AUTODIFF_MODES = ("forward", "reverse")
-DEFAULT_MAX_ROWS = 2048
+from core.memory import AUTODIFF_MODES, DEFAULT_MAX_ROWS, FORWARD_ROW_COST
 
 
 def _check_shapes(points: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor) -> None:
@@ -50,16 +53,22 @@ def token_factors(
 
     ``head_for(n)`` returns the map from hidden states (B*n, S, H) (each sentence's n points consecutive) to
     sentence embeddings (B*n, D); ``points`` is (B, N, S, H), ``directions`` (B, S, H), ``weights`` (N,).
-    ``max_rows`` bounds how many sequences one forward pass carries (points x token tangents), which bounds
-    memory; results do not depend on it.
+    ``max_rows`` bounds how many sequences one forward pass carries (points x token tangents in forward mode,
+    points in reverse mode; at least B), which bounds memory (see ``plan_batch``); results do not depend on it.
+    ``autodiff`` is ``forward`` or ``reverse`` (``auto`` picks ``cheaper_mode`` from the sizes at hand).
     """
     _check_shapes(points, directions, weights)
     if autodiff not in AUTODIFF_MODES:
         raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
-    if not isinstance(max_rows, int) or max_rows < 1:
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
     batch, n_points, seq, _ = points.shape
-    steps_per_chunk = max(1, min(n_points, max_rows // (batch * (seq if autodiff == "forward" else 1))))
+    if autodiff == "auto":
+        with torch.no_grad():
+            dims = head_for(1)(points[:, 0]).shape[-1]
+        autodiff = "forward" if seq * FORWARD_ROW_COST < dims else "reverse"
+    per_point = batch * (min(seq, max(1, max_rows // batch)) if autodiff == "forward" else 1)
+    steps_per_chunk = max(1, min(n_points, max_rows // per_point))
     factors, outputs = None, None
     compute = _forward_factors if autodiff == "forward" else _reverse_factors
     for start in range(0, n_points, steps_per_chunk):
@@ -76,19 +85,28 @@ def _weighted_outputs(out: torch.Tensor, batch: int, weights: torch.Tensor) -> t
 
 
 def _forward_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, max_rows: int):
+    """Token tangents in chunks of ``max_rows // (B*N)`` (at least one), each chunk's rows summed over the
+    points at once, so that no (S, B*N, D) tensor is ever held."""
     batch, seq, _ = directions.shape
     n_points = weights.shape[0]
     d = directions.repeat_interleave(n_points, 0)
+    w = weights.to(x.dtype)
 
-    def row(onehot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return jvp(head, (x,), (d * onehot[None, :, None],))
+    def tangent(onehot: torch.Tensor) -> torch.Tensor:
+        return jvp(head, (x,), (d * onehot[None, :, None],))[1]
 
+    tokens_per_pass = max(1, min(seq, max_rows // x.shape[0]))
     eye = torch.eye(seq, dtype=x.dtype, device=x.device)
+    factors = None
     with torch.no_grad():
-        outputs, rows = vmap(row, chunk_size=max(1, max_rows // x.shape[0]))(eye)  # (S, B*N, D) each
-    rows = rows.reshape(seq, batch, n_points, -1)
-    factors = torch.einsum("sbnd,n->bsd", rows, weights.to(rows.dtype))
-    return factors, _weighted_outputs(outputs[0], batch, weights)
+        outputs = head(x)
+        for start in range(0, seq, tokens_per_pass):
+            rows = vmap(tangent)(eye[start : start + tokens_per_pass])  # (s, B*N, D)
+            part = torch.einsum("sbnd,n->bsd", rows.reshape(rows.shape[0], batch, n_points, -1), w)
+            if factors is None:
+                factors = torch.empty(batch, seq, part.shape[-1], dtype=part.dtype, device=part.device)
+            factors[:, start : start + part.shape[1]] = part
+    return factors, _weighted_outputs(outputs, batch, weights)
 
 
 def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, _max_rows: int):

@@ -1,5 +1,6 @@
 """Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps,
-the prompt of each side (query vs passage) and, for plain Hugging Face models, the pooling.
+the prompt of each side (query vs passage) and, for plain Hugging Face models, the pooling. One browser user must
+not be able to exhaust the server: texts, steps and memory are capped here, and the page says so.
 
 The only page that loads a model (and torch); models are cached per server process, results per input.
 """
@@ -11,9 +12,10 @@ import streamlit as st
 
 from core import METHODS, charts, views  # torch: only this page imports the attribution code
 from core.dashboard import data, shell, widgets
+from core.memory import format_memory, parse_memory
 from core.model_files import local_prompts
 from core.models import POOLINGS
-from core.safe_text import literal
+from core.safe_text import has_visible_character, literal
 
 shell.ensure_navigation()
 st.title("Explain your own pair")
@@ -24,6 +26,10 @@ PACKAGED = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
 OTHER = "Other (folder path or hub id)…"
 OWN_POOLING = "the model's own"
 DEFAULT_PROMPT, NO_PROMPT, CUSTOM_PROMPT = "default prompt", "no prompt", "custom text…"
+MAX_TOKENS = 128  # per text, its prompt and special tokens included
+MAX_STEPS = 128
+MAX_CHARS = 20_000  # what a text box takes at all (the text is then cut to MAX_TOKENS)
+MEMORY_CHOICES = ["256MiB", "512MiB", "1GiB"]  # 1 GiB: one explanation stays under about 2 GB in all
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
@@ -36,12 +42,22 @@ def load_model(name_or_path: str, pooling: str | None = None):
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None,
-                   pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None):
-    """core.explain, cached per (model, texts, method, layer, steps, pooling, prompts)."""
+                   pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None,
+                   max_memory: str = MEMORY_CHOICES[-1]):
+    """core.explain of the texts cut to MAX_TOKENS tokens (with their prompts), at most MAX_STEPS steps, within
+    ``max_memory``; cached per input."""
     from core import explain
+    from core.attribution import cut_to_tokens
 
-    return explain(load_model(model_key, pooling), text_a, text_b, method=method, layer=layer, steps=steps,
-                   prompt_a=prompt_a, prompt_b=prompt_b)
+    if steps is not None and steps > MAX_STEPS:
+        raise ValueError(f"this page takes at most {MAX_STEPS} steps, got {steps}")
+    if parse_memory(max_memory) > parse_memory(MEMORY_CHOICES[-1]):
+        raise ValueError(f"this page takes at most {MEMORY_CHOICES[-1]} of memory, got {max_memory}")
+    model = load_model(model_key, pooling)
+    text_a = cut_to_tokens(model, text_a, MAX_TOKENS, prompt_a if prompt_a is not None else model.side_prompts[0])
+    text_b = cut_to_tokens(model, text_b, MAX_TOKENS, prompt_b if prompt_b is not None else model.side_prompts[1])
+    return explain(model, text_a, text_b, method=method, layer=layer, steps=steps, prompt_a=prompt_a,
+                   prompt_b=prompt_b, max_memory=max_memory)
 
 
 def prompt_choice(label: str, key: str, names: list[str]) -> str | None:
@@ -87,8 +103,9 @@ with st.container(border=True):
         impl = METHODS[method]
         steps = None
         if impl.uses_steps:
-            steps = int(st.number_input("Steps", 1, 1024, int(impl.default_steps or 64), key="xp_steps",
-                                        help="integration steps: more is more exact and slower"))
+            steps = int(st.number_input("Steps", 1, MAX_STEPS, min(int(impl.default_steps or 64), MAX_STEPS),
+                                        key="xp_steps", help=f"integration steps (at most {MAX_STEPS} here): "
+                                                             "more is more exact and slower"))
         else:
             st.caption(f"{method} has no integration steps.")
     p1, p2, p3 = st.columns([1, 1.2, 1.2])
@@ -104,17 +121,30 @@ with st.container(border=True):
         prompt_b = prompt_choice("Prompt of text 2", "xp_prompt_b", prompt_names)
     t1, t2 = st.columns(2)
     with t1:
-        text_a = st.text_area("Text 1", "A man is playing a guitar.", key="xp_text_a", height=90)
+        text_a = st.text_area("Text 1", "A man is playing a guitar.", key="xp_text_a", height=90,
+                              max_chars=MAX_CHARS)
     with t2:
-        text_b = st.text_area("Text 2", "A person plays an instrument.", key="xp_text_b", height=90)
+        text_b = st.text_area("Text 2", "A person plays an instrument.", key="xp_text_b", height=90,
+                              max_chars=MAX_CHARS)
+    m1, m2 = st.columns([1, 3], vertical_alignment="bottom")
+    with m1:
+        memory = st.select_slider("Memory per explanation", MEMORY_CHOICES, value=MEMORY_CHOICES[-1],
+                                  key="xp_memory", help="working memory beyond the model (max_memory); results do "
+                                                        "not depend on it, long texts run faster with more")
+    with m2:
+        st.caption(f"On this page each text is cut to its first {MAX_TOKENS} tokens (its prompt and special tokens "
+                   f"included), ij takes at most {MAX_STEPS} steps, and one explanation at most "
+                   f"{format_memory(parse_memory(memory))} of working memory. The Python API and "
+                   "`python -m precompute attribute` take any length the model accepts (`max_memory`, "
+                   "`--max-memory`).")
     go = st.button("Explain", type="primary", key="xp_go")
 
-args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b)
+args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory)
 if go:
     if not model_key:
         st.error("Type a model folder path or hub id.")
         st.stop()
-    if not text_a.strip() or not text_b.strip():
+    if not has_visible_character(text_a) or not has_visible_character(text_b):
         st.error("Both texts need some words.")
         st.stop()
     with st.status(f"Explaining with {literal(views.short_model(model_key))} · {method}…", expanded=True) as status:
@@ -158,6 +188,10 @@ with st.container(horizontal=True):
         st.metric("steps", str(exp.steps), border=True)
 if exp.truncated:
     st.warning("A text was longer than the model's maximum and was truncated.")
+cut = [side for side, given, used in (("1", shown[1], exp.text_a), ("2", shown[2], exp.text_b)) if given != used]
+if cut:
+    st.warning(f"Text {' and '.join(cut)} cut to its first {MAX_TOKENS} tokens on this page "
+               f"({len(exp.tokens_a)} and {len(exp.tokens_b)} tokens explained).")
 
 level, special, show_values = widgets.matrix_options("xp")
 prompt_tokens = widgets.prompt_toggle("xp", any(exp.prompt_a) or any(exp.prompt_b))

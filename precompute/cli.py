@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(attribute)
     attribute.add_argument("--method", default="bilrp", choices=sorted(METHODS))
     opt.add_settings(attribute)
+    opt.add_memory(attribute)
     attribute.add_argument("--save-factors", action="store_true",
                            help="also store per-token factors (float16) to explain stored pairs without the model")
     predict = verbs.add_parser(PREDICT.name, help=f"store {PREDICT.description}",
@@ -330,7 +331,8 @@ def _main(argv: list[str] | None) -> int:
                           save_factors=getattr(args, "save_factors", False), device=args.device,
                           pooling=args.pooling, prompt_a=_side(args, "prompt", "a"),
                           prompt_b=_side(args, "prompt", "b"), tagger_a=_side(args, "tagger", "a"),
-                          tagger_b=_side(args, "tagger", "b"))
+                          tagger_b=_side(args, "tagger", "b"),
+                          **({"max_memory": args.max_memory} if args.verb == "attribute" else {}))
             if ray_options is None:
                 result = run(args.model, dataset, args.store, shard=args.shard, **common)
             else:

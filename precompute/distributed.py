@@ -20,14 +20,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from core.datasets import PairDataset
-from core.factors import DEFAULT_MAX_ROWS
 from core.loading import as_dataset, as_model
+from core.memory import DEFAULT_MAX_ROWS
 from core.models import SimilarityModel, load_model
 from core.store import ChunkExistsError, StoreWriter, parse_location
 from precompute.runner import (
-    DEFAULT_CHUNK_SIZE,
     ChunkJob,
     RunResult,
+    RunSettings,
     StartedRun,
     finish_run,
     model_for_run,
@@ -258,24 +258,13 @@ def run_on_ray(
     dataset: PairDataset | str,
     store: str | Path,
     options: RayOptions,
-    method: str = "bilrp",
-    layer: int | None = None,
-    steps: int | None = None,
-    quadrature: str | None = None,
-    batch_size: int = 16,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    limit: int | None = None,
-    force: bool = False,
-    save_factors: bool = False,
+    settings: RunSettings | None = None,
+    *,
     device: str | None = None,
     data_dir: str | Path | None = None,
     progress: bool | Callable[[int, int], None] = True,
     on_chunk: ChunkCallback | None = None,
-    pooling: str | None = None,
-    prompt_a: str | None = None,
-    prompt_b: str | None = None,
-    tagger_a: str | None = None,
-    tagger_b: str | None = None,
+    **run_options,
 ) -> RunResult:
     """:func:`precompute.runner.run` on a Ray actor pool: the same run, chunks and store rows.
 
@@ -284,27 +273,28 @@ def run_on_ray(
     tqdm bar (pairs/s; or calls ``progress(pairs_done, pairs_total)``), calls ``on_chunk`` with every
     :class:`ChunkReport`, and stores the run's status and metrics. A rerun after any interruption computes only
     the missing chunks. Raises :class:`RayRunError` when a worker fails (the run is marked failed).
+    ``settings`` (or its fields as keyword arguments) are :class:`precompute.runner.RunSettings`; every worker
+    honours its ``max_memory``.
     """
     import ray
 
     options.validate()
+    settings = RunSettings.of(settings, run_options)
     if device not in (None, "cpu", "cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
     ds = as_dataset(dataset, data_dir)
-    driver_model, prompts = model_for_run(as_model(model, device="cpu", pooling=pooling), pooling, prompt_a, prompt_b)
+    driver_model = model_for_run(as_model(model, device="cpu", pooling=settings.pooling), settings)
     location = parse_location(store)  # a folder (made absolute: actors need not share the cwd) or a ducklake: string
     store = str(location.root.resolve()) if location.root is not None else location.spec
     with ray_cluster(options.address):
         cpus, gpus = _cluster_resources(options, device)
         kind = f"cuda x {gpus:g} GPU" if gpus else "cpu"
-        started = start_run(driver_model, ds, store, method, layer, steps, quadrature, None, batch_size, chunk_size,
-                            limit, force, save_factors, device=f"ray: {options.workers} workers ({kind})",
-                            taggers=(tagger_a, tagger_b), pooling=pooling, prompts=prompts)
+        started = start_run(driver_model, ds, store, settings, device=f"ray: {options.workers} workers ({kind})")
         run_id = started.job.run_id
         if started.skipped:
             return RunResult(run_id=run_id, status="skipped", pairs_written=0, seconds=0.0)
         total = started.pending_pairs
-        bar = tqdm(total=total, unit="pair", desc=f"{method} {ds.key} on Ray", disable=progress is not True,
+        bar = tqdm(total=total, unit="pair", desc=f"{settings.method} {ds.key} on Ray", disable=progress is not True,
                    smoothing=0.1)
         done, workers, start = 0, set(), time.perf_counter()
         try:

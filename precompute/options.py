@@ -8,6 +8,7 @@ import argparse
 import os
 
 from core.datasets import DATA_DIR_ENV, DUPLICATE_POLICIES, ON_BAD
+from core.memory import DEFAULT_MAX_MEMORY, format_memory, parse_memory
 from core.quadrature import QUADRATURES
 from core.safe_text import parse_ascii_decimal, parse_ascii_int
 
@@ -45,6 +46,14 @@ def shard(text: str) -> str:
     if not slash or k_value is None or n_value is None or not 1 <= k_value <= n_value:
         raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, e.g. 1/2, got {text!r}")
     return f"{k_value}/{n_value}"
+
+
+def memory_size(text: str) -> int:
+    """Bytes from a size such as ``2GB``, ``512MiB`` or a number of bytes (see ``core.memory.parse_memory``)."""
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("max_memory must be", "expected", 1)) from None
 
 
 def ints(text: str) -> list[int]:
@@ -178,6 +187,14 @@ def add_settings(parser: argparse.ArgumentParser, layer_help: str = "hidden laye
         parser.add_argument("--layer", type=layer_number, default=None, help=layer_help)
     parser.add_argument("--steps", type=positive_int, default=None, help="integration steps for ij (default 64)")
     parser.add_argument("--quadrature", default=None, choices=QUADRATURES, help="ij rule (default gauss-legendre)")
+
+
+def add_memory(parser: argparse.ArgumentParser) -> None:
+    """--max-memory: the bound on one batch's working memory beyond the model."""
+    parser.add_argument("--max-memory", type=memory_size, default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                        help="working memory one batch of factors may take beyond the model, e.g. 2GB or 512MiB "
+                             f"(default {format_memory(DEFAULT_MAX_MEMORY)}); sets sentences per batch and "
+                             "sequences per forward pass, not the results")
 
 
 def add_methods(parser: argparse.ArgumentParser, default_methods: str, layer_help: str) -> None:

@@ -13,10 +13,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from core.attribution import SentenceFactors, Settings, compute_factors, pair_explanation, resolve_settings
+from core.attribution import (
+    EngineOptions,
+    SentenceFactors,
+    Settings,
+    compute_factors,
+    pair_explanation,
+    resolve_settings,
+    with_options,
+)
 from core.datasets import PairDataset
-from core.factors import DEFAULT_MAX_ROWS
 from core.loading import as_dataset, as_model
+from core.memory import DEFAULT_MAX_MEMORY, DEFAULT_MAX_ROWS, parse_memory
 from core.metrics import score_metrics
 from core.models import SimilarityModel
 from core.pos import tag_texts_batch
@@ -102,16 +110,15 @@ def _factor_rows(pair_ids: list[int], side: str, factors: list[SentenceFactors])
     return pd.DataFrame(rows)
 
 
-def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, lang_a: str | None, lang_b: str | None,
-                 settings: Settings, batch_size: int, save_factors: bool,
-                 max_rows: int = DEFAULT_MAX_ROWS,
-                 taggers: tuple[str | None, str | None] = (None, None)) -> dict[str, pd.DataFrame]:
-    """The store tables of one chunk of pairs (``rows`` of the dataset frame); ``taggers``: spaCy pipelines
-    for sides a and b (None: found by the dataset's languages)."""
+def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, job: ChunkJob,
+                 engine: EngineOptions) -> dict[str, pd.DataFrame]:
+    """The store tables of one chunk of pairs (``rows`` of the dataset frame) of an attribution run's ``job``,
+    its factors computed with ``engine``."""
+    settings = job.settings
     a_texts, b_texts = rows["sentence1"].tolist(), rows["sentence2"].tolist()
     prompts = [model.side_prompts[0]] * len(a_texts) + [model.side_prompts[1]] * len(b_texts)
     factors = compute_factors(model, a_texts + b_texts, settings.method, settings.layer, settings.steps,
-                              settings.quadrature, batch_size=batch_size, max_rows=max_rows, prompts=prompts)
+                              settings.quadrature, prompts=prompts, engine=engine)
     fa, fb = factors[: len(a_texts)], factors[len(a_texts) :]
     pair_ids = rows["pair_id"].astype(int).tolist()
     predictions, token_pairs = [], []
@@ -127,11 +134,11 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, lang_a: str | None,
                                          "special_a": hidden_a[i.ravel()], "special_b": hidden_b[j.ravel()]}))
     tables = {
         "predictions": pd.DataFrame(predictions),
-        "tokens": pd.concat([_token_rows(pair_ids, "a", fa, lang_a, taggers[0]),
-                             _token_rows(pair_ids, "b", fb, lang_b, taggers[1])], ignore_index=True),
+        "tokens": pd.concat([_token_rows(pair_ids, "a", fa, job.lang_a, job.taggers[0]),
+                             _token_rows(pair_ids, "b", fb, job.lang_b, job.taggers[1])], ignore_index=True),
         "token_pairs": pd.concat(token_pairs, ignore_index=True),
     }
-    if save_factors:
+    if job.save_factors:
         tables["factors"] = pd.concat([_factor_rows(pair_ids, "a", fa), _factor_rows(pair_ids, "b", fb)],
                                       ignore_index=True)
     return tables
@@ -148,9 +155,63 @@ def prediction_tables(model: SimilarityModel, rows: pd.DataFrame, batch_size: in
 
 
 @dataclass(frozen=True)
+class RunSettings:
+    """What a precompute run computes and how, whoever runs it (:func:`run` here, or
+    :func:`precompute.distributed.run_on_ray` on a Ray actor pool).
+
+    ``method``: an attribution method or a method-less run kind (``predict``: scores only); ``layer``, ``steps``,
+    ``quadrature``: its settings (None: the method's defaults). ``batch_size``: at most this many sentences per
+    batch; ``max_memory``: bytes or a size such as ``"2GB"`` that one batch's working memory may take beyond the
+    model (see :class:`core.attribution.EngineOptions`; results do not depend on it). ``chunk_size``: pairs per
+    committed chunk; ``limit``: only the first N pairs (the dataset is keyed ``<key>:firstN``); ``force``:
+    recompute a finished run (and register an edited dataset file as the dataset's next revision);
+    ``save_factors``: also store per-token factors. ``pooling``: a plain Hugging Face model's pooling;
+    ``prompt_a``/``prompt_b``: the prompts of sentence1/sentence2 (names or texts; default: the model's default
+    prompt); ``tagger_a``/``tagger_b``: their spaCy pipelines (see ``core.pos.get_tagger``).
+    """
+
+    method: str = "bilrp"
+    layer: int | None = None
+    steps: int | None = None
+    quadrature: str | None = None
+    batch_size: int = 16
+    max_memory: int | str = DEFAULT_MAX_MEMORY
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    limit: int | None = None
+    force: bool = False
+    save_factors: bool = False
+    pooling: str | None = None
+    prompt_a: str | None = None
+    prompt_b: str | None = None
+    tagger_a: str | None = None
+    tagger_b: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
+                                       or self.limit < 1):
+            raise ValueError(f"limit must be a positive integer, got {self.limit!r}")
+        parse_memory(self.max_memory)
+
+    @classmethod
+    def of(cls, settings: RunSettings | None, options: dict) -> RunSettings:
+        """``settings`` (default: the defaults) with ``options`` (keyword arguments named like its fields)."""
+        return with_options(settings or cls(), options, "run setting")
+
+    @property
+    def prompts(self) -> tuple[str | None, str | None] | None:
+        """The prompts to apply to the model (None: keep its own)."""
+        return None if self.prompt_a is None and self.prompt_b is None else (self.prompt_a, self.prompt_b)
+
+
+@dataclass(frozen=True)
 class ChunkJob:
     """What computing any chunk of a started run needs; picklable and free of dataset rows (a chunk's rows
-    travel with the chunk), so Ray actors get it once. ``settings`` is None for a scores-only run."""
+    travel with the chunk), so Ray actors get it once. ``settings`` is None for a scores-only run;
+    ``max_memory`` (bytes) bounds each batch's working memory on whichever process computes the chunk."""
 
     run_id: str
     settings: Settings | None
@@ -161,6 +222,7 @@ class ChunkJob:
     taggers: tuple[str | None, str | None] = (None, None)
     pooling: str | None = None
     prompts: tuple[str | None, str | None] | None = None
+    max_memory: int = DEFAULT_MAX_MEMORY
 
     def prepare(self, model: SimilarityModel) -> SimilarityModel:
         """``model`` with this job's prompts (a worker that loaded the model itself applies them here)."""
@@ -191,66 +253,61 @@ class StartedRun:
         return sum(len(chunk_pair_range(k, self.chunk_size, self.n_pairs)) for k in self.pending)
 
 
-def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, method: str, layer: int | None,
-              steps: int | None, quadrature: str | None, shard: str | None, batch_size: int, chunk_size: int,
-              limit: int | None, force: bool, save_factors: bool, device: str | None = None,
-              taggers: tuple[str | None, str | None] = (None, None), pooling: str | None = None,
-              prompts: tuple[str | None, str | None] | None = None) -> StartedRun:
-    """Validate the settings, store dataset and model, and register (or resume) the run; ``device`` is what
-    the run record names as its device (default: the model's)."""
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, settings: RunSettings,
+              shard: str | None = None, device: str | None = None) -> StartedRun:
+    """Validate the settings, store dataset and model, and register (or resume) the run; ``model`` is the run's
+    (see :func:`model_for_run`); ``device`` is what the run record names as its device (default: the model's)."""
     parse_shard(shard)
-    ds = ds.head(limit)  # the store records only the pairs the run covers (a prefix is keyed <key>:first<limit>)
+    ds = ds.head(settings.limit)  # the store records only the pairs the run covers (a prefix is keyed :firstN)
+    method = settings.method
     scores_only = kind_of_method(method) is PREDICT
-    settings = None if scores_only else resolve_settings(model, method, layer, steps, quadrature)
+    resolved = None if scores_only else resolve_settings(model, method, settings.layer, settings.steps,
+                                                         settings.quadrature)
     writer = StoreWriter(store, shard)
-    writer.put_dataset(_dataset_meta(ds), ds.frame, replace=force)
+    writer.put_dataset(_dataset_meta(ds), ds.frame, replace=settings.force)
     writer.put_model(_model_meta(model))
     n_pairs = len(ds)
     identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
-                "layer": model.num_layers if scores_only else settings.layer,
-                "steps": None if scores_only else settings.steps,
-                "quadrature": None if scores_only else settings.quadrature}
+                "layer": model.num_layers if scores_only else resolved.layer,
+                "steps": None if scores_only else resolved.steps,
+                "quadrature": None if scores_only else resolved.quadrature}
     run_id = make_run_id(**identity)
-    previous = writer.start_run({**identity, "chunk_size": chunk_size, "n_pairs": n_pairs,
+    previous = writer.start_run({**identity, "chunk_size": settings.chunk_size, "n_pairs": n_pairs,
                                  "code_version": code_version(), "device": device or _device_name(model)},
-                                force=force)
-    job = ChunkJob(run_id, settings, ds.lang_a, ds.lang_b, batch_size, save_factors, tuple(taggers), pooling, prompts)
-    skipped = previous == "done" and not force
+                                force=settings.force)
+    job = ChunkJob(run_id, resolved, ds.lang_a, ds.lang_b, settings.batch_size, settings.save_factors,
+                   (settings.tagger_a, settings.tagger_b), settings.pooling, settings.prompts,
+                   parse_memory(settings.max_memory))
+    skipped = previous == "done" and not settings.force
     pending = [] if skipped else writer.pending_chunks(run_id)
     if skipped:
         writer.close()
-    return StartedRun(writer, job, method, ds, n_pairs, chunk_size, pending, skipped)
+    return StartedRun(writer, job, method, ds, n_pairs, settings.chunk_size, pending, skipped)
 
 
 def process_chunk(writer: StoreWriter, model: SimilarityModel, job: ChunkJob, chunk_index: int,
                   rows: pd.DataFrame, batch_size: int | None = None, max_rows: int = DEFAULT_MAX_ROWS) -> int:
     """Compute chunk ``chunk_index`` from its ``rows`` and commit it to the store in one write; returns the
-    pairs written. ``batch_size`` (default the job's) and ``max_rows`` bound the engine's batches."""
+    pairs written. ``batch_size`` (default the job's) and ``max_rows`` cap the engine's batches further than
+    the job's memory bound does."""
     batch_size = job.batch_size if batch_size is None else batch_size
     start = time.perf_counter()
-    tables = (prediction_tables(model, rows, batch_size) if job.settings is None
-              else chunk_tables(model, rows, job.lang_a, job.lang_b, job.settings, batch_size, job.save_factors,
-                                max_rows, job.taggers))
+    if job.settings is None:
+        tables = prediction_tables(model, rows, batch_size)
+    else:
+        engine = EngineOptions(batch_size=batch_size, max_memory=job.max_memory, max_rows=max_rows)
+        tables = chunk_tables(model, rows, job, engine)
     with contextlib.suppress(ChunkExistsError):  # another writer of the run committed it: its rows count
         writer.write_chunk(job.run_id, chunk_index, tables, compute_seconds=time.perf_counter() - start)
     return len(rows)
 
 
-def model_for_run(model: SimilarityModel, pooling: str | None, prompt_a: str | None,
-                  prompt_b: str | None) -> tuple[SimilarityModel, tuple[str | None, str | None] | None]:
-    """The model a run uses (its prompts applied) and the prompts to hand to workers; a ``pooling`` that the
-    model's own configuration contradicts is an error."""
-    if pooling is not None and model.pooling != pooling_mode(pooling):
-        raise ValueError(f"model {model.name} has {model.pooling} pooling, not {pooling}")
-    if prompt_a is None and prompt_b is None:
-        return model, None
-    return model.with_prompts(prompt_a, prompt_b), (prompt_a, prompt_b)
+def model_for_run(model: SimilarityModel, settings: RunSettings) -> SimilarityModel:
+    """The model a run uses (its prompts applied); a ``pooling`` that the model's own configuration contradicts
+    is an error."""
+    if settings.pooling is not None and model.pooling != pooling_mode(settings.pooling):
+        raise ValueError(f"model {model.name} has {model.pooling} pooling, not {settings.pooling}")
+    return model if settings.prompts is None else model.with_prompts(*settings.prompts)
 
 
 def finish_run(started: StartedRun, store: str | Path, written: int, seconds: float) -> RunResult:
@@ -273,45 +330,33 @@ def run(
     model: SimilarityModel | str,
     dataset: PairDataset | str,
     store: str | Path,
-    method: str = "bilrp",
-    layer: int | None = None,
-    steps: int | None = None,
-    quadrature: str | None = None,
+    settings: RunSettings | None = None,
+    *,
     shard: str | None = None,
-    batch_size: int = 16,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    limit: int | None = None,
-    force: bool = False,
-    save_factors: bool = False,
     device: str | None = None,
     data_dir: str | Path | None = None,
     progress: bool | ProgressCallback = True,
-    pooling: str | None = None,
-    prompt_a: str | None = None,
-    prompt_b: str | None = None,
-    tagger_a: str | None = None,
-    tagger_b: str | None = None,
+    **options,
 ) -> RunResult:
-    """Attribute ``dataset`` with ``model`` and ``method`` into ``store`` (a method-less run kind's name,
-    ``predict``: scores only).
+    """Attribute ``dataset`` with ``model`` into ``store`` with ``settings`` (a :class:`RunSettings`, or its
+    fields as keyword arguments: ``method``, ``layer``, ``steps``, ``max_memory``, ``limit``, ...).
 
     Work is cut into chunks of ``chunk_size`` pairs, each committed in one transaction; a run that was
     interrupted resumes with the chunks that are missing (its seconds add up), and a finished run is skipped
-    unless ``force`` (which also registers an edited dataset file as the dataset's next revision). ``shard``
-    "K/N" takes every N-th chunk, so several processes or machines can split one corpus into one store.
-    ``progress`` is a tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``. ``pooling``
-    chooses a plain Hugging Face model's pooling; ``prompt_a``/``prompt_b`` the prompts of sentence1/sentence2
-    (names or texts; default: the model's default prompt; see ``SimilarityModel.with_prompts``);
-    ``tagger_a``/``tagger_b`` their spaCy pipelines (see ``core.pos.get_tagger``).
+    unless ``force``. ``shard`` "K/N" takes every N-th chunk, so several processes or machines can split one
+    corpus into one store. ``device``: where the model loads (default: cuda when available). ``progress`` is a
+    tqdm bar (True), nothing (False), or a callback ``(pairs_done, pairs_total)``.
     """
+    settings = RunSettings.of(settings, options)
+    parse_shard(shard)
     ds = as_dataset(dataset, data_dir)
-    model, prompts = model_for_run(as_model(model, device=device, pooling=pooling), pooling, prompt_a, prompt_b)
-    started = start_run(model, ds, store, method, layer, steps, quadrature, shard, batch_size, chunk_size, limit,
-                        force, save_factors, taggers=(tagger_a, tagger_b), pooling=pooling, prompts=prompts)
+    model = model_for_run(as_model(model, device=device, pooling=settings.pooling), settings)
+    started = start_run(model, ds, store, settings, shard)
     if started.skipped:
         return RunResult(run_id=started.job.run_id, status="skipped", pairs_written=0, seconds=0.0)
     total = started.pending_pairs
-    bar = tqdm(total=total, unit="pair", desc=f"{method} {ds.key}", disable=progress is not True, smoothing=0.1)
+    bar = tqdm(total=total, unit="pair", desc=f"{settings.method} {ds.key}", disable=progress is not True,
+               smoothing=0.1)
     written, start = 0, time.perf_counter()
     try:
         for k in started.pending:

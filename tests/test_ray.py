@@ -26,7 +26,7 @@ from core.store import Store, StoreError, completed_chunks
 from precompute import distributed
 from precompute.cli import main
 from precompute.distributed import ChunkWorker, RayOptions, run_on_ray
-from precompute.runner import run, start_run
+from precompute.runner import RunSettings, run, start_run
 
 KEY = ["pair_id", "i", "j"]
 METHOD = dict(method="ij", steps=24, chunk_size=2)
@@ -221,8 +221,7 @@ def test_worker_out_of_gpu_memory_halves_its_batch_and_commits(tmp_path, tiny_fo
     model = load_model(tiny_folders["bert"], device="cpu")
     from core.datasets import load_dataset
 
-    started = start_run(model, load_dataset(str(pairs)), tmp_path / "store", "bilrp", None, None, None, None,
-                        batch_size=16, chunk_size=3, limit=None, force=False, save_factors=False)
+    started = start_run(model, load_dataset(str(pairs)), tmp_path / "store", RunSettings(method="bilrp", chunk_size=3))
     calls = []
     real = distributed.process_chunk
 

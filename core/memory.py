@@ -1,0 +1,153 @@
+"""The memory plan that bounds the factor engine (``core.factors``), and the choice of its autodiff mode.
+
+Memory: one *row* is one sequence carried through the layers above the attributed one (a point with one token
+tangent in forward mode; a point with its whole graph in reverse mode). ``plan_batch`` turns a ``max_memory``
+bound into rows per pass from a per-row estimate (``row_bytes``) and into sentences per batch from a
+per-sentence estimate (``sentence_bytes``); ``token_factors`` never carries more rows at once. The estimates are
+upper bounds calibrated on MiniLM and MPNet with peak RSS (``bench/bench_memory.py``; ``tests/test_memory.py``
+checks the bound in a subprocess).
+
+Forward mode costs one Jacobian-vector product per token, reverse mode one backward pass per embedding
+dimension: ``cheaper_mode`` takes forward while tokens < dims (``bench/bench_modes.py`` measures both).
+This module imports no torch, so that the command line can parse sizes cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+AUTODIFF_MODES = ("auto", "forward", "reverse")
+#: Working memory one batch of factors may take beyond the loaded model: 1 GiB keeps a whole explanation
+#: (Python, torch, the model and this) under about 2 GB for any input MiniLM or MPNet accept.
+DEFAULT_MAX_MEMORY = 1 << 30
+#: The least ``max_memory`` accepted: below it no realistic model fits even one row.
+MIN_MEMORY = 64 << 20
+#: Held back from every bound for what does not scale with rows or sentences (kernels' scratch space, the
+#: allocator's slack at a new sequence length).
+FIXED_BYTES = 32 << 20
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_MEMORY = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
+
+# Per-row live tensors, in units of (sequence x width) elements, fitted to peak RSS (see the module docstring):
+# forward mode keeps one layer's tangents alive at a time; reverse mode keeps every layer's saved tensors.
+_FORWARD_PER_LAYER = {"hidden": 12.0, "intermediate": 4.0, "scores": 8.0}
+_REVERSE_PER_LAYER = {"hidden": 12.0, "intermediate": 4.0, "scores": 4.0}
+#: Relative cost of one forward-mode row (a jvp over one token tangent) to one reverse-mode backward pass
+#: (one embedding dimension), measured by ``bench/bench_modes.py``: forward wins when
+#: tokens * FORWARD_ROW_COST < dims.
+FORWARD_ROW_COST = 1.0
+#: Sequences per forward pass when no plan says otherwise (a cap that callers such as Ray workers halve on a
+#: GPU's out-of-memory error).
+DEFAULT_MAX_ROWS = 2048
+
+
+def parse_memory(value: int | float | str) -> int:
+    """Bytes from an integer or a size such as ``"2GB"``, ``"1.5 GiB"``, ``"800MB"`` (K/M/G/T = 1000^n,
+    KiB/MiB/GiB/TiB = 1024^n); at least ``MIN_MEMORY``."""
+    if isinstance(value, bool):
+        raise ValueError(f"max_memory must be a number of bytes or a size like '2GB', got {value!r}")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    elif isinstance(value, str) and (match := _MEMORY.fullmatch(value)) and match.group(2).lower() in _UNITS:
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise ValueError(f"max_memory must be a number of bytes or a size like '2GB' or '512MiB', got {value!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"max_memory must be finite, got {value!r}")
+    size = int(number * _UNITS[unit])
+    if size < MIN_MEMORY:
+        raise ValueError(f"max_memory must be at least {MIN_MEMORY >> 20} MiB, got {value!r}")
+    return size
+
+
+def format_memory(size: int) -> str:
+    """``1.0 GiB``, ``512 MiB``."""
+    return f"{size / (1 << 30):.1f} GiB" if size >= 1 << 30 else f"{size / (1 << 20):.0f} MiB"
+
+
+@dataclass(frozen=True)
+class EncoderShape:
+    """The sizes the memory and cost estimates need: widths of the hidden state, the MLP and the output, the
+    number of attention heads, and bytes per element."""
+
+    hidden: int
+    intermediate: int
+    heads: int
+    dims: int
+    element_bytes: int = 4
+
+    @classmethod
+    def of(cls, config, dims: int | None = None, dtype=None) -> EncoderShape:
+        """From a Hugging Face config (``hidden_size`` and ``num_attention_heads`` resolve through each
+        config's attribute map; the MLP width is ``intermediate_size``, ``d_ff``, ``hidden_dim`` or
+        ``n_inner``, else 4 x hidden); ``dtype``: the weights' torch dtype (default float32)."""
+        hidden = int(config.hidden_size)
+        intermediate = next((int(v) for name in ("intermediate_size", "d_ff", "hidden_dim", "n_inner")
+                             if isinstance(v := getattr(config, name, None), int) and v > 0), 4 * hidden)
+        heads = int(getattr(config, "num_attention_heads", 0) or 1)
+        return cls(hidden, intermediate, heads, int(dims or hidden), 4 if dtype is None else dtype.itemsize)
+
+
+def row_bytes(shape: EncoderShape, seq: int, layers: int, mode: str) -> int:
+    """Estimated peak bytes of one row (one sequence of ``seq`` tokens through ``layers`` layers)."""
+    per = _FORWARD_PER_LAYER if mode == "forward" else _REVERSE_PER_LAYER
+    layer = (per["hidden"] * seq * shape.hidden + per["intermediate"] * seq * shape.intermediate
+             + per["scores"] * shape.heads * seq * seq)
+    live_layers = 1 if mode == "forward" else max(layers, 1) + 1  # reverse: the graph plus one backward layer
+    return int(layer * live_layers * shape.element_bytes)
+
+
+def sentence_bytes(shape: EncoderShape, seq: int, n_points: int) -> int:
+    """Estimated bytes one sentence holds for its whole batch: its integration points (N x S x hidden), hidden
+    states, directions and references, and its factor being accumulated (S x dims, twice)."""
+    return int((n_points * seq * shape.hidden + 6 * seq * shape.hidden + 3 * seq * shape.dims)
+               * shape.element_bytes)
+
+
+def cheaper_mode(shape: EncoderShape, seq: int) -> str:
+    """``forward`` when ``seq`` token tangents cost less than ``dims`` backward passes, else ``reverse``."""
+    return "forward" if seq * FORWARD_ROW_COST < shape.dims else "reverse"
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How to run one batch within a memory bound: the autodiff ``mode``, ``max_rows`` sequences per forward
+    pass (points x token tangents), at most ``max_sentences`` sentences per batch, and the ``estimate`` of
+    its peak bytes."""
+
+    mode: str
+    max_rows: int
+    max_sentences: int
+    estimate: int
+
+
+def plan_batch(shape: EncoderShape, seq: int, layers: int, n_points: int, autodiff: str = "auto",
+               max_memory: int = DEFAULT_MAX_MEMORY) -> BatchPlan:
+    """Rows per pass and sentences per batch for sentences of up to ``seq`` tokens, attributed ``layers``
+    below the output with ``n_points`` integration points, so that the estimate stays under ``max_memory``.
+    ``auto`` takes the cheaper mode, or the other one when only that fits (forward mode keeps one layer's
+    tensors, reverse mode every layer's). Raises ValueError when not even one row of one sentence fits."""
+    if autodiff not in AUTODIFF_MODES:
+        raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
+    mode = cheaper_mode(shape, seq) if autodiff == "auto" else autodiff
+    per_sentence = sentence_bytes(shape, seq, n_points)
+    max_memory -= FIXED_BYTES
+    other = "forward" if mode == "reverse" else "reverse"
+    if (autodiff == "auto" and row_bytes(shape, seq, layers, mode) + per_sentence > max_memory
+            and row_bytes(shape, seq, layers, other) + per_sentence <= max_memory):
+        mode = other
+    per_row = row_bytes(shape, seq, layers, mode)
+    if per_row + per_sentence > max_memory:
+        raise ValueError(
+            f"max_memory={format_memory(max_memory + FIXED_BYTES)} is too small for one sequence of {seq} tokens in "
+            f"{mode} mode (about {format_memory(FIXED_BYTES + per_row + per_sentence)} needed): raise max_memory or "
+            "shorten the text")
+    # sentences take at most half the bound; rows get what is left
+    max_sentences = max(1, min(max_memory // 2, max_memory - per_row) // per_sentence)
+    max_rows = max(1, (max_memory - per_sentence * max_sentences) // per_row)
+    max_sentences = min(max_sentences, max_rows)  # every sentence needs at least one row per pass
+    estimate = FIXED_BYTES + per_sentence * max_sentences + per_row * max_rows
+    return BatchPlan(mode=mode, max_rows=int(max_rows), max_sentences=int(max_sentences), estimate=int(estimate))
