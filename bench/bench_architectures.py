@@ -1,8 +1,10 @@
 """Per-architecture benchmark: seconds per pair for BiLRP and integrated Jacobians, and how exactly BiLRP
 conserves once every bias is zeroed (the sum of the matrix against the score), for a tiny random model of every
-registered architecture and for the packaged real models (all-MiniLM-L6-v2, all-mpnet-base-v2).
+registered architecture, for every pooling mode and sentence-transformers module (on the tiny BERT), and for the
+packaged real models (all-MiniLM-L6-v2, all-mpnet-base-v2).
 
     python bench/bench_architectures.py [--pairs 5] [--ij-steps 16] [--real-pairs 3] [--skip-real]
+                                        [--kinds bert,t5,...] [--pipelines NAME,...|none]
 
 Prints a markdown table (copied into the README) and writes bench/out/architectures.json.
 """
@@ -27,10 +29,27 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_engine import stsb_pairs  # noqa: E402
+from st_folders import DenseSpec, Pipeline, save_st_folder  # noqa: E402
 from tiny_models import save_sentence_transformer  # noqa: E402
 
 from core import explain, explain_pairs, load_model  # noqa: E402
 from core.architectures import ARCHITECTURES  # noqa: E402
+from core.sentence_modules import POOLING_MODES  # noqa: E402
+
+#: Module pipelines after the tiny BERT, one row each: every pooling mode alone, then the modules. Dense layers
+#: without a bias, so that the bias-free conservation check is about the rules alone.
+PIPELINES = {
+    **{f"{mode} pooling": Pipeline(pooling=mode) for mode in POOLING_MODES},
+    "mean pooling (prompt excluded)": Pipeline(pooling="mean", include_prompt=False, prompts={"q": "query: "},
+                                              default_prompt_name="q"),
+    "lasttoken pooling (left padding)": Pipeline(pooling="lasttoken", padding_side="left"),
+    "cls+max+mean concatenated": Pipeline(pooling=["cls", "max", "mean"]),
+    "mean + Dense(tanh) + Normalize": Pipeline(pooling="mean", dense=[DenseSpec(out_features=16, bias=False)],
+                                               normalize=True),
+    "max + Dense(GELU) + Dense(identity)": Pipeline(pooling="max", dense=[
+        DenseSpec(out_features=24, activation="torch.nn.modules.activation.GELU", bias=False),
+        DenseSpec(out_features=12, activation="torch.nn.modules.linear.Identity", bias=False, seed=2)]),
+}
 
 
 def per_pair(model, pairs, **kwargs) -> float:
@@ -74,7 +93,8 @@ def main() -> None:
     parser.add_argument("--ij-steps", type=int, default=16)
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip-real", action="store_true", help="only the tiny models")
-    parser.add_argument("--kinds", default=",".join(sorted(ARCHITECTURES)))
+    parser.add_argument("--kinds", default=",".join(sorted(ARCHITECTURES)), help="'none': no tiny architectures")
+    parser.add_argument("--pipelines", default=",".join(PIPELINES), help="names from PIPELINES, comma-separated; 'none': no pooling/module rows")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     from transformers.utils import logging as hf_logging
@@ -85,11 +105,17 @@ def main() -> None:
           f"(texts truncated at 24 tokens), {args.real_pairs} per packaged model\n")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in args.kinds.split(","):
+        for kind in [] if args.kinds == "none" else args.kinds.split(","):
             model = load_model(save_sentence_transformer(Path(tmp) / kind, kind), device="cpu")
             zeroed = load_model(save_sentence_transformer(Path(tmp) / f"{kind}-0", kind, zero_bias=True), device="cpu")
             rows.append(row("tiny random", kind, model, zeroed, pairs[: args.pairs], args.ij_steps))
             print(f"  {kind}: {json.dumps(rows[-1], default=float)}", file=sys.stderr)  # progress, row by row
+        for name in [] if args.pipelines == "none" else args.pipelines.split(","):
+            folder = save_st_folder(Path(tmp) / name.replace(" ", "_"), "bert", PIPELINES[name])
+            model, zeroed = load_model(folder, device="cpu"), load_model(folder, device="cpu")
+            zero_biases(zeroed)
+            rows.append(row(f"tiny random, {name}", "bert", model, zeroed, pairs[: args.pairs], args.ij_steps))
+            print(f"  {name}: {json.dumps(rows[-1], default=float)}", file=sys.stderr)
     if not args.skip_real:
         for name in ("all-MiniLM-L6-v2", "all-mpnet-base-v2"):
             try:

