@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -177,18 +176,12 @@ def measure(code: Path, path: Path, args: argparse.Namespace) -> dict:
 
 
 def run_worker(layout: str, code: Path, path: Path, args: argparse.Namespace) -> dict:
-    out = Path(tempfile.mkstemp(prefix=f"bench-pages-{layout}-", suffix=".json")[1])
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(code), "--store", str(path),
-           "--out", str(out), "--pairs", str(args.pairs), "--runs", str(args.runs), "--tokens", str(args.tokens),
-           "--repeat", str(args.repeat)]
+    cmd = ["--worker", str(code), "--store", str(path), "--pairs", str(args.pairs), "--runs", str(args.runs),
+           "--tokens", str(args.tokens), "--repeat", str(args.repeat)]
     if args.no_explain or layout == "legacy":  # the old Explain page needs the old data layout next to it
         cmd.append("--no-explain")
     print(f"{layout}: {path}", flush=True)
-    subprocess.run(cmd, check=True, cwd=code)
-    try:
-        return json.loads(out.read_text())
-    finally:
-        out.unlink()
+    return bench_store.run_json(Path(__file__).resolve(), cmd, code)
 
 
 def report(results: dict[str, dict]) -> None:

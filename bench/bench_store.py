@@ -175,27 +175,14 @@ def record_real_run(path: Path, limit: int | None) -> dict:
     calls: list[tuple[str, tuple, dict]] = []
     original = runner.StoreWriter
 
-    class RecordingWriter(original):
-        def put_dataset(self, *args, **kwargs):
-            calls.append(("put_dataset", args, kwargs))
-            return super().put_dataset(*args, **kwargs)
+    def recorded(name: str):
+        def method(self, *args, **kwargs):
+            calls.append((name, args, kwargs))
+            return getattr(original, name)(self, *args, **kwargs)
+        return method
 
-        def put_model(self, *args, **kwargs):
-            calls.append(("put_model", args, kwargs))
-            return super().put_model(*args, **kwargs)
-
-        def start_run(self, *args, **kwargs):
-            calls.append(("start_run", args, kwargs))
-            return super().start_run(*args, **kwargs)
-
-        def write_chunk(self, *args, **kwargs):
-            calls.append(("write_chunk", args, kwargs))
-            return super().write_chunk(*args, **kwargs)
-
-        def finish_run(self, *args, **kwargs):
-            calls.append(("finish_run", args, kwargs))
-            return super().finish_run(*args, **kwargs)
-
+    names = ("put_dataset", "put_model", "start_run", "write_chunk", "finish_run")
+    RecordingWriter = type("RecordingWriter", (original,), {name: recorded(name) for name in names})  # noqa: N806
     runner.StoreWriter = RecordingWriter
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -320,22 +307,26 @@ def worker(args: argparse.Namespace) -> dict:
     return result
 
 
+def run_json(script: Path, args: list[str], code: Path) -> dict:
+    """Run ``script`` with ``args`` and ``--out FILE`` in a subprocess at ``code``; the JSON it wrote there."""
+    out = Path(tempfile.mkstemp(prefix=f"{script.stem}-", suffix=".json")[1])
+    try:
+        subprocess.run([sys.executable, str(script), *args, "--out", str(out)], check=True, cwd=code)
+        return json.loads(out.read_text())
+    finally:
+        out.unlink()
+
+
 def run_worker(layout: str, args: argparse.Namespace, code: Path) -> dict:
-    out = Path(tempfile.mkstemp(prefix=f"bench-store-{layout}-", suffix=".json")[1])
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", layout, "--code", str(code), "--out", str(out),
-           "--pairs", str(args.pairs), "--runs", str(args.runs), "--tokens", str(args.tokens),
-           "--repeat", str(args.repeat), "--factor-dim", str(args.factor_dim)]
+    cmd = ["--worker", layout, "--code", str(code), "--pairs", str(args.pairs), "--runs", str(args.runs),
+           "--tokens", str(args.tokens), "--repeat", str(args.repeat), "--factor-dim", str(args.factor_dim)]
     cmd += ["--skip-real"] if args.skip_real else ["--records", str(args.records)]
     if args.skip_synthetic:
         cmd.append("--skip-synthetic")
     if args.keep is not None:
         cmd += ["--keep", str(args.keep)]
-    print(f"{layout}: {' '.join(cmd[2:])}", flush=True)
-    subprocess.run(cmd, check=True, cwd=code)
-    try:
-        return json.loads(out.read_text())
-    finally:
-        out.unlink()
+    print(f"{layout}: {' '.join(cmd)}", flush=True)
+    return run_json(Path(__file__).resolve(), cmd, code)
 
 
 def report(results: dict[str, dict], records: dict | None) -> None:
