@@ -6,8 +6,9 @@
 Real part: every distinct sentence of the datasets indexed with all-MiniLM-L6-v2 (bilrp) through the CLI's code
 path (build time, size on disk), then ``--queries`` SICK test sentences as queries: latency of a top-10 search
 with explanations (query encoding, search in DuckDB, the ten hits' matrices from stored factors), median and p95.
-Synthetic part: N random unit vectors (D = 384) in an index's vectors table; exact scan against the HNSW index
-(DuckDB vss), latency and recall@10 of HNSW against exact, for random queries and for queries near stored vectors.
+Synthetic part: N random unit vectors (D = 384) written into an index through the index writer; the exact scan
+(in the lake, and in the local copy) against the HNSW index of the local copy (DuckDB vss): latency and
+recall@10 of HNSW against exact, for random queries and for queries near stored vectors.
 """
 
 from __future__ import annotations
@@ -22,18 +23,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.store.index import IndexStore, IndexWriter, _index_dir, _write_parquet  # noqa: E402
+from core.store.index_search import IndexStore  # noqa: E402
+from core.store.index_writer import IndexWriter  # noqa: E402
 
 DIM = 384
+INDEX_TABLES = ("indexes", "index_chunks", "index_passages", "index_windows")
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def index_bytes(reader: IndexStore) -> int:
+    """Bytes of the index tables' data files in the store (every index in it)."""
+    summary = reader.summary().set_index("table")
+    return int(summary.loc[list(INDEX_TABLES), "bytes"].sum())
 
 
 def stats(values: list[float]) -> dict[str, float]:
@@ -51,50 +55,51 @@ def real_index(datasets: list[str], n_queries: int, store: Path) -> None:
     start = time.perf_counter()
     result = build_index(model, corpus, store, method="bilrp", progress=True)
     build = time.perf_counter() - start
-    reader = IndexStore(store)
-    info = reader.index_info(result.index_id)
-    size = folder_bytes(_index_dir(store, result.index_id))
-    print(f"\nindex of {corpus.key}: {info['n_passages']:,} distinct sentences, {info['n_windows']:,} windows; "
-          f"built in {build:.0f} s ({result.passages_written:,} written in this call, "
-          f"{info['seconds']:.0f} s compute over all attempts); {size / 1e6:.1f} MB on disk "
-          f"({size / info['n_windows'] / 1e3:.1f} kB per window)\n")
-    queries = list(dict.fromkeys(load_dataset("sick:test").frame["sentence1"]))[: n_queries + 1]
-    cold = search_index(model, reader, result.index_id, queries[0], k=10).seconds["total"]
-    parts: dict[str, list[float]] = {"total": [], "encode": [], "search": [], "explain": []}
-    for q in queries[1:]:
-        s = search_index(model, reader, result.index_id, q, k=10).seconds
-        for key in parts:
-            parts[key].append(s[key])
+    with IndexStore(store) as reader:
+        info = reader.index_info(result.index_id)
+        size = index_bytes(reader)
+        print(f"\nindex of {corpus.key}: {info['n_passages']:,} distinct sentences, {info['n_windows']:,} windows; "
+              f"built in {build:.0f} s in this call ({result.passages_written:,} texts written; "
+              f"{info['seconds']:.0f} s compute over all attempts); index tables {size / 1e6:.1f} MB of Parquet "
+              f"in the lake ({size / info['n_windows'] / 1e3:.1f} kB per window); "
+              f"{'HNSW' if info['hnsw'] else 'exact scan in the lake'}\n", flush=True)
+        queries = list(dict.fromkeys(load_dataset("sick:test").frame["sentence1"]))[: n_queries + 1]
+        cold = search_index(model, reader, result.index_id, queries[0], k=10).seconds["total"]
+        parts: dict[str, list[float]] = {"total": [], "encode": [], "search": [], "explain": []}
+        for q in queries[1:]:
+            s = search_index(model, reader, result.index_id, q, k=10).seconds
+            for key in parts:
+                parts[key].append(s[key])
     rows = [{"part": k, **stats(v)} for k, v in parts.items()]
     print(f"top-10 with explanations over {len(parts['total'])} SICK test queries (first query, excluded: "
           f"{cold * 1000:.0f} ms)\n")
-    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"))
+    print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"), flush=True)
 
 
-def synthetic_index(store: Path, n: int, seed: int = 0) -> str:
-    """An index record plus chunk files holding only (passage_id, window_index, embedding) of ``n`` random unit
-    vectors: what the vectors table and the searches read (no factors, no passages' texts of interest)."""
-    writer = IndexWriter(store)
-    chunk = 100_000
+def synthetic_index(store: Path, n: int, seed: int = 0, chunk: int = 50_000) -> str:
+    """An index of ``n`` random unit vectors (D = 384) written through the index writer, one window per
+    passage with a one-token zero factor (the searches read only the embeddings)."""
     index_id = f"synthetic{n}"
     record = {"index_id": index_id, "corpus_key": f"synthetic:{n}", "corpus_source": "random", "corpus_hash": "",
               "model_id": "synthetic", "model_name": "synthetic", "model_path": "", "similarity": "cosine",
               "dim": DIM, "method": "bilrp", "layer": 0, "prompt": "", "query_prompt": "", "window_tokens": 1,
               "window_overlap": 0, "n_passages": n, "chunk_size": chunk, "n_chunks": (n + chunk - 1) // chunk}
-    passages = pd.DataFrame({"passage_id": np.arange(n, dtype=np.int32), "text": "", "dataset_key": None,
-                             "pair_id": None, "side": None, "source_row": None, "occurrences": 1})
-    writer.start_index(record, passages, force=True)
     rng = np.random.default_rng(seed)
-    for k in range(record["n_chunks"]):
-        m = min(chunk, n - k * chunk)
-        x = rng.normal(size=(m, DIM)).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        table = pa.table({"passage_id": pa.array(np.arange(k * chunk, k * chunk + m, dtype=np.int32)),
-                          "window_index": pa.array(np.zeros(m, dtype=np.int16)),
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), DIM)})
-        directory = _index_dir(store, index_id) / f"chunk={k:06d}"
-        directory.mkdir()
-        _write_parquet(table, directory / "windows.0000abcd.parquet")
+    zero = np.zeros((1, DIM), np.float16).tobytes()
+    with IndexWriter(store) as writer:
+        writer.put_model({"model_id": "synthetic", "name": "synthetic"})
+        writer.start_index(record, force=True)
+        for k in range(record["n_chunks"]):
+            m = min(chunk, n - k * chunk)
+            x = rng.normal(size=(m, DIM)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            ids = np.arange(k * chunk, k * chunk + m, dtype=np.int32)
+            passages = pd.DataFrame({"passage_id": ids, "text": "", "occurrences": 1})
+            windows = pd.DataFrame({"passage_id": ids, "window_index": 0, "char_start": 0, "char_end": 0,
+                                    "n_tokens": 1, "tokens": [["x"]] * m, "embedding": list(x), "factor": zero,
+                                    "scale": 1.0, "truncated": False})
+            writer.write_chunk(index_id, k, passages, windows)
+        writer.finish_index(index_id, 0.0, hnsw=True)
     return index_id
 
 
@@ -104,12 +109,15 @@ def synthetic(sizes: list[int], n_queries: int, ef_construction: int | None, ef_
         tmp = Path(tempfile.mkdtemp(prefix="bench_search_"))
         try:
             store = tmp / "store"
-            index_id = synthetic_index(store, n)
-            writer = IndexWriter(store)
             t0 = time.perf_counter()
-            writer.build_vectors(index_id, hnsw=False)
-            table_s = time.perf_counter() - t0
-            exact_reader = IndexStore(store)
+            index_id = synthetic_index(store, n)
+            written = time.perf_counter() - t0
+            reader = IndexStore(store)
+            built = reader.build_local_vectors(index_id, ef_construction=ef_construction)
+            print(f"{n:,} vectors: written to the lake in {written:.0f} s ({index_bytes(reader) / 1e6:.0f} MB); "
+                  f"local copy {built['seconds_table']:.0f} s, HNSW index {built['seconds_hnsw']:.0f} s "
+                  f"(ef_construction {ef_construction or 'default 128'}, M 16); local file "
+                  f"{built['bytes'] / 1e6:.0f} MB", flush=True)
             rng = np.random.default_rng(1)
             random_q = rng.normal(size=(n_queries, DIM))
             g = np.random.default_rng(0)  # the first stored vectors, drawn again from the same seed
@@ -118,26 +126,21 @@ def synthetic(sizes: list[int], n_queries: int, ef_construction: int | None, ef_
             near_q = stored + 0.5 * rng.normal(size=stored.shape) / np.sqrt(DIM)
             exact: dict[str, list[set]] = {}
             for name, qs in (("random", random_q), ("near a stored vector", near_q)):
-                times, found = [], []
-                for q in qs:
+                times, found, lake = [], [], []
+                for i, q in enumerate(qs):
                     t = time.perf_counter()
-                    df, _ = exact_reader.search_windows(index_id, q, 10, mode="exact")
+                    df, _ = reader.search_windows(index_id, q, 10, mode="exact")
                     times.append(time.perf_counter() - t)
                     found.append(set(df["passage_id"]))
+                    if i < 10:  # the scan in the lake (what indexes without HNSW use) is slow at this size
+                        t = time.perf_counter()
+                        assert set(reader.scan_lake(index_id, q, 10, "cosine")["passage_id"]) == found[-1]
+                        lake.append(time.perf_counter() - t)
                 exact[name] = found
-                rows.append({"vectors": n, "search": "exact scan", "queries": name, **stats(times), "recall@10": 1.0})
-            exact_reader.close()
-            t0 = time.perf_counter()
-            writer.build_vectors(index_id, hnsw=True, ef_construction=ef_construction)
-            hnsw_s = time.perf_counter() - t0
-            print(f"{n:,} vectors: vectors table {table_s:.0f} s; with HNSW index {hnsw_s:.0f} s "
-                  f"(ef_construction {ef_construction or 'default 128'}, M 16); "
-                  f"vectors.duckdb {(_index_dir(store, index_id) / 'vectors.duckdb').stat().st_size / 1e6:.0f} MB",
-                  flush=True)
-            reader = IndexStore(store)
-            t0 = time.perf_counter()
-            reader.search_windows(index_id, random_q[0], 10, mode="hnsw")
-            print(f"  first HNSW query (loads the index): {time.perf_counter() - t0:.1f} s", flush=True)
+                rows.append({"vectors": n, "search": "exact scan, lake (10 queries)", "queries": name, **stats(lake),
+                             "recall@10": 1.0})
+                rows.append({"vectors": n, "search": "exact scan, local copy", "queries": name, **stats(times),
+                             "recall@10": 1.0})
             for ef in ef_search:
                 for name, qs in (("random", random_q), ("near a stored vector", near_q)):
                     times, recall = [], []

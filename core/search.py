@@ -312,7 +312,7 @@ def index_settings(model: SimilarityModel, record: dict) -> Settings:
 
 
 def stored_factors(row: dict, prompt: str) -> SentenceFactors:
-    """A stored window (a row of ``IndexStore.windows``) as the SentenceFactors the live path would give."""
+    """A stored window (a row of ``core.store.index_search.IndexStore.windows``) as the SentenceFactors the live path would give."""
     text = prompt + row["passage_window"]
     return SentenceFactors(
         text=text, tokens=list(row["tokens"]),
@@ -325,7 +325,7 @@ def stored_factors(row: dict, prompt: str) -> SentenceFactors:
 
 def search_index(model: SimilarityModel, reader, index_id: str, query: str, k: int = 10, mode: str = "auto",
                  query_prompt: str | None = None, explain: bool = True) -> SearchResult:
-    """Search index ``index_id`` of ``reader`` (a :class:`core.store.index.IndexStore`) for ``query``.
+    """Search index ``index_id`` of ``reader`` (a :class:`core.store.index_search.IndexStore`) for ``query``.
 
     ``query_prompt``: text prepended to the query (None: the index's query prompt, which is the model's
     ``query`` prompt when it has one). One model pass computes the query's factor and embedding; the top

@@ -9,7 +9,8 @@ import streamlit as st
 from core import charts, views
 from core.dashboard import data, shell, widgets
 from core.store import StoreError
-from core.store.index import SEARCH_MODES, IndexStore
+from core.store.index import SEARCH_MODES
+from core.store.index_search import IndexStore
 
 shell.ensure_navigation()
 st.title("Search")

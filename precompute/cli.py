@@ -17,7 +17,6 @@ from core.finetune import TrainingInterrupted
 from core.methods import METHODS
 from core.models import POOLINGS
 from core.store import Store, StoreError, compact, merge_stores, migrate_store
-from core.store.index import index_schema_markdown
 from core.store.kinds import PREDICT
 from core.store.schema import schema_markdown
 from precompute import evaluations, search_cli
@@ -300,7 +299,8 @@ def _main(argv: list[str] | None) -> int:
         if args.verb == "evaluations":
             return _evaluations(args.store, args.kind)
         if args.verb == "schema":
-            print(schema_markdown() + "\n" + index_schema_markdown() + "\n" + evaluations.kinds_markdown())
+            print(schema_markdown() + "
+" + evaluations.kinds_markdown())
             return 0
         if args.verb == "list":
             return _list(args.store)

@@ -8,6 +8,7 @@ are cut into overlapping windows (:func:`core.search.window_spans`); each window
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,14 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from core.attribution import compute_factors, resolve_settings
 from core.datasets import DatasetError, load_dataset, read_table
 from core.models import SimilarityModel, load_model
 from core.search import SearchError, model_prompts, window_spans
-from core.store.index import IndexWriter, corpus_hash, make_index_id
-from precompute.runner import _device_name, _model_meta, code_version
+from core.store import ChunkExistsError
+from core.store.index import corpus_hash, make_index_id
+from core.store.index_search import IndexStore
+from core.store.index_writer import IndexWriter
+from precompute.runner import _device_name, _model_meta, code_version, commit_chunks
 
 DEFAULT_CHUNK_SIZE = 256
 DEFAULT_OVERLAP = 32
@@ -220,7 +223,7 @@ def build_index(
 
     An interrupted build resumes with the missing chunks on the same call; a finished one is skipped unless
     ``force``. ``hnsw``: build the HNSW index (None: when the index has at least
-    :data:`core.store.index.HNSW_MIN_WINDOWS` windows). ``progress``: a tqdm bar, nothing, or a callback
+    :data:`core.store.index.HNSW_MIN_WINDOWS` windows; its local copy is built at the end). ``progress``: a tqdm bar, nothing, or a callback
     ``(passages_done, passages_total)``.
     """
     if not isinstance(chunk_size, int) or chunk_size < 1:
@@ -248,31 +251,27 @@ def build_index(
         "chunk_size": chunk_size, "n_chunks": (n + chunk_size - 1) // chunk_size, "code_version": code_version(),
         "device": _device_name(model),
     }
-    writer = IndexWriter(store)
-    writer.put_model(_model_meta(model))
-    if writer.start_index(record, passages, force=force) == "done":
-        return IndexResult(index_id, "skipped", n, 0, 0, 0.0)
-    pending = writer.pending_chunks(index_id)
-    total = sum(min((k + 1) * chunk_size, n) - k * chunk_size for k in pending)
-    bar = tqdm(total=total, unit="text", desc=f"index {corpus.key}", disable=progress is not True, smoothing=0.1)
-    done, windows, start = 0, 0, time.perf_counter()
-    try:
-        for k in pending:
+    with IndexWriter(store) as writer:
+        writer.put_model(_model_meta(model))
+        if writer.start_index(record, force=force) == "done":
+            return IndexResult(index_id, "skipped", n, 0, 0, 0.0)
+        pending = writer.pending_chunks(index_id)
+
+        def commit(k: int) -> int:
+            t0 = time.perf_counter()
             rows = passages.iloc[k * chunk_size : (k + 1) * chunk_size]
             frame = chunk_windows(model, rows, plan, batch_size)
-            writer.write_chunk(index_id, k, frame)
-            done += len(rows)
-            windows += len(frame)
-            bar.update(len(rows))
-            if callable(progress):
-                progress(done, total)
-    except KeyboardInterrupt:
-        bar.close()
-        raise
-    except Exception as exc:
-        bar.close()
-        writer.fail_index(index_id, f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
-        raise
-    bar.close()
-    final = writer.finish_index(index_id, time.perf_counter() - start, hnsw=hnsw)
-    return IndexResult(index_id, "done", n, done, int(final["n_windows"]), time.perf_counter() - start)
+            with contextlib.suppress(ChunkExistsError):  # another writer of the index committed it first
+                writer.write_chunk(index_id, k, rows, frame, seconds=time.perf_counter() - t0)
+            return len(rows)
+
+        def failed(exc: Exception, seconds: float) -> None:
+            writer.fail_index(index_id, f"{type(exc).__name__}: {exc}", seconds)
+
+        total = sum(min((k + 1) * chunk_size, n) - k * chunk_size for k in pending)
+        done, seconds = commit_chunks(pending, commit, total, "text", f"index {corpus.key}", progress, failed)
+        final = writer.finish_index(index_id, seconds, hnsw=hnsw)
+    if final["hnsw"]:
+        with IndexStore(store) as reader:  # the local HNSW copy, so that the first search is fast
+            reader.local_vectors(index_id)
+    return IndexResult(index_id, "done", n, done, int(final["n_windows"]), seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -354,27 +354,39 @@ def run(
     started = start_run(model, ds, store, settings, shard)
     if started.skipped:
         return RunResult(run_id=started.job.run_id, status="skipped", pairs_written=0, seconds=0.0)
-    total = started.pending_pairs
-    bar = tqdm(total=total, unit="pair", desc=f"{settings.method} {ds.key}", disable=progress is not True,
-               smoothing=0.1)
+
+    def commit(k: int) -> int:
+        return process_chunk(started.writer, model, started.job, k, started.rows(k))
+
+    def failed(exc: Exception, seconds: float) -> None:
+        started.writer.fail_run(started.job.run_id, f"{type(exc).__name__}: {exc}")
+        started.writer.close()
+
+    written, seconds = commit_chunks(started.pending, commit, started.pending_pairs, "pair",
+                                     f"{settings.method} {ds.key}", progress, failed)
+    return finish_run(started, store, written, seconds)
+
+
+def commit_chunks(pending: Sequence[int], commit: Callable[[int], int], total: int, unit: str, desc: str,
+                  progress: bool | ProgressCallback, failed: Callable[[Exception, float], None]) -> tuple[int, float]:
+    """Compute and commit each chunk of ``pending`` in order (``commit(k)`` returns the items it wrote), with a
+    tqdm bar (``progress`` True) or a callback ``(items_done, total)``; returns (items written, seconds). An
+    error calls ``failed(error, seconds)`` and is raised; an interrupt (Ctrl-C) leaves the committed chunks."""
+    bar = tqdm(total=total, unit=unit, desc=desc, disable=progress is not True, smoothing=0.1)
     written, start = 0, time.perf_counter()
     try:
-        for k in started.pending:
-            n = process_chunk(started.writer, model, started.job, k, started.rows(k))
+        for k in pending:
+            n = commit(k)
             written += n
             bar.update(n)
             if callable(progress):
                 progress(written, total)
-    except KeyboardInterrupt:
-        bar.close()
+    except Exception as exc:  # not KeyboardInterrupt: an interrupted run stays resumable as it is
+        failed(exc, time.perf_counter() - start)
         raise
-    except Exception as exc:
+    finally:
         bar.close()
-        started.writer.fail_run(started.job.run_id, f"{type(exc).__name__}: {exc}")
-        started.writer.close()
-        raise
-    bar.close()
-    return finish_run(started, store, written, time.perf_counter() - start)
+    return written, time.perf_counter() - start
 
 
 def chunk_range_all(n_pairs: int, chunk_size: int) -> range:

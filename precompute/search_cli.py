@@ -8,7 +8,8 @@ import warnings
 from core.datasets import DATA_DIR_ENV
 from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
-from core.store.index import SEARCH_MODES, IndexStore
+from core.store.index import SEARCH_MODES
+from core.store.index_search import IndexStore
 from precompute.index import DEFAULT_CHUNK_SIZE, INDEX_METHODS
 
 VERBS = ("index", "search")

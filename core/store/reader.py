@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import duckdb
@@ -22,7 +22,7 @@ import pandas as pd
 
 from core.store.catalog import StoreLocation, connect, data_file_error, disconnect, parse_location
 from core.store.records import StoreError, quote
-from core.store.schema import SCHEMA, TABLES, columns
+from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
 
 STALE_AFTER_S = 15 * 60.0  # a running segment of another host without a heartbeat this long is interrupted
 _HOST = socket.gethostname()
@@ -50,6 +50,30 @@ def _select(table: str, have: Mapping[str, str], alias: str = "", extra: Sequenc
         parts.append(f"{pre}{quote(c)}" if c in have else f"CAST(NULL AS {typ}) AS {quote(c)}")
     parts += [f"{pre}{quote(c)}" for c in extra]
     return ", ".join(parts)
+
+
+def ledger_views(src: Callable[[str], str], have: Mapping[str, Mapping[str, str]], ledger: str, owner: str,
+                 tables: Sequence[str], losers: bool = True) -> dict[str, str]:
+    """The views of a chunk ledger and of the tables its chunks fill (exactly-once as read): ``_<ledger>_wins``
+    (the first committed write of each ``(owner, chunk_index)``; ``_chunk_wins`` for ``chunks``), ``ledger``,
+    and each table's rows of the winning write only (every row when no chunk has a losing write: ``losers``
+    False). ``src(t)``: the table at the reader's snapshot; ``have``: the tables' columns there."""
+    wins = "_chunk_wins" if ledger == "chunks" else f"_{ledger}_wins"
+    if ledger in have:
+        sql = {wins: f"SELECT {_select(ledger, have[ledger], extra=['write_id'])} FROM {src(ledger)} "
+                     f"QUALIFY row_number() OVER (PARTITION BY {owner}, chunk_index ORDER BY snapshot_id, write_id) = 1"}
+    else:
+        sql = {wins: _empty_view(ledger, {"write_id": "BIGINT"})}
+    sql[ledger] = f"SELECT * EXCLUDE (write_id) FROM {wins}"
+    for t in tables:
+        if t not in have:
+            sql[t] = _empty_view(t)
+        elif losers:
+            sql[t] = (f"SELECT {_select(t, have[t], 't')} FROM (FROM {src(t)}) t SEMI JOIN {wins} w ON "
+                      f"t.{owner} = w.{owner} AND t.chunk_index = w.chunk_index AND t.write_id = w.write_id")
+        else:
+            sql[t] = f"SELECT {_select(t, have[t])} FROM {src(t)}"
+    return sql
 
 
 class StoreReader:
@@ -202,23 +226,10 @@ class StoreReader:
                            f"write_id DESC) = 1) WHERE status <> 'deleted'")
         else:
             sql["runs"] = _empty_view("runs")
-        if "chunks" in have:
-            sql["_chunk_wins"] = (f"SELECT {_select('chunks', have['chunks'], extra=['write_id'])} FROM {src('chunks')} "
-                                  f"QUALIFY row_number() OVER (PARTITION BY run_id, chunk_index "
-                                  f"ORDER BY snapshot_id, write_id) = 1")
-        else:
-            sql["_chunk_wins"] = _empty_view("chunks", {"write_id": "BIGINT"})
-        sql["chunks"] = "SELECT * EXCLUDE (write_id) FROM _chunk_wins"
-        for t, info in TABLES.items():
-            if info.kind != "chunk":
-                continue
-            if t not in have:
-                sql[t] = _empty_view(t)
-            elif losers:
-                sql[t] = (f"SELECT {_select(t, have[t], 't')} FROM (FROM {src(t)}) t SEMI JOIN _chunk_wins w ON "
-                          f"t.run_id = w.run_id AND t.chunk_index = w.chunk_index AND t.write_id = w.write_id")
-            else:
-                sql[t] = f"SELECT {_select(t, have[t])} FROM {src(t)}"
+        sql.update(ledger_views(src, have, "chunks", "run_id", CHUNK_TABLES, losers))
+        from core.store.index import index_views  # the search indexes' tables
+
+        sql.update(index_views(src, have))
         for name, body in sql.items():
             self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {body}")
 

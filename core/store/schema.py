@@ -206,6 +206,84 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "embedding_norm": ("DOUBLE", "L2 norm |e| of the sentence embedding (same on each token row of the sentence; NULL if "
                            "unused): a cosine model's matrix is F_a @ F_b.T / (|e_a| |e_b|)."),
     },
+    # ---- search indexes (python -m precompute index; core/store/index*.py) ----
+    "indexes": {
+        "index_id": ("VARCHAR", "Deterministic hash of model_id, the corpus' content hash, method, layer, steps, quadrature, prompt and window settings."),
+        "corpus_key": ("VARCHAR", "What was indexed: dataset keys joined by `+` (`stsb:train+stsb:dev+stsb:test`) or `file:<name>[:<column>]`."),
+        "corpus_source": ("VARCHAR", "Where the texts were read from."),
+        "corpus_hash": ("VARCHAR", "SHA-256 (first 16 hex digits) of the distinct texts in order."),
+        "model_id": ("VARCHAR", "Model whose embeddings and factors are stored (-> models.model_id)."),
+        "model_name": ("VARCHAR", "Denormalised models.name."),
+        "model_path": ("VARCHAR", "Where the model was loaded from (the Search page loads the query's model from here)."),
+        "similarity": ("VARCHAR", "The model's similarity (`cosine` or `dot`): what the search ranks by."),
+        "dim": ("INTEGER", "Embedding dimension D."),
+        "method": ("VARCHAR", "Attribution method of the stored factors (`bilrp`, `ij`, `hxp`)."),
+        "layer": ("INTEGER", "Layer the factors attribute to."),
+        "steps": ("INTEGER", "Integration steps (NULL for step-free methods)."),
+        "quadrature": ("VARCHAR", "Quadrature rule (NULL for step-free methods)."),
+        "prompt_name": ("VARCHAR", "Name of the prompt prepended to every passage (NULL: none)."),
+        "prompt": ("VARCHAR", "Its text ('' when none); the stored tokens include it."),
+        "query_prompt_name": ("VARCHAR", "Prompt the search prepends to queries by default (NULL: none)."),
+        "query_prompt": ("VARCHAR", "Its text ('' when none)."),
+        "window_tokens": ("INTEGER", "Content tokens per window at most (the model's maximum minus special and prompt tokens, or smaller)."),
+        "window_overlap": ("INTEGER", "Tokens two consecutive windows of a passage share (about; windows are cut between words)."),
+        "n_passages": ("INTEGER", "Distinct texts indexed (rows of `index_passages`)."),
+        "chunk_size": ("INTEGER", "Passages per chunk C: chunk k holds passages [k*C, (k+1)*C) and their windows."),
+        "n_chunks": ("INTEGER", "ceil(n_passages / C)."),
+        "hnsw": ("BOOLEAN", "Whether searches use an HNSW index (DuckDB vss) of a local copy of the embeddings (set when done)."),
+        "status": ("VARCHAR", "`running`, `done`, `failed` or `deleted` (readers show a `running` index whose writer is gone as `interrupted`)."),
+        "started_at": ("TIMESTAMP", "UTC time the index was first started."),
+        "heartbeat_at": ("TIMESTAMP", "UTC time of this record (readers also count the index's latest chunk commit)."),
+        "finished_at": ("TIMESTAMP", "UTC time it finished or failed."),
+        "seconds": ("DOUBLE", "Compute seconds over all attempts."),
+        "n_windows": ("INTEGER", "Windows stored (set when done)."),
+        "max_windows": ("INTEGER", "Most windows of one passage (set when done)."),
+        "code_version": ("VARCHAR", "Commit of the code that built it."),
+        "device": ("VARCHAR", "Device the factors were computed on."),
+        "host": ("VARCHAR", "Host name of the writer."),
+        "pid": ("INTEGER", "Process id of the writer (a `running` index whose writer is gone reads as `interrupted`)."),
+        "error_message": ("VARCHAR", "Why it failed (NULL unless failed)."),
+    },
+    "index_chunks": {
+        "index_id": ("VARCHAR", "Index the chunk belongs to."),
+        "chunk_index": ("INTEGER", "Chunk k: the passages with passage_id in [k*C, (k+1)*C)."),
+        "n_passages": ("INTEGER", "Passages in the chunk."),
+        "n_windows": ("INTEGER", "Windows in the chunk."),
+        "seconds": ("DOUBLE", "Seconds the writer spent computing the chunk."),
+        "host": ("VARCHAR", "Host of the writer."),
+        "pid": ("INTEGER", "Process id of the writer."),
+        "committed_at": ("TIMESTAMP", "UTC time of the commit."),
+    },
+    "index_passages": {
+        "index_id": ("VARCHAR", "Index (-> indexes.index_id)."),
+        "chunk_index": ("INTEGER", "Chunk of the index (-> index_chunks.chunk_index)."),
+        "passage_id": ("INTEGER", "0-based position of the distinct text in the corpus (first occurrence order)."),
+        "text": ("VARCHAR", "The passage."),
+        "dataset_key": ("VARCHAR", "Dataset of its first occurrence (NULL for a corpus file)."),
+        "pair_id": ("INTEGER", "Pair of its first occurrence in that dataset (-> pairs.pair_id; NULL for a corpus file)."),
+        "side": ("VARCHAR", "`a` (sentence1) or `b` (sentence2) of that pair (NULL for a corpus file)."),
+        "source_row": ("INTEGER", "0-based row of its first occurrence in a corpus file (NULL for datasets)."),
+        "occurrences": ("INTEGER", "How often the text occurs in the corpus."),
+    },
+    "index_windows": {
+        "index_id": ("VARCHAR", "Index (-> indexes.index_id)."),
+        "chunk_index": ("INTEGER", "Chunk of the index."),
+        "passage_id": ("INTEGER", "Passage (-> index_passages.passage_id)."),
+        "window_index": ("SMALLINT", "0-based window of the passage (a passage that fits the model is one window)."),
+        "char_start": ("INTEGER", "The window's first character in the passage."),
+        "char_end": ("INTEGER", "One past its last character."),
+        "n_tokens": ("SMALLINT", "Tokens of the model input (prompt and special tokens included) = factor rows."),
+        "tokens": ("VARCHAR[]", "The tokens of the model input (prompt + window)."),
+        "token_start": ("INTEGER[]", "Character offset of each token in prompt + window text (0 for special tokens)."),
+        "token_end": ("INTEGER[]", "One past each token's end."),
+        "special": ("BOOLEAN[]", "Whether each token is a special token."),
+        "word_ids": ("INTEGER[]", "Pre-tokenizer word of each token (-1 for special tokens)."),
+        "embedding": ("FLOAT[]", "The model's sentence embedding of the window, D values (what the search compares)."),
+        "factor": ("BLOB", "The (n_tokens, D) factor, float16 little-endian, row-major."),
+        "target": ("BLOB", "The (D,) vector the factor rows sum to, float32 little-endian."),
+        "scale": ("DOUBLE", "The window's multiplier of pair products (1/|e| for cosine models)."),
+        "truncated": ("BOOLEAN", "Whether the input was cut at the model's maximum (never, unless a single word is longer)."),
+    },
 }
 # fmt: on
 
@@ -222,8 +300,10 @@ class TableInfo:
 
     ``kind``: ``record`` (a record is replaced as a whole by a newer write of the same ``record_key``; readers
     see the latest write), ``event`` (append-only events, readers see the latest event per ``record_key``),
-    ``chunk`` (rows of one run chunk; readers see the rows of the chunk's winning write only) or ``ledger``
-    (the chunks table itself: the first committed write of a chunk wins).
+    ``chunk`` (rows of one run chunk; readers see the rows of the chunk's winning write only), ``ledger``
+    (the chunks table itself: the first committed write of a chunk wins), or their search-index twins
+    ``index chunk`` and ``index ledger`` (the same rule, per ``(index_id, chunk_index)`` instead of
+    ``(run_id, chunk_index)``; :mod:`core.store.index` defines their views).
     """
 
     kind: str
@@ -292,10 +372,31 @@ TABLES: dict[str, TableInfo] = {
         "chunk", "Optional per-token factor vectors, enough to explain two stored sentences without the model.",
         ("pair_id", "side", "token_index"), ("pair_id", "side", "token_index", "factor"),
     ),
+    "indexes": TableInfo(
+        "record", "One record per search index (`python -m precompute index`), replaced on start, finish and "
+        "failure; read with `IndexStore.indexes()`.", ("index_id",),
+        ("index_id", "corpus_key", "model_id", "similarity", "dim", "method", "layer", "n_passages", "chunk_size"),
+        ("index_id",),
+    ),
+    "index_chunks": TableInfo(
+        "index ledger", "One row per committed write of an index chunk, in the same transaction as its passages "
+        "and windows; the first committed write of a chunk wins (exactly-once as read, like `chunks`).",
+        ("index_id", "chunk_index"), ("index_id", "chunk_index"), ("index_id", "chunk_index"),
+    ),
+    "index_passages": TableInfo(
+        "index chunk", "Every distinct text of an index, written with its chunk.", ("index_id", "passage_id"),
+        ("passage_id", "text"),
+    ),
+    "index_windows": TableInfo(
+        "index chunk", "One row per window of a passage: tokens, the model's embedding and the float16 factor, "
+        "enough to explain any query against it with one model pass for the query.",
+        ("index_id", "passage_id", "window_index"), ("passage_id", "window_index", "n_tokens", "embedding", "factor"),
+    ),
 }
 
 META_TABLES = tuple(t for t, i in TABLES.items() if i.kind == "record")
 CHUNK_TABLES = tuple(t for t, i in TABLES.items() if i.kind == "chunk")
+INDEX_CHUNK_TABLES = tuple(t for t, i in TABLES.items() if i.kind == "index chunk")
 CHUNK_COLUMNS = ("run_id", "chunk_index")  # every chunk table's columns the writer fills in itself
 
 _ARROW_TYPES = {
@@ -309,6 +410,10 @@ _ARROW_TYPES = {
     "BOOLEAN": pa.bool_(),
     "TIMESTAMP": pa.timestamp("us"),
     "BLOB": pa.binary(),
+    "FLOAT[]": pa.list_(pa.float32()),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "INTEGER[]": pa.list_(pa.int32()),
+    "BOOLEAN[]": pa.list_(pa.bool_()),
 }
 
 
@@ -356,6 +461,14 @@ def schema_markdown() -> str:
         "",
         "Every table also has the bookkeeping columns "
         + ", ".join(f"`{c}` ({t}: {d})" for c, (t, d) in BOOKKEEPING.items()) + ", which readers never show.",
+        "",
+        "Search indexes (`python -m precompute index`) are tables of the same store: an index's record in "
+        "`indexes`, and chunk k of it (passages [k*C, (k+1)*C) with their windows) committed in one transaction "
+        "with its `index_chunks` row, so a killed build resumes with exactly the missing chunks and readers see "
+        "each chunk's first committed write only. An HNSW index cannot live in DuckLake: for an index with "
+        "`hnsw` the reader copies the embeddings into a local DuckDB file, `<store>/cache/<index_id>-<write>.duckdb` "
+        "(remote stores: `$SIMLENS_CACHE`, default `~/.cache/simlens`), builds the HNSW index there once and "
+        "reuses it; other indexes are scanned exactly, in SQL, in the lake.",
         "",
     ]
     for table, cols in SCHEMA.items():

@@ -1,0 +1,140 @@
+"""The local copy of a large index's embeddings with an HNSW index (DuckDB's ``vss`` extension).
+
+An HNSW index cannot live in DuckLake (its tables are Parquet files plus a catalog), so for an index whose
+record says ``hnsw`` the reader copies ``(passage_id, window_index, chunk_index, embedding FLOAT[D])`` from the
+lake into a local DuckDB file, builds the HNSW index there once (written under a temporary name and renamed
+into place, so concurrent readers never see a part) and reuses it: ``<store>/cache/`` for a local store,
+``$SIMLENS_CACHE`` (default ``~/.cache/simlens``) for a remote one. The file is derived: deleting it costs one
+rebuild. Its name carries the index's finish time, so a rebuilt index (``--force``) gets a new file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from core.store.catalog import StoreLocation
+from core.store.records import StoreError
+
+CACHE_ENV = "SIMLENS_CACHE"
+METRIC = {"cosine": "cosine", "dot": "ip"}
+DISTANCE = {"cosine": ("array_cosine_distance", "1 - "), "dot": ("array_negative_inner_product", "-")}
+SIMILARITY = {"cosine": "array_cosine_similarity", "dot": "array_inner_product"}
+
+
+def cache_folder(location: StoreLocation) -> Path:
+    """Where the local vectors files of a store's indexes live."""
+    if location.root is not None:
+        return location.root / "cache"
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "simlens")
+
+
+def vectors_path(location: StoreLocation, record: Mapping[str, Any]) -> Path:
+    """The local vectors file of a finished index."""
+    stamp = pd.Timestamp(record["finished_at"]).strftime("%Y%m%dT%H%M%S%f")
+    return cache_folder(location) / f"{record['index_id']}-{stamp}.duckdb"
+
+
+def vss_extension() -> str:
+    """The path of DuckDB's vss extension from its PyPI package."""
+    try:
+        import duckdb_extension_vss
+    except ImportError as exc:
+        raise StoreError("HNSW search needs DuckDB's vss extension: pip install duckdb-extension-vss"
+                         f"=={duckdb.__version__}") from exc
+    found = sorted(Path(duckdb_extension_vss.__file__).parent.glob("extensions/*/vss.duckdb_extension"))
+    if not found:
+        raise StoreError(f"the duckdb-extension-vss package has no extension file ({duckdb_extension_vss.__file__})")
+    return str(found[-1])
+
+
+def _load_vss(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"LOAD '{vss_extension()}'")
+    con.execute("SET hnsw_enable_experimental_persistence = true")
+
+
+def build_vectors(path: Path, batches: pa.RecordBatchReader, dim: int, similarity: str,
+                  ef_construction: int | None = None, m: int | None = None) -> dict[str, Any]:
+    """Write ``path`` from ``batches`` (passage_id, window_index, chunk_index, embedding) with an HNSW index of
+    the model's metric; returns {windows, seconds_table, seconds_hnsw}."""
+    import time
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
+    con = duckdb.connect(str(tmp))
+    try:
+        t0 = time.perf_counter()
+        con.register("lake_vectors", batches)
+        con.execute(f"""
+            CREATE TABLE vectors AS SELECT CAST(passage_id AS INTEGER) AS passage_id,
+                   CAST(window_index AS SMALLINT) AS window_index, CAST(chunk_index AS INTEGER) AS chunk_index,
+                   CAST(embedding AS FLOAT[{int(dim)}]) AS embedding
+            FROM lake_vectors ORDER BY passage_id, window_index""")
+        con.unregister("lake_vectors")
+        (n,) = con.execute("SELECT count(*) FROM vectors").fetchone()
+        t1 = time.perf_counter()
+        _load_vss(con)
+        options = [f"metric = '{METRIC[similarity]}'"]
+        if ef_construction:
+            options.append(f"ef_construction = {int(ef_construction)}")
+        if m:
+            options.append(f"M = {int(m)}")
+        con.execute(f"CREATE INDEX vectors_hnsw ON vectors USING HNSW (embedding) WITH ({', '.join(options)})")
+        con.execute("CHECKPOINT")
+        t2 = time.perf_counter()
+    except BaseException:
+        con.close()
+        for p in (tmp, Path(str(tmp) + ".wal")):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+    con.close()
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        os.remove(str(tmp) + ".wal")
+    return {"windows": int(n), "seconds_table": t1 - t0, "seconds_hnsw": t2 - t1}
+
+
+class LocalVectors:
+    """A read-only connection to a local vectors file: exact scans and HNSW searches."""
+
+    def __init__(self, path: Path, dim: int, similarity: str) -> None:
+        self.path, self.dim, self.similarity = path, int(dim), similarity
+        self._con = duckdb.connect(":memory:")
+        _load_vss(self._con)
+        self._con.execute(f"ATTACH '{path}' AS vec (READ_ONLY)")
+
+    def close(self) -> None:
+        self._con.close()
+
+    def _literal(self, q: np.ndarray) -> str:
+        # a constant (not a parameter) lets the optimizer replace the ORDER BY ... LIMIT with the HNSW scan
+        return f"[{', '.join(repr(float(v)) for v in np.asarray(q, np.float32).reshape(-1))}]::FLOAT[{self.dim}]"
+
+    def _sql(self, q: np.ndarray, n: int, use: str) -> str:
+        if use == "hnsw":
+            fn, to_score = DISTANCE[self.similarity]
+            return (f"SELECT passage_id, window_index, chunk_index, {to_score}d AS score FROM ("
+                    f"SELECT *, {fn}(embedding, {self._literal(q)}) AS d FROM vec.vectors ORDER BY d LIMIT {int(n)})")
+        return (f"SELECT passage_id, window_index, chunk_index, "
+                f"CAST({SIMILARITY[self.similarity]}(embedding, {self._literal(q)}) AS DOUBLE) AS score "
+                f"FROM vec.vectors ORDER BY score DESC, passage_id, window_index LIMIT {int(n)}")
+
+    def search(self, q: np.ndarray, n: int, use: str, ef_search: int | None = None) -> pd.DataFrame:
+        """The ``n`` best windows (passage_id, window_index, chunk_index, score) by ``use``: hnsw or exact."""
+        if ef_search:
+            self._con.execute(f"SET hnsw_ef_search = {int(ef_search)}")
+        return self._con.execute(self._sql(q, n, use)).df()
+
+    def plan(self, q: np.ndarray, n: int, use: str) -> str:
+        """DuckDB's plan of a search (tests check that HNSW is used)."""
+        return "\n".join(r[1] for r in self._con.execute("EXPLAIN " + self._sql(q, n, use)).fetchall())
