@@ -35,23 +35,26 @@ def test_an_index_in_a_postgres_catalog_store_with_s3_data(postgres, s3, tiny_mo
     corpus = file_corpus(tmp_path / "c.txt")
 
     def stop_after_two(done: int, total: int) -> None:
-        if done >= 8:
+        if done >= 10:
             raise _Stop
+
+    settings = {"chunk_size": 5, "window_tokens": 6, "window_overlap": 2}  # > 10 windows a chunk: not inlined
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(_Stop):
-            build_index(model, corpus, store, chunk_size=4, progress=stop_after_two)
+            build_index(model, corpus, store, progress=stop_after_two, **settings)
         with IndexStore(store) as reader:
             (info,) = reader.indexes().to_dict("records")
             assert info["status"] == "running" and info["chunks_present"] == 2  # this process is alive
-        result = build_index(model, corpus, store, chunk_size=4, progress=False, hnsw=True)
-    assert result.passages_written == len(texts) - 8
+        result = build_index(model, corpus, store, progress=False, hnsw=True, **settings)
+    assert result.passages_written == len(texts) - 10
     with IndexStore(store) as reader:
         info = reader.index_info(result.index_id)
-        assert info["status"] == "done" and info["chunks_present"] == info["n_chunks"] == 4 and info["hnsw"]
+        assert info["status"] == "done" and info["chunks_present"] == info["n_chunks"] == 3 and info["hnsw"]
         assert reader.passages(result.index_id)["text"].tolist() == list(dict.fromkeys(texts))
         emb = reader.all_embeddings(result.index_id)
+        assert emb["window_index"].max() > 0  # passages cut into windows
         assert not emb.duplicated(["passage_id", "window_index"]).any()
         matrix = np.stack(emb["embedding"].to_numpy())
         for mode in ("exact", "hnsw"):
