@@ -426,6 +426,66 @@ def test_writer_refuses_chunks_that_are_not_whole(built):
         writer.write_chunk(built["plain"], 0, pd.DataFrame({"passage_id": [0]}), pd.DataFrame({"passage_id": [0]}))
 
 
+def _toy_chunk(lo: int, hi: int, scale: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Passages [lo, hi) of a toy index (D = 4) with one window each."""
+    ids = np.arange(lo, hi)
+    passages = pd.DataFrame({"passage_id": ids, "text": [f"text {i}" for i in ids], "occurrences": 1})
+    windows = pd.DataFrame({"passage_id": ids, "window_index": 0, "n_tokens": 1, "tokens": [["t"]] * len(ids),
+                            "embedding": [scale * np.array([1.0, i, 0.5, -i], np.float32) for i in ids],
+                            "factor": [np.ones((1, 4)) * scale] * len(ids), "target": [np.ones(4)] * len(ids)})
+    return passages, windows
+
+
+TOY = {"index_id": "ixtoy", "corpus_key": "toy", "model_id": "toy", "model_name": "toy", "similarity": "dot", "dim": 4,
+       "method": "bilrp", "layer": 0, "n_passages": 6, "chunk_size": 3, "n_chunks": 2}
+
+
+def test_index_chunks_are_exactly_once_as_read(tmp_path):
+    """A chunk committed by another writer inside this writer's transaction: this one finds it and writes
+    nothing; a second committed write of a chunk (two writers whose checks raced) is invisible to readers."""
+    from core.store import ChunkExistsError
+    from core.store.catalog import transaction
+
+    store = tmp_path / "store"
+    a, b = IndexWriter(store), IndexWriter(store)
+    a.put_model({"model_id": "toy", "name": "toy"})
+    assert a.start_index(TOY) is None and b.start_index(TOY) == "running"
+    a._before_commit = lambda k: (setattr(a, "_before_commit", None), b.write_chunk("ixtoy", 0, *_toy_chunk(0, 3, 2.0)))
+    with pytest.raises(ChunkExistsError):  # A's retry finds B's commit
+        a.write_chunk("ixtoy", 0, *_toy_chunk(0, 3))
+    assert a.pending_chunks("ixtoy") == [1]
+    with pytest.raises(StoreError, match=r"exactly passage ids \[3, 6\)"):
+        a.write_chunk("ixtoy", 1, *_toy_chunk(3, 5))
+    a.write_chunk("ixtoy", 1, *_toy_chunk(3, 6))
+    with pytest.raises(StoreError, match="chunk_size=3 .now 2.*--chunk-size 3"):  # a resume must keep the chunks' layout
+        a.start_index({**TOY, "chunk_size": 2, "n_chunks": 3})
+
+    def again(con):  # the same chunk committed once more, with other content
+        for t in ("index_passages", "index_windows", "index_chunks"):
+            con.execute(f"INSERT INTO {a._lake}.{t} SELECT * REPLACE (write_id + 1 AS write_id) FROM {a._lake}.{t} "
+                        f"WHERE index_id = 'ixtoy' AND chunk_index = 0")
+
+    transaction(a._con, again, "duplicate")
+    record = a.finish_index("ixtoy", 1.0)
+    assert (record["n_windows"], record["max_windows"], record["hnsw"]) == (6, 1, False)
+    with IndexStore(store) as reader:
+        info = reader.index_info("ixtoy")
+        assert info["status"] == "done" and info["chunks_present"] == 2
+        emb = reader.all_embeddings("ixtoy")
+        assert emb["passage_id"].tolist() == list(range(6))
+        np.testing.assert_allclose(emb["embedding"].iloc[1], [2.0, 2.0, 1.0, -2.0])  # B's write, once
+        assert reader.passages("ixtoy", [4, 1])["text"].tolist() == ["text 4", "text 1"]
+        got, mode = reader.search_windows("ixtoy", np.array([0.0, 1.0, 0.0, 0.0]), 2)
+        assert mode == "exact" and got["passage_id"].tolist() == [5, 2]  # 5, then 2 (B doubled it) and 4 tie at 4
+        (win,) = reader.windows("ixtoy", [(0, 2, 0)]).to_dict("records")
+        np.testing.assert_allclose(win["factor"], 2 * np.ones((1, 4)))
+    a.delete_index("ixtoy")
+    with IndexStore(store) as reader:
+        assert reader.indexes().empty and reader.all_embeddings("ixtoy").empty
+    a.close()
+    b.close()
+
+
 # --------------------------------------------------------------------------------------------------
 # the Search page under AppTest
 # --------------------------------------------------------------------------------------------------
