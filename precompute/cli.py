@@ -299,8 +299,7 @@ def _main(argv: list[str] | None) -> int:
         if args.verb == "evaluations":
             return _evaluations(args.store, args.kind)
         if args.verb == "schema":
-            print(schema_markdown() + "
-" + evaluations.kinds_markdown())
+            print(schema_markdown() + "\n" + evaluations.kinds_markdown())
             return 0
         if args.verb == "list":
             return _list(args.store)
