@@ -2,6 +2,7 @@
 
     python bench/bench_search.py [--datasets stsb:train,stsb:dev,stsb:test] [--queries 50] [--store DIR]
     python bench/bench_search.py --skip-real --synthetic 100000,1000000 [--ef-construction 128]
+    python bench/bench_search.py --skip-real --synthetic '' --shaped   # latency at STS-b's size, random factors
 
 Real part: every distinct sentence of the datasets indexed with all-MiniLM-L6-v2 (bilrp) through the CLI's code
 path (build time, size on disk), then ``--queries`` SICK test sentences as queries: latency of a top-10 search
@@ -74,6 +75,59 @@ def real_index(datasets: list[str], n_queries: int, store: Path) -> None:
     print(f"top-10 with explanations over {len(parts['total'])} SICK test queries (first query, excluded: "
           f"{cold * 1000:.0f} ms)\n")
     print(pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"), flush=True)
+
+
+def shaped_latency(datasets: list[str], n_queries: int, store: Path) -> None:
+    """Query latency at the real index's size while its build cannot finish (a loaded machine): an index with
+    one window per distinct sentence of ``datasets``, each with that sentence's MiniLM token count, a random unit
+    embedding and a random float16 factor, under MiniLM's model id, so that ``search_index`` runs its whole
+    real path (MiniLM encodes the query and computes its factor, the exact scan in the lake, the ten hits'
+    windows read and explained). The hits are meaningless; the timings are those of the real index's sizes."""
+    from core import load_model
+    from core.datasets import load_dataset
+    from core.search import search_index
+    from precompute.index import dataset_corpus
+
+    model = load_model("all-MiniLM-L6-v2", device="cpu")
+    texts = dataset_corpus(datasets).passages["text"].tolist()
+    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    n, chunk, rng = len(texts), 4096, np.random.default_rng(0)
+    record = {"index_id": "ixshaped", "corpus_key": "shaped:" + "+".join(datasets), "model_id": model.model_id,
+              "model_name": model.name, "model_path": str(model.path), "similarity": model.similarity,
+              "dim": model.hidden_size, "method": "bilrp", "layer": 0, "prompt": "", "query_prompt": "",
+              "window_tokens": 254, "window_overlap": 32, "n_passages": n, "chunk_size": chunk,
+              "n_chunks": (n + chunk - 1) // chunk}
+    with IndexWriter(store) as writer:
+        writer.put_model({"model_id": model.model_id, "name": model.name})
+        writer.start_index(record, force=True)
+        for k in range(record["n_chunks"]):
+            ids = np.arange(k * chunk, min((k + 1) * chunk, n))
+            x = rng.normal(size=(len(ids), DIM)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            toks = [lengths[i] for i in ids]
+            passages = pd.DataFrame({"passage_id": ids, "text": [texts[i] for i in ids], "occurrences": 1})
+            windows = pd.DataFrame({
+                "passage_id": ids, "window_index": 0, "char_start": 0, "char_end": [len(texts[i]) for i in ids],
+                "n_tokens": toks, "tokens": [["t"] * t for t in toks], "token_start": [[0] * t for t in toks],
+                "token_end": [[0] * t for t in toks], "special": [[False] * t for t in toks],
+                "word_ids": [[0] * t for t in toks], "embedding": list(x),
+                "factor": [rng.normal(size=(t, DIM)).astype(np.float16).tobytes() for t in toks],
+                "target": [x[j].tobytes() for j in range(len(ids))], "scale": 1.0, "truncated": False})
+            writer.write_chunk("ixshaped", k, passages, windows)
+        writer.finish_index("ixshaped", 0.0)
+    queries = list(dict.fromkeys(load_dataset("sick:test").frame["sentence1"]))[: n_queries + 1]
+    with IndexStore(store) as reader:
+        size = index_bytes(reader)
+        search_index(model, reader, "ixshaped", queries[0], k=10)
+        parts: dict[str, list[float]] = {"total": [], "encode": [], "search": [], "explain": []}
+        for q in queries[1:]:
+            s = search_index(model, reader, "ixshaped", q, k=10).seconds
+            for key in parts:
+                parts[key].append(s[key])
+    print(f"\nindex shaped like {'+'.join(datasets)}: {n:,} windows of {np.mean(lengths):.1f} tokens on average, "
+          f"{size / 1e6:.1f} MB of Parquet; top-10 with explanations over {len(parts['total'])} SICK test queries\n")
+    print(pd.DataFrame([{"part": k, **stats(v)} for k, v in parts.items()]).to_markdown(index=False, floatfmt=".1f"),
+          flush=True)
 
 
 def synthetic_index(store: Path, n: int, seed: int = 0, chunk: int = 50_000) -> str:
@@ -163,11 +217,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("--store", default=None, help="keep the real index here (default: a temporary folder)")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--shaped", action="store_true", help="query latency on an index shaped like the real one "
+                                                              "(random factors; when the real build cannot finish)")
     parser.add_argument("--synthetic", default="1000000", help="sizes of the synthetic indexes ('' for none)")
     parser.add_argument("--ef-construction", type=int, default=None)
     parser.add_argument("--ef-search", default="64,256")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
+    if args.shaped:
+        with tempfile.TemporaryDirectory() as tmp:
+            shaped_latency(args.datasets.split(","), args.queries, Path(tmp) / "store")
     if not args.skip_real:
         with tempfile.TemporaryDirectory() as tmp:
             real_index(args.datasets.split(","), args.queries, Path(args.store or Path(tmp) / "store"))
