@@ -86,12 +86,12 @@ def shaped_latency(datasets: list[str], n_queries: int, store: Path) -> None:
     from core import load_model
     from core.datasets import load_dataset
     from core.search import search_index
-    from precompute.index import dataset_corpus
+    from precompute.index import DEFAULT_CHUNK_SIZE, dataset_corpus
 
     model = load_model("all-MiniLM-L6-v2", device="cpu")
     texts = dataset_corpus(datasets).passages["text"].tolist()
     lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
-    n, chunk, rng = len(texts), 4096, np.random.default_rng(0)
+    n, chunk, rng = len(texts), DEFAULT_CHUNK_SIZE, np.random.default_rng(0)  # chunks as the real build cuts them
     record = {"index_id": "ixshaped", "corpus_key": "shaped:" + "+".join(datasets), "model_id": model.model_id,
               "model_name": model.name, "model_path": str(model.path), "similarity": model.similarity,
               "dim": model.hidden_size, "method": "bilrp", "layer": 0, "prompt": "", "query_prompt": "",
