@@ -79,7 +79,7 @@ class CatalogueQueries:
             multi = df.loc[df["n_segments"] > 1, "run_id"].tolist()
             if multi:
                 preds = self._df("SELECT run_id, model_score, gold, gold_norm FROM predictions "
-                                 "WHERE list_contains($runs, run_id)", {"runs": multi})
+                                 "WHERE run_id IN (SELECT unnest($runs))", {"runs": multi})
                 for rid, g in preds.groupby("run_id"):
                     m = score_metrics(g["model_score"].to_numpy(float), g["gold"].to_numpy(float),
                                       g["gold_norm"].to_numpy(float))

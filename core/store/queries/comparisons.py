@@ -79,7 +79,7 @@ class ComparisonQueries:
             agg = self._df("""
                 SELECT run_id, count(*) AS n_predictions, avg(model_score) AS mean_model_score,
                        avg(abs(error)) AS mean_abs_error, avg(abs(residual)) AS mean_abs_residual
-                FROM predictions WHERE list_contains($runs, run_id) GROUP BY run_id
+                FROM predictions WHERE run_id IN (SELECT unnest($runs)) GROUP BY run_id
             """, {"runs": [run_a, run_b]}).set_index("run_id")
             both = self._df("""
                 SELECT corr(a.model_score, b.model_score) * 100 AS c

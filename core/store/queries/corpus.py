@@ -52,25 +52,28 @@ def finish_heatmap(df: pd.DataFrame, agg: str) -> pd.DataFrame:
 
 
 def unit_pairs_sql(level: str, include_special: bool) -> str:
-    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units)."""
+    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units).
+
+    Runs are filtered with ``run_id IN (SELECT unnest($runs))``, which DuckLake uses to skip the data files of
+    other runs (``list_contains`` reads every file of the table)."""
     special = "" if include_special else " AND NOT special_a AND NOT special_b"
     if level == "token":
         return (f"SELECT run_id, pair_id, token_a AS label_a, token_b AS label_b, relevance "
-                f"FROM token_pairs WHERE list_contains($runs, run_id){special}")
+                f"FROM token_pairs WHERE run_id IN (SELECT unnest($runs)){special}")
     if level != "word":
         raise StoreError("level must be 'token' or 'word'")
     return f"""
         WITH u AS (
             SELECT run_id, pair_id, i, j, relevance, token_a, token_b,
                    {WORD_UNIT.sql("special_a", "word_a", "i")} AS ua, {WORD_UNIT.sql("special_b", "word_b", "j")} AS ub
-            FROM token_pairs WHERE list_contains($runs, run_id){special}
+            FROM token_pairs WHERE run_id IN (SELECT unnest($runs)){special}
         ), w AS (
             SELECT run_id, pair_id, ua, ub, sum(relevance) AS relevance,
                    first(token_a ORDER BY i) AS ta, first(token_b ORDER BY j) AS tb
             FROM u GROUP BY run_id, pair_id, ua, ub
         ), words AS (
             SELECT run_id, pair_id, side, word_index, first(word ORDER BY token_index) AS word
-            FROM tokens WHERE list_contains($runs, run_id) AND word_index IS NOT NULL
+            FROM tokens WHERE run_id IN (SELECT unnest($runs)) AND word_index IS NOT NULL
             GROUP BY run_id, pair_id, side, word_index
         )
         SELECT w.run_id, w.pair_id, coalesce(wa.word, w.ta) AS label_a, coalesce(wb.word, w.tb) AS label_b,
@@ -109,10 +112,10 @@ class CorpusQueries:
                 return pd.DataFrame(columns=HEATMAP_COLS)
             ps, ns, n = (quote(c) for c in LEVEL_COLS[level])
             params: dict[str, Any] = {"runs": runs}
-            join, where = "", ["list_contains($runs, p.run_id)"]
+            join, where = "", ["p.run_id IN (SELECT unnest($runs))"]
             if gold_band or error_band:
                 join = "JOIN predictions r ON r.run_id = p.run_id AND r.pair_id = p.pair_id"
-                where.append("list_contains($runs, r.run_id)")
+                where.append("r.run_id IN (SELECT unnest($runs))")
                 if gold_band:
                     where.append("r.gold_norm BETWEEN $glo AND $ghi")
                     params.update(glo=gold_band[0], ghi=gold_band[1])

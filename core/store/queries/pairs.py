@@ -60,7 +60,7 @@ class PairQueries:
                 return pd.DataFrame(columns=[*cols, "pair_id", *pcols])
             preds = self._df(f"""
                 SELECT run_id, pair_id, {', '.join(quote(c) for c in pcols)} FROM predictions
-                WHERE list_contains($runs, run_id) AND pair_id = $pid
+                WHERE run_id IN (SELECT unnest($runs)) AND pair_id = $pid
             """, {"runs": runs["run_id"].tolist(), "pid": int(pair_id)})
         out = runs[cols].merge(preds, on="run_id", how="inner")
         return out.sort_values(["model_name", "method", "layer", "run_id"], kind="stable").reset_index(drop=True)
