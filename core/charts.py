@@ -22,7 +22,7 @@ import pandas as pd
 alt.data_transformers.disable_max_rows()
 
 SCHEME = "redblue"  # Vega's red->blue diverging scheme; reversed so that red = positive
-NULL_POS = "∅"  # label of a missing POS tag (languages without a tagger)
+NULL_POS = "untagged"  # label of a missing POS tag (a language without a tagger)
 UPOS_ORDER = ("NOUN", "PROPN", "VERB", "AUX", "ADJ", "ADV", "PRON", "DET", "ADP", "NUM", "CCONJ", "SCONJ",
               "PART", "INTJ", "PUNCT", "SYM", "X")
 FONT_SIZE = 12
@@ -41,18 +41,24 @@ def max_abs(values: Sequence[float] | pd.Series | np.ndarray) -> float:
     return m if m > 0 else 1.0
 
 
-def signed_scale(limit: float = 1.0, kind: str = "linear") -> alt.Scale:
+def signed_scale(limit: float = 1.0, kind: str = "linear", half: str | None = None) -> alt.Scale:
     """Diverging scale centred at 0 over [-limit, limit]: red positive, white zero, blue negative.
 
-    ``kind="sqrt"`` maps |value| through a square root (sign kept), so weak cells get visible colour."""
+    ``kind="sqrt"`` maps |value| through a square root (sign kept), so weak cells get visible colour.
+    ``half="neg"`` / ``"pos"``: the domain (and so the legend) is [-limit, 0] / [0, limit] only, for maps
+    whose values have one sign; colours stay those of the full scale."""
     m = float(limit) if limit and math.isfinite(limit) and limit > 0 else 1.0
+    domain = {"neg": [-m, 0.0], "pos": [0.0, m], None: [-m, m]}[half]
+    scheme = {"scheme": SCHEME} if half is None else \
+        {"range": ["#2166ac", "#f7f7f7"] if half == "neg" else ["#f7f7f7", "#b2182b"]}
+    extra = {"domainMid": 0, "reverse": True} if half is None else {}
     if kind == "sqrt":
-        return alt.Scale(type="sqrt", scheme=SCHEME, domain=[-m, m], domainMid=0, reverse=True)
-    return alt.Scale(scheme=SCHEME, domain=[-m, m], domainMid=0, reverse=True)
+        return alt.Scale(type="sqrt", domain=domain, **scheme, **extra)
+    return alt.Scale(domain=domain, **scheme, **extra)
 
 
 def pos_order(labels: Sequence[str | None]) -> list[str]:
-    """POS labels in a stable, readable order: universal POS, then special tokens, then other tags, then ∅."""
+    """POS labels in a stable, readable order: universal POS, then special tokens, then other tags, then "untagged"."""
     seen = [NULL_POS if (x is None or (isinstance(x, float) and math.isnan(x))) else str(x) for x in labels]
     uniq = list(dict.fromkeys(seen))
     rank = {p: k for k, p in enumerate(UPOS_ORDER)}
@@ -86,6 +92,8 @@ POS_VALUE_TITLES = {
     "relevance_norm": "relevance (÷ max |R|)",
     "pos_norm": "positive (÷ max)",
     "neg_norm": "negative (÷ max)",
+    "pos_sum_own": "positive (÷ its own max)",
+    "neg_sum_own": "negative (÷ its own max)",
     "relevance": "relevance",
     "pos_sum": "positive relevance",
     "neg_sum": "negative relevance",
@@ -97,7 +105,7 @@ POS_VALUE_TITLES = {
 
 
 def pos_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """A POS heatmap frame with missing tags labelled ``∅`` (Vega drops null categories)."""
+    """A POS heatmap frame with missing tags labelled "untagged" (Vega drops null categories)."""
     out = df.copy()
     for c in ("pos_a", "pos_b"):
         if c in out.columns:
@@ -109,14 +117,15 @@ def pos_heatmap_chart(df: pd.DataFrame, value: str = "relevance_norm", title: st
                       selection: str | None = "cell", limit: float | None = None, cell: int = 24,
                       order_a: Sequence[str] | None = None, order_b: Sequence[str] | None = None,
                       highlight: tuple[str | None, str | None] | None = None,
-                      scale: str = "linear") -> alt.Chart:
+                      scale: str = "linear", half: str | None = None, subtitle: str | None = None) -> alt.Chart:
     """POS (sentence 1, rows) x POS (sentence 2, columns) heatmap of ``value``.
 
     ``df``: :meth:`core.store.Store.pos_heatmap` or :meth:`~core.store.Store.compare_pos` rows.
     ``limit``: colour domain [-limit, limit] (default 1 for normalised values, else the largest |value|).
     ``selection``: name of a click selection on (pos_a, pos_b) (None: not selectable). ``highlight``: the
     (pos_a, pos_b) cell to outline (the page's current cell, whether clicked or picked in a selector).
-    ``scale``: "linear" or "sqrt" colour mapping (see :func:`signed_scale`).
+    ``scale``: "linear" or "sqrt" colour mapping; ``half``: one-signed legend (see :func:`signed_scale`).
+    ``subtitle``: a line under the title (e.g. what the map covers: "partial run: ... 100 of 1,379 pairs").
     """
     d = pos_frame(df)
     d["chosen"] = False
@@ -139,7 +148,7 @@ def pos_heatmap_chart(df: pd.DataFrame, value: str = "relevance_norm", title: st
         "x": alt.X("pos_b:N", sort=order_b, title="sentence 2 POS",
                    axis=alt.Axis(orient="top", labelAngle=-45, labelLimit=120, labelOverlap=False)),
         "y": alt.Y("pos_a:N", sort=order_a, title="sentence 1 POS", axis=alt.Axis(labelOverlap=False)),
-        "color": alt.Color(f"{value}:Q", scale=signed_scale(limit, scale),
+        "color": alt.Color(f"{value}:Q", scale=signed_scale(limit, scale, half),
                            legend=alt.Legend(title=POS_VALUE_TITLES.get(value, value), orient="bottom",
                                              gradientLength=180)),
         "tooltip": tips,
@@ -151,7 +160,7 @@ def pos_heatmap_chart(df: pd.DataFrame, value: str = "relevance_norm", title: st
         sel = alt.selection_point(name=selection, fields=["pos_a", "pos_b"], on="click", clear="dblclick")
         chart = chart.add_params(sel)
     chart = chart.properties(width=alt.Step(cell), height=alt.Step(cell))
-    return _finish(chart, title)
+    return _finish(chart, title, subtitle)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,8 +254,9 @@ def abs_gt(field: str, threshold: float) -> alt.expr.core.Expression:
 
 def pair_bar_chart(df: pd.DataFrame, value: str = "relevance", title: str | None = None,
                    label_cols: tuple[str, str] = ("token_a", "token_b"), extra_tooltips: Sequence[str] = (),
-                   width: int = 320) -> alt.Chart:
-    """Horizontal bars of token pairs (``token_a ↔ token_b``), largest |value| on top, signed colours."""
+                   width: int = 320, subtitle: str | None = None) -> alt.Chart:
+    """Horizontal bars of token pairs (``token_a ↔ token_b``), largest |value| on top, signed colours; every
+    bar is labelled."""
     d = df.copy()
     a, b = label_cols
     d["pair"] = (d[a].astype(str) + " ↔ " + d[b].astype(str)) if len(d) else pd.Series(dtype=str)
@@ -255,12 +265,12 @@ def pair_bar_chart(df: pd.DataFrame, value: str = "relevance", title: str | None
     tips = [alt.Tooltip("pair:N", title="token pair"), alt.Tooltip(f"{value}:Q", format="+.4g")]
     tips += [alt.Tooltip(f"{c}:Q", format=",.4~g") for c in extra_tooltips if c in d.columns]
     chart = alt.Chart(d).mark_bar().encode(
-        y=alt.Y("pair:N", sort=order, title=None, axis=alt.Axis(labelLimit=220)),
+        y=alt.Y("pair:N", sort=order, title=None, axis=alt.Axis(labelLimit=220, labelOverlap=False)),  # every bar
         x=alt.X(f"{value}:Q", title=value.replace("_", " ")),
         color=alt.Color(f"{value}:Q", scale=signed_scale(max_abs(d[value]) if len(d) else 1.0), legend=None),
         tooltip=tips,
     ).properties(width=width, height=alt.Step(18))
-    return _finish(chart, title)
+    return _finish(chart, title, subtitle)
 
 
 def _dedupe(labels: list[str]) -> list[str]:
@@ -274,7 +284,7 @@ def _dedupe(labels: list[str]) -> list[str]:
 
 
 def score_scatter_chart(pred: pd.DataFrame, title: str | None = None, highlight: Sequence[int] = (),
-                        width: int = 420, height: int = 320) -> alt.Chart:
+                        width: int = 420, height: int = 320, subtitle: str | None = None) -> alt.Chart:
     """Model score against gold (0-1) per pair, coloured by error (red: over-estimated), with the
     identity line; pairs in ``highlight`` are drawn larger and outlined."""
     d = pred.copy()
@@ -300,18 +310,19 @@ def score_scatter_chart(pred: pd.DataFrame, title: str | None = None, highlight:
         tooltip=tips,
     )
     chart = alt.layer(diag, points).properties(width=width, height=height)
-    return _finish(chart, title)
+    return _finish(chart, title, subtitle)
 
 
 def score_compare_chart(df: pd.DataFrame, label_a: str = "A", label_b: str = "B", title: str | None = None,
-                        width: int = 380, height: int = 320) -> alt.Chart:
+                        width: int = 380, height: int = 320, subtitle: str | None = None) -> alt.Chart:
     """Per-pair model score of run A (x) against run B (y), coloured by the change B - A."""
     d = df.copy()
     tips = [alt.Tooltip("pair_id:Q", title="pair"), alt.Tooltip("score_a:Q", title=f"score {label_a}", format=".4f"),
             alt.Tooltip("score_b:Q", title=f"score {label_b}", format=".4f"),
             alt.Tooltip("delta:Q", title="B − A", format="+.4f")]
     tips += [alt.Tooltip(f"{c}:Q", format=".2f") for c in ("gold",) if c in d.columns]
-    tips += [alt.Tooltip(f"{c}:N") for c in ("sentence1", "sentence2") if c in d.columns]
+    tips += [alt.Tooltip(f"{c}:N") for c in ("sentence1", "sentence2", "sentence1_a", "sentence2_a", "sentence1_b",
+                                             "sentence2_b") if c in d.columns]
     vals = pd.concat([d.get("score_a", pd.Series(dtype=float)), d.get("score_b", pd.Series(dtype=float))])
     lo = float(vals.min()) if len(vals) else 0.0
     hi = float(vals.max()) if len(vals) else 1.0
@@ -324,7 +335,7 @@ def score_compare_chart(df: pd.DataFrame, label_a: str = "A", label_b: str = "B"
                         legend=alt.Legend(title="B − A", format="+.2f")),
         tooltip=tips,
     )
-    return _finish(alt.layer(diag, points).properties(width=width, height=height), title)
+    return _finish(alt.layer(diag, points).properties(width=width, height=height), title, subtitle)
 
 
 # --------------------------------------------------------------------------------------------------

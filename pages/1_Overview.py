@@ -16,6 +16,7 @@ runs = data.runs()
 models = data.models()
 datasets = data.datasets()
 metrics = data.metrics_table()
+metrics_per_method = data.metrics_table(per_method=True)
 
 st.title("SimLens audit overview")
 st.caption("Token-pair explanations of sentence-similarity models, precomputed over corpora. Pick a page on the "
@@ -40,7 +41,8 @@ if counts.get("running") or counts.get("failed") or counts.get("partial"):
 # ---- models x datasets -------------------------------------------------------------------------
 st.header("Models × datasets")
 st.caption("Spearman and Pearson correlation (×100) of the model's own similarity with gold, and MSE on the 0–1 "
-           "scale; per model and dataset the finished run (complete first, scores-only runs preferred).")
+           "scale; per model and dataset the finished run covering the most pairs (scores-only runs preferred "
+           "among equals). Which run, its method and coverage: below and in the long table.")
 metric = st.segmented_control("Metric", ["spearman", "pearson", "mse"], default="spearman", key="ov_metric",
                               format_func=lambda m: {"spearman": "Spearman", "pearson": "Pearson", "mse": "MSE"}[m])
 metric = metric or "spearman"
@@ -54,9 +56,13 @@ else:
     widgets.show_table(pivot_show, f"simlens_{metric}_models_x_datasets", "ov_pivot", column_config=cfg)
     best = metrics.sort_values(metric, ascending=metric == "mse").iloc[0]
     st.caption(f"Best {metric}: **{views.fmt_metric(best[metric], metric)}** — "
-               + literal(f"{views.short_model(best['model_name'])} on {best['dataset_key']}."))
-    with st.expander("All metrics (long form)"):
-        widgets.show_table(metrics.assign(model=metrics["model_name"].map(views.short_model)),
+               + literal(f"{views.short_model(best['model_name'])} on {best['dataset_key']} "
+                         f"({best['method']} run, {best['coverage']})."))
+    partial = views.partial_metrics_text(metrics)
+    if partial:
+        st.warning(literal(partial), icon=":material/rule:")
+    with st.expander("All metrics (long form: per model, dataset and method, each from its most complete run)"):
+        widgets.show_table(metrics_per_method.assign(model=metrics_per_method["model_name"].map(views.short_model)),
                            "simlens_metrics", "ov_metrics_long")
 
 # ---- faithfulness evidence -------------------------------------------------------------------------

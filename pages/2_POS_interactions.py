@@ -21,7 +21,7 @@ st.caption("Relevance of every token pair summed (or averaged per occurrence) by
 
 opts = views.filter_options(datasets)
 with st.container(border=True):
-    c1, c2, c3, c4 = st.columns([1.0, 1.7, 1.2, 1.4])
+    c1, c2, c3, c4 = st.columns([1.0, 2.2, 1.2, 1.4])
     with c1:
         name = st.selectbox("Corpus", opts["name"], key="pos_name")
         langs = st.selectbox("Languages", opts["languages"], key="pos_langs")
@@ -37,14 +37,16 @@ with st.container(border=True):
         run_ids = st.multiselect("Runs (their cells are summed)", ids, format_func=lambda r: labels.get(r, r),
                                  key="pos_runs", placeholder="choose one or more runs")
         st.caption(f"{len(ids)} run(s) with token pairs match the dataset filters.")
+        widgets.reset_on_change("pos_runs", sorted(run_ids), ["pos_cell", "pos_example_run"])
     with c3:
         level = st.radio("Level", ["token", "word"], horizontal=True, key="pos_level",
                          format_func=lambda v: {"token": "subword tokens", "word": "words"}[v],
                          help="words: the relevances of a word's subword pieces are summed first")
         agg = st.radio("Aggregate", ["sum", "mean"], horizontal=True, key="pos_agg",
                        format_func=lambda v: {"sum": "sum", "mean": "mean per occurrence"}[v])
-        special = st.toggle("Special tokens ([CLS], [SEP], <s> …)", value=False, key="pos_special",
-                            help="off: cells of special tokens are left out (they often dominate the scale)")
+        special = st.toggle("Special tokens", value=False, key="pos_special",
+                            help="[CLS], [SEP], <s> …; off: cells of special tokens are left out (they often "
+                                 "dominate the scale)")
         sqrt = st.toggle("√ colour scale", value=False, key="pos_sqrt",
                          help="colour by the square root of |value| (sign kept): weak cells become visible; the "
                               "values themselves stay divided by the largest |value|")
@@ -52,6 +54,7 @@ with st.container(border=True):
         gold = st.slider("Gold band (0–1)", 0.0, 1.0, (0.0, 1.0), 0.05, key="pos_gold")
         err = st.slider("Error band (model score − gold, 0–1)", -1.0, 1.0, (-1.0, 1.0), 0.05, key="pos_err",
                         help="the ends at ±1 are open: −1 keeps every error below −1")
+        find = widgets.find_inputs("pos")
         scale = views.dataset_table(datasets)
         scale = scale[scale["dataset_key"].isin(candidates.loc[candidates["run_id"].isin(run_ids), "dataset_key"])]
         if len(scale) == 1:
@@ -61,16 +64,18 @@ if not run_ids:
     st.info("Choose at least one run with token pairs (the filters above may exclude them all).")
     st.stop()
 
-heat = data.pos_heatmap(list(run_ids), gold_band=views.band_arg(gold),
-                        error_band=views.band_arg(err, (-1.0, 1.0)), include_special=special, level=level, agg=agg)
+bands = dict(gold_band=views.band_arg(gold), error_band=views.band_arg(err, (-1.0, 1.0)), **find)
+covers = views.partial_note(runs, run_ids)  # named under every map of a partial run
+heat = data.pos_heatmap(list(run_ids), include_special=special, level=level, agg=agg, **bands)
 if heat.empty:
-    st.info("No token pairs match these filters (try a wider gold or error band).")
+    st.info(views.empty_reason(runs, list(run_ids)))
     st.stop()
 
 agg_text = "mean per occurrence" if agg == "mean" else "sum"
 unit = "word" if level == "word" else "token"
 st.caption(f"{int(heat['count'].sum()):,} {unit} pairs from up to {int(heat['n_pairs'].max()):,} sentence pairs "
-           f"per cell; {len(heat)} POS cells.")
+           f"per cell; {len(heat)} POS cells" + (f"; pairs matching {views.find_text(find)}" if find else "")
+           + (f". {covers.capitalize()}." if covers else "."))
 
 
 def _on_click(chart_key: str) -> None:
@@ -79,10 +84,11 @@ def _on_click(chart_key: str) -> None:
         st.session_state["pos_cell"] = views.cell_label(*cell)
 
 
-def _heatmap(value: str, title: str, cell: int, name: str, key: str) -> None:
+def _heatmap(value: str, title: str, cell: int, name: str, key: str, half: str | None = None) -> None:
     """One clickable POS map (every map outlines the current cell; a click picks a cell)."""
     chart = charts.pos_heatmap_chart(heat, value, title=title, order_a=order_a, order_b=order_b, cell=cell,
-                                     highlight=current, scale="sqrt" if sqrt else "linear")
+                                     highlight=current, scale="sqrt" if sqrt else "linear", half=half,
+                                     limit=1.0 if half else None, subtitle=covers or None)
     widgets.show_chart(chart, name, key, on_select=functools.partial(_on_click, key))
 
 
@@ -117,26 +123,34 @@ with right:
                                                             "neg": "most negative"}[v]) or "abs"
         limit = st.slider("Token pairs", 5, 100, 20, 5, key="pos_limit")
         examples = data.pos_cell_examples(run_for_examples, cell[0], cell[1], limit=limit,
-                                          include_special=special, order=order)
+                                          include_special=special, order=order, **bands)
         if examples.empty:
-            st.info("No token pairs in this cell for that run.")
+            st.info("No token pairs of that run in this cell: " + views.empty_reason(runs, [run_for_examples]))
         else:
             if level == "word":
                 st.caption("Listed per subword token pair whose tokens carry these tags.")
-            widgets.show_table(views.with_links(examples, run_id=run_for_examples), "simlens_pos_cell_examples",
-                               "pos_examples", link_col="open", height=320,
-                               column_config={"relevance": st.column_config.NumberColumn(format="%+.5f")})
+            st.caption("Each token pair with its sentence pair's gold (0–1), model score and error (model − gold), "
+                       "under the filters above.")
+            widgets.show_table(views.cell_examples_table(views.with_links(examples, run_id=run_for_examples)),
+                               "simlens_pos_cell_examples", "pos_examples", link_col="open", height=320,
+                               column_config={"relevance": st.column_config.NumberColumn(format="%+.5f"),
+                                              "gold_norm": st.column_config.NumberColumn("gold 0–1", format="%.3f"),
+                                              "model_score": st.column_config.NumberColumn(format="%.3f"),
+                                              "error": st.column_config.NumberColumn(format="%+.3f")})
             top = examples.iloc[0]
             widgets.example_link(run_for_examples, int(top["pair_id"]),
                                  label=f"Open the strongest example (pair {int(top['pair_id'])}) in Example")
 
+heat, pos_max = views.own_maximum(heat, "pos_sum")
+heat, neg_max = views.own_maximum(heat, "neg_sum")
 c_pos, c_neg = st.columns(2, gap="large")
 with c_pos:
-    _heatmap("pos_norm", f"Positive relevance ({agg_text}, ÷ max)", 20, "simlens_pos_positive", "pos_chart_pos")
+    _heatmap("pos_sum_own", f"Positive relevance ({agg_text}, ÷ its max)", 20, "simlens_pos_positive",
+             "pos_chart_pos", half="pos")
 with c_neg:
-    _heatmap("neg_norm", f"Negative relevance ({agg_text}, ÷ max)", 20, "simlens_pos_negative", "pos_chart_neg")
-st.caption("Positive and negative maps share one scale (÷ the largest positive or negative sum), so their "
-           "colours compare directly.")
+    _heatmap("neg_sum_own", f"Negative relevance ({agg_text}, ÷ its max)", 20, "simlens_pos_negative",
+             "pos_chart_neg", half="neg")
+st.caption(views.own_maximum_text(pos_max, neg_max))
 
 with st.expander("All cells as a table"):
     widgets.show_table(views.heatmap_table(heat), "simlens_pos_heatmap", "pos_table")

@@ -57,10 +57,23 @@ diffs = views.run_difference(info_a, info_b)
 st.markdown("**A** — " + literal(labels[run_a]) + "  \n**B** — " + literal(labels[run_b]))
 if diffs:
     st.caption("Differences: " + literal("; ".join(diffs)))
+band = views.band_arg(gold)
+comp = data.comparability(run_a, run_b)
+unwritten = [f"run {name}: " + views.empty_reason(runs, [rid]) for name, rid, n in
+             (("A", run_a, comp.n_a), ("B", run_b, comp.n_b)) if n == 0]
+if unwritten:
+    st.info(literal(" ".join(unwritten)))
+elif comp.reason:
+    st.warning(literal(comp.reason + "."), icon=":material/rule:")
+else:
+    st.caption(views.comparison_caption(comp, band))
+if comp.untagged:
+    st.info(f"No POS tags on {', '.join(comp.untagged)} (no tagger for that language was installed when the run "
+            f"was made): its words show as “untagged” in the POS maps, one row or column, not a part of speech.")
 
 # ---- metrics -------------------------------------------------------------------------------------
 st.header("Metrics")
-cmp = views.metric_deltas(data.compare_metrics(run_a, run_b))
+cmp = views.metric_deltas(data.compare_metrics(run_a, run_b, gold_band=band))
 if cmp.empty:
     st.info("No metrics for one of the runs yet.")
 else:
@@ -83,12 +96,17 @@ else:
 
 tab_pos, tab_tok, tab_pairs = st.tabs(["POS interactions", "Token pairs", "Per-pair scores"], key="cmp_tab",
                                      on_change="rerun")
+refused = comp.token_pairs_reason or ("" if comp.n_shared else "the runs share no pair yet")
+covers = {"A": views.partial_note(runs, [run_a]), "B": views.partial_note(runs, [run_b])}
+shared_note = f"{comp.n_shared:,} shared pairs" + (" in the gold band" if band else "")
 if tab_pos.open:
     with tab_pos:
-        kw = dict(gold_band=views.band_arg(gold), include_special=special, level=level, agg=agg)
-        pos = data.compare_pos(run_a, run_b, **kw)
-        if pos.empty or views.token_runs(ordered[ordered["run_id"].isin([run_a, run_b])]).empty:
-            st.info("POS maps need runs with token pairs (not scores-only `predict` runs).")
+        pos = None if refused else data.compare_pos(run_a, run_b, gold_band=band, include_special=special,
+                                                    level=level, agg=agg)
+        if refused:
+            st.info(f"Not compared: {literal(refused)}.")
+        elif pos.empty:
+            st.info("No token pairs in this gold band on the pairs both runs cover.")
         else:
             order_a = charts.pos_order(pos["pos_a"])
             order_b = charts.pos_order(pos["pos_b"])
@@ -96,18 +114,20 @@ if tab_pos.open:
             with ca:
                 ch = charts.pos_heatmap_chart(pos, "relevance_norm_a", title="A (÷ max |R|)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=18, limit=1.0,
-                                              scale="sqrt" if sqrt else "linear")
+                                              scale="sqrt" if sqrt else "linear",
+                                              subtitle=f"{shared_note}; {covers['A']}" if covers["A"] else shared_note)
                 widgets.show_chart(ch, "simlens_compare_pos_a", "cmp_chart_a")
             with cb:
                 ch = charts.pos_heatmap_chart(pos, "relevance_norm_b", title="B (÷ max |R|)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=18, limit=1.0,
-                                              scale="sqrt" if sqrt else "linear")
+                                              scale="sqrt" if sqrt else "linear",
+                                              subtitle=f"{shared_note}; {covers['B']}" if covers["B"] else shared_note)
                 widgets.show_chart(ch, "simlens_compare_pos_b", "cmp_chart_b")
             cd, ct = st.columns([3, 2], gap="large")
             with cd:
                 ch = charts.pos_heatmap_chart(pos, "diff_norm", title="Difference B − A (normalised maps)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=22,
-                                              scale="sqrt" if sqrt else "linear")
+                                              scale="sqrt" if sqrt else "linear", subtitle=shared_note)
                 widgets.show_chart(ch, "simlens_compare_pos_diff", "cmp_chart_diff")
             with ct:
                 st.subheader("POS pairs that changed most")
@@ -125,13 +145,19 @@ if tab_tok.open:
                       format_func=lambda v: {"token": "token text", "word": "word text (across tokenizers)"}[v],
                       help="different models tokenize differently: compare word texts then")
         k = st.slider("Token pairs", 5, 50, 15, 5, key="cmp_tok_k")
-        tok = data.compare_token_pairs(run_a, run_b, limit=k, include_special=special, level=tl)
-        if tok.empty:
-            st.info("No token pairs to compare.")
+        tok = None if refused else data.compare_token_pairs(run_a, run_b, limit=k, include_special=special,
+                                                            level=tl, gold_band=band)
+        if refused:
+            st.info(f"Not compared: {literal(refused)}.")
+        elif tok.empty:
+            st.info("No token pairs in this gold band on the pairs both runs cover.")
         else:
+            note = views.unmatched_text(tok, tl)
+            if note:
+                st.caption(note)
             ct1, ct2 = st.columns([2, 3], gap="large")
             with ct1:
-                ch = charts.pair_bar_chart(tok, "diff", title="Summed relevance, B − A",
+                ch = charts.pair_bar_chart(tok, "diff", title="Summed relevance, B − A", subtitle=shared_note,
                                            extra_tooltips=("relevance_a", "relevance_b", "count_a", "count_b"))
                 widgets.show_chart(ch, "simlens_compare_token_pairs", "cmp_chart_tok")
             with ct2:
@@ -141,20 +167,22 @@ if tab_tok.open:
 
 if tab_pairs.open:
     with tab_pairs:
-        if info_a["dataset_key"] == info_b["dataset_key"]:
-            changes = views.score_changes(data.predictions(run_a), data.predictions(run_b))
+        if not comp.reason:
+            changes = data.compare_scores(run_a, run_b, gold_band=band)
             if changes.empty:
-                st.info("The runs share no pairs yet.")
+                st.info("The runs share no pairs in this gold band yet.")
             else:
                 cs1, cs2 = st.columns([2, 3], gap="large")
                 with cs1:
-                    ch = charts.score_compare_chart(changes, "A", "B", title="Model score per pair")
+                    ch = charts.score_compare_chart(changes, "A", "B", title="Model score per pair",
+                                                    subtitle=shared_note)
                     widgets.show_chart(ch, "simlens_compare_scores", "cmp_chart_scores")
                 with cs2:
                     st.caption("Pairs whose score changed most (links open run B's explanation).")
                     widgets.show_table(views.with_links(changes.head(50), run_id=run_b), "simlens_compare_scores",
                                        "cmp_scores_table", link_col="open", height=360,
                                        column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                                    for c in ("score_a", "score_b", "delta")})
+                                                    for c in ("score_a", "score_b", "delta", "error_a", "error_b")})
         else:
-            st.caption("Per-pair scores are compared when both runs are on the same dataset.")
+            st.caption("Per-pair scores are compared when both runs are on the same dataset or on aligned "
+                       "datasets (the same rows, e.g. mstsb:en and mstsb:en-de).")

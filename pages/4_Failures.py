@@ -30,9 +30,14 @@ with st.container(border=True):
     with c4:
         special = st.toggle("Special tokens", value=False, key="fail_special",
                             help="include [CLS]/[SEP]/<s> pairs among each pair's strongest token pairs")
+    find = widgets.find_inputs("fail")
 if run_id is None:
     st.stop()
+widgets.reset_on_change("fail_run", run_id, ["fail_pair", "fail_q_method"])  # they belong to the previous run
 info = candidates.set_index("run_id").loc[run_id].to_dict()
+covers = views.partial_note(runs, [run_id])
+if covers:
+    st.caption(literal(covers.capitalize() + ": the lists and charts below are about those pairs only."))
 if not views.has_relevances(info["method"]):
     st.caption("A scores-only run: failures are listed without token pairs.")
 
@@ -41,16 +46,18 @@ tab_errors, tab_quartiles = st.tabs(["Largest errors", "Similarity quartiles (pe
 if tab_errors.open:
     with tab_errors:
         over = views.signed_failures(data.failures(run_id, kind="over", limit=limit, top_k=top_k,
-                                                 include_special=special), "over")
+                                                 include_special=special, **find), "over")
         under = views.signed_failures(data.failures(run_id, kind="under", limit=limit, top_k=top_k,
-                                                  include_special=special), "under")
-        pred = data.predictions(run_id)
+                                                  include_special=special, **find), "under")
+        pred = data.predictions(run_id, **find)
+        if find:
+            st.caption(f"{len(pred):,} pair(s) of this run match {views.find_text(find)}.")
 
         left, right = st.columns([2, 3], gap="large")
         with left:
             highlight = [*over["pair_id"].tolist(), *under["pair_id"].tolist()]
             chart = charts.score_scatter_chart(pred, title="Model score against gold (listed pairs outlined)",
-                                               highlight=highlight, width=380, height=330)
+                                               highlight=highlight, width=380, height=330, subtitle=covers or None)
             widgets.show_chart(chart, "simlens_failures_scatter", "fail_chart_scatter")
             errors = pred["error"].dropna()
             if len(errors):
@@ -63,8 +70,10 @@ if tab_errors.open:
             for tab, df, kind in ((tab_over, over, "over"), (tab_under, under, "under")):
                 with tab:
                     if df.empty:
-                        st.info("No pair in this run is " + ("scored above" if kind == "over" else "scored below")
-                                + " its gold (or the run has no gold scores).")
+                        st.info(views.empty_reason(runs, [run_id], "pairs") if pred.empty else
+                                "No pair in this run is " + ("scored above" if kind == "over" else "scored below")
+                                + " its gold" + (" among the pairs found" if find else "")
+                                + (" (the run has no gold scores)." if pred["error"].isna().all() else "."))
                         continue
                     table = views.with_links(views.failures_table(df), run_id=run_id)
                     widgets.show_table(table, f"simlens_failures_{kind}", f"fail_table_{kind}", link_col="open", height=360,
@@ -78,7 +87,7 @@ if tab_errors.open:
         choices = [*over["pair_id"].tolist(), *under["pair_id"].tolist()]
         if choices:
             rows = {int(r["pair_id"]): r for r in [*over.to_dict("records"), *under.to_dict("records")]}
-            widgets.keep_valid("fail_pair", [int(c) for c in choices])
+            widgets.keep_valid("fail_pair", [int(c) for c in choices])  # and reset_on_change above
             pid = st.selectbox("Pair", [int(c) for c in choices], key="fail_pair",
                                format_func=lambda p: f"#{p} · error {rows[p]['error']:+.3f} · {rows[p]['sentence1']}")
             r = rows[pid]
@@ -120,11 +129,12 @@ if tab_quartiles.open:
                     top = data.quartile_top_pairs(row["run_id"], quartile=quartile, k=k, include_special=special,
                                                   level=qlevel)
                     if top.empty:
-                        st.info("No token pairs.")
+                        st.info(views.empty_reason(runs, [row["run_id"]]))
                         continue
                     title = ("Highest" if quartile == "high" else "Lowest") + "-similarity quartile"
                     chart = charts.pair_bar_chart(top, "relevance", title=title, extra_tooltips=("mean_relevance", "count",
-                                                                                                 "n_pairs"))
+                                                                                                 "n_pairs"),
+                                                  subtitle=views.partial_note(runs, [row["run_id"]]) or None)
                     widgets.show_chart(chart, f"simlens_quartile_{quartile}_{row['run_id']}", f"fail_q_{quartile}_{row['run_id']}")
                     with st.expander("table"):
                         widgets.show_table(top, f"simlens_quartile_{quartile}_{row['run_id']}",

@@ -37,21 +37,28 @@ with st.container(border=True):
     if run_id is None:
         st.stop()
     info = ordered.set_index("run_id").loc[run_id].to_dict() | {"run_id": run_id}
-    pred = data.predictions(run_id)
+    # pair ids of another dataset are other pairs: a pair kept from the previous run must be of the same dataset
+    widgets.reset_on_change("ex_dataset", info["dataset_key"], ["ex_pair", "ex_side"])
     with c3:
         sort = st.selectbox("Order pairs by", ["pair", "abs", "over", "under"], key="ex_sort",
                             format_func=lambda v: {"pair": "pair id", "abs": "largest |error|",
                                                    "over": "most over-estimated", "under": "most under-estimated"}[v])
+    find = widgets.find_inputs("ex")
+    pred = data.predictions(run_id, **find)
     options = views.pair_options(pred, sort)
+    if find:
+        st.caption(f"{len(options):,} pair(s) of this run match {views.find_text(find)}.")
     if not options:
-        st.info("This run has no pairs yet.")
+        st.info(views.empty_reason(runs, [run_id], "pairs") if not find or data.predictions(run_id).empty else
+                f"No pair of this run matches {views.find_text(find)}.")
         st.stop()
     wanted = st.session_state.pop("_ex_pair_wanted", None)
     if wanted is not None:
         if wanted in options:
             st.session_state["ex_pair"] = wanted
         else:
-            st.warning(f"Pair {wanted} is not in this run; showing another pair.")
+            st.warning(f"Pair {wanted} is not in this run" + (" among the pairs found" if find else "")
+                       + "; showing another pair.")
     widgets.keep_valid("ex_pair", options)
     pair_labels = views.pair_option_labels(pred)
     with c2:
@@ -68,6 +75,7 @@ st.markdown(f"**Sentence 1:** {literal(row.get('sentence1') or meta.get('sentenc
 scale = "" if views.is_na(meta.get("gold_max")) else f" on {meta['gold_min']:g}–{meta['gold_max']:g}"
 st.caption(literal(f"{info['dataset_key']} · pair {pair_id} · {views.languages(meta.get('lang_a'), meta.get('lang_b'))} · "
                    f"{views.short_model(info['model_name'])} · {views.setting_text(info)}"
+                   + (f" · the run covers {info['coverage']}" if views.is_partial(info) else "")
                    + (" · truncated to the model's maximum length" if bool(row.get("truncated")) else "")))
 
 

@@ -195,8 +195,10 @@ def _list(store: str) -> int:
     if runs.empty:
         print(f"{store}: no runs yet (python -m precompute attribute --dataset stsb:test --store {store})")
         return 0
-    cols = ["run_id", "model_name", "dataset_key", "method", "layer", "steps", "status", "chunks_present",
-            "n_chunks", "spearman", "pearson", "mse", "pairs_per_s"]
+    runs = runs.assign(pairs=runs["coverage"], chunks=[f"{int(k)}/{int(n)}" for k, n in
+                                                       zip(runs["chunks_present"], runs["n_chunks"], strict=True)])
+    cols = ["run_id", "model_name", "dataset_key", "method", "layer", "steps", "status", "pairs", "chunks",
+            "spearman", "pearson", "mse", "pairs_per_s"]
     print(runs[cols].to_string(index=False, formatters={c: _fmt for c in cols}))
     return 0
 

@@ -552,8 +552,12 @@ def test_compare_functions(hand_store):
         pytest.approx(-0.1, **APPROX)
     assert "##ing" not in set(cw["token_a"])
     cm = s.compare_metrics(ra, rb).set_index("metric")
-    assert cm.loc["spearman", ["run_a", "run_b", "diff"]].tolist() == pytest.approx([50.0, 70.0, 20.0])
-    assert cm.loc["mse", "diff"] == pytest.approx(-0.05)
+    # metrics recomputed on the shared pairs (not the run records' 50 / 70)
+    for rid, col in ((ra, "run_a"), (rb, "run_b")):
+        p = s.predictions(rid)
+        ref = score_metrics(p["model_score"].to_numpy(float), p["gold"].to_numpy(float), p["gold_norm"].to_numpy(float))
+        assert cm.loc["mse", col] == pytest.approx(ref["mse"]) and cm.loc["spearman", col] == pytest.approx(ref["spearman"])
+    assert cm.loc["n_shared", "run_a"] == 2
     assert cm.loc["mean_model_score", ["run_a", "run_b"]].tolist() == pytest.approx([0.8, 0.35])
     assert cm.loc["mean_abs_error", "run_a"] == pytest.approx((0.1 + 0.5) / 2)
     assert cm.loc["score_pearson", "run_a"] == pytest.approx(100.0)  # two points -> perfect correlation

@@ -197,7 +197,7 @@ def test_bar_and_scatter_charts(hand):
     pred = hand["store"].predictions(hand["a"])
     spec = charts.score_scatter_chart(pred, highlight=[0]).to_dict()
     assert spec["layer"][1]["encoding"]["color"]["scale"]["domainMid"] == 0
-    changes = views.score_changes(pred, hand["store"].predictions(hand["b"]))
+    changes = hand["store"].compare_scores(hand["a"], hand["b"])
     spec = charts.score_compare_chart(changes).to_dict()
     assert spec["layer"][1]["encoding"]["color"]["field"] == "delta"
 
@@ -345,11 +345,11 @@ def test_cells(hand):
     assert len(labels) == len(heat)
     first = views.parse_cell(labels[0])
     assert abs(views.cell_row(heat, first)["relevance_norm"]) == pytest.approx(1.0)
-    assert views.parse_cell("NOUN × ∅") == ("NOUN", None) and views.parse_cell("junk") is None
-    assert views.cell_label(None, "VERB") == "∅ × VERB"
+    assert views.parse_cell("NOUN × untagged") == ("NOUN", None) and views.parse_cell("junk") is None
+    assert views.cell_label(None, "VERB") == "untagged × VERB"
     assert views.cell_row(heat, ("NOPE", "NOPE")) is None
     # the selection state of st.altair_chart(on_select="rerun"), as dict or attribute access
-    assert views.selected_cell({"selection": {"cell": [{"pos_a": "DET", "pos_b": "∅"}]}}) == ("DET", None)
+    assert views.selected_cell({"selection": {"cell": [{"pos_a": "DET", "pos_b": "untagged"}]}}) == ("DET", None)
     assert views.selected_cell({"selection": {"cell": {}}}) is None
     assert views.selected_cell({"selection": {"cell": []}}) is None
     assert views.selected_cell(None) is None
@@ -416,11 +416,12 @@ def test_comparisons(hand):
     pair = views.default_comparison(runs)
     assert set(pair) == {hand["a"], hand["running"]}  # same dataset and model first
     assert views.default_comparison(runs.head(1)) is None
-    changes = views.score_changes(hand["store"].predictions(hand["a"]), hand["store"].predictions(hand["b"]))
+    changes = hand["store"].compare_scores(hand["a"], hand["b"])
     assert changes["pair_id"].tolist() == [0, 1, 2]  # largest |B - A| first, ties by pair id
     assert changes["delta"].tolist() == pytest.approx([-0.2, 0.2, -0.1])
     deltas = views.metric_deltas(hand["store"].compare_metrics(hand["a"], hand["b"])).set_index("metric")
-    assert deltas.at["spearman", "rel_change"] == pytest.approx(20 / 50)
+    sp = deltas.loc["spearman"]  # recomputed on the shared pairs (not the run records' 50 / 70)
+    assert sp["rel_change"] == pytest.approx((sp["run_b"] - sp["run_a"]) / abs(sp["run_a"]))
     q = views.quartile_runs(runs, DS, "bilrp")
     assert set(q["run_id"]) == {hand["a"], hand["b"]}
     assert views.quartile_runs(runs, DS, "ij", prefer_layer=3)["run_id"].tolist() == [hand["running"]]

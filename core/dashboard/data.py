@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from core.store import Store, StoreError
+from core.store.queries.comparisons import Comparability
 from core.views.location import StoreState, store_fingerprint, store_location, store_state
 
 Band = tuple[float, float] | None
@@ -90,8 +91,9 @@ def store_ok() -> bool:
 
 def runs() -> pd.DataFrame:
     """One row per run, newest first: run_id, model_id, model_name, dataset_key, method, layer, steps,
-    quadrature, status, n_pairs, n_chunks, chunks_present, complete, spearman, pearson, mse, pairs_per_s,
-    seconds, started_at, device, error_message (and the other ``Store.runs`` columns)."""
+    quadrature, status, n_pairs (pairs the run covers), dataset_pairs, pairs_written, partial, coverage
+    ("100 of 1,379 pairs"), n_chunks, chunks_present, complete, spearman, pearson, mse, pairs_per_s, seconds,
+    started_at, device, error_message (and the other ``Store.runs`` columns)."""
     return _query(Store.runs)
 
 
@@ -105,10 +107,11 @@ def datasets() -> pd.DataFrame:
     return _query(Store.datasets)
 
 
-def metrics_table() -> pd.DataFrame:
-    """Per (model, dataset), the metrics of its best finished run: model_id, model_name, dataset_key,
-    spearman, pearson (x100), mse, n_pairs, run_id, method, complete."""
-    return _query(Store.metrics_table)
+def metrics_table(per_method: bool = False) -> pd.DataFrame:
+    """Per (model, dataset) — or per (model, dataset, method) — the metrics of its most complete finished run:
+    model_id, model_name, dataset_key, method, spearman, pearson (x100), mse, n_pairs, dataset_pairs,
+    coverage, partial, run_id, complete."""
+    return _query(Store.metrics_table, per_method=per_method)
 
 
 def summary() -> pd.DataFrame:
@@ -119,10 +122,12 @@ def summary() -> pd.DataFrame:
 # ---- one run's pairs ------------------------------------------------------------------------------------
 
 
-def predictions(run_id: str) -> pd.DataFrame:
-    """Every prediction of a run by pair_id: pair_id, model_score, explained_score, gold, gold_norm, error,
-    residual, sentence1, sentence2."""
-    return _query(Store.predictions, run_id)
+def predictions(run_id: str, gold_band: Band = None, error_band: Band = None, text: str | None = None,
+                word: str | None = None) -> pd.DataFrame:
+    """The predictions of a run by pair_id (only the pairs passing the filters: gold/error band, sentence text,
+    a word or token): pair_id, model_score, explained_score, gold, gold_norm, error, residual, sentence1,
+    sentence2."""
+    return _query(Store.predictions, run_id, gold_band=gold_band, error_band=error_band, text=text, word=word)
 
 
 def pair_info(dataset_key: str, pair_id: int) -> pd.DataFrame:
@@ -143,11 +148,12 @@ def pair_matrix(run_id: str, pair_id: int, level: str = "token", include_special
     return _query(Store.pair_matrix, run_id, int(pair_id), level=level, include_special=include_special)
 
 
-def failures(run_id: str, kind: str = "over", limit: int = 10, top_k: int = 3,
-             include_special: bool = False) -> pd.DataFrame:
-    """The pairs a run got most wrong (``kind`` over/under): pair_id, gold, gold_norm, model_score, error,
-    top_pairs_text, sentence1, sentence2."""
-    return _query(Store.failures, run_id, kind=kind, limit=limit, top_k=top_k, include_special=include_special)
+def failures(run_id: str, kind: str = "over", limit: int = 10, top_k: int = 3, include_special: bool = False,
+             text: str | None = None, word: str | None = None) -> pd.DataFrame:
+    """The pairs a run got most wrong (``kind`` over/under), among those whose text or words match:
+    pair_id, gold, gold_norm, model_score, error, top_pairs_text, sentence1, sentence2."""
+    return _query(Store.failures, run_id, kind=kind, limit=limit, top_k=top_k, include_special=include_special,
+                  text=text, word=word)
 
 
 def quartile_top_pairs(run_id: str, quartile: str = "high", k: int = 5, include_special: bool = False,
@@ -162,40 +168,57 @@ def quartile_top_pairs(run_id: str, quartile: str = "high", k: int = 5, include_
 
 
 def pos_heatmap(run_ids: Sequence[str], gold_band: Band = None, error_band: Band = None,
-                include_special: bool = True, level: str = "token", agg: str = "sum") -> pd.DataFrame:
-    """POS x POS relevance over the runs' pairs: pos_a, pos_b, relevance, relevance_norm, pos_sum, pos_norm,
-    neg_sum, neg_norm, count, n_pairs."""
+                include_special: bool = True, level: str = "token", agg: str = "sum", text: str | None = None,
+                word: str | None = None) -> pd.DataFrame:
+    """POS x POS relevance over the runs' pairs that pass the filters: pos_a, pos_b, relevance,
+    relevance_norm, pos_sum, pos_norm, neg_sum, neg_norm, count, n_pairs."""
     return _query(Store.pos_heatmap, list(run_ids), gold_band=gold_band, error_band=error_band,
-                  include_special=include_special, level=level, agg=agg)
+                  include_special=include_special, level=level, agg=agg, text=text, word=word)
 
 
 def pos_cell_examples(run_id: str, pos_a: str | None, pos_b: str | None, limit: int = 20,
-                      include_special: bool = True, order: str = "abs") -> pd.DataFrame:
-    """The token pairs behind one heat-map cell, strongest first: pair_id, token_a, token_b, relevance,
+                      include_special: bool = True, order: str = "abs", gold_band: Band = None,
+                      error_band: Band = None, text: str | None = None, word: str | None = None) -> pd.DataFrame:
+    """The token pairs behind one heat-map cell under the same filters as :func:`pos_heatmap`, strongest
+    first: pair_id, i, j, token_a, token_b, relevance, word_a, word_b, gold, gold_norm, model_score, error,
     sentence1, sentence2."""
     return _query(Store.pos_cell_examples, run_id, pos_a, pos_b, limit=limit, include_special=include_special,
-                  order=order)
+                  order=order, gold_band=gold_band, error_band=error_band, text=text, word=word)
 
 
-def compare_metrics(run_a: str, run_b: str) -> pd.DataFrame:
-    """Metrics of two runs side by side: metric, run_a, run_b, diff (= b - a)."""
-    return _query(Store.compare_metrics, run_a, run_b)
+def comparability(run_a: str, run_b: str) -> Comparability | None:
+    """What two runs can be compared on: the pairs both cover, same or aligned datasets, whether each side
+    has token pairs, untagged sides, and why a comparison is refused (None when a run does not exist)."""
+    return _query(Store.comparability, run_a, run_b)
+
+
+def compare_metrics(run_a: str, run_b: str, gold_band: Band = None) -> pd.DataFrame:
+    """Metrics of two runs side by side on the pairs both cover (in the gold band): metric (n_shared,
+    spearman, pearson, mse, ...), run_a, run_b, diff (= b - a)."""
+    return _query(Store.compare_metrics, run_a, run_b, gold_band=gold_band)
 
 
 def compare_pos(run_a: str, run_b: str, gold_band: Band = None, include_special: bool = True,
                 level: str = "token", agg: str = "sum") -> pd.DataFrame:
-    """Per POS pair, both runs' maps and their difference: pos_a, pos_b, relevance_norm_a, relevance_norm_b,
-    diff_norm, ... (on the pairs both runs share)."""
+    """Per POS pair, both runs' maps and their difference on the pairs both cover: pos_a, pos_b, relevance_a,
+    relevance_b, diff, relevance_norm_a, relevance_norm_b, diff_norm, count_a, count_b. Only for runs whose
+    :func:`comparability` has no ``token_pairs_reason``."""
     return _query(Store.compare_pos, run_a, run_b, gold_band=gold_band, include_special=include_special,
                   level=level, agg=agg)
 
 
 def compare_token_pairs(run_a: str, run_b: str, limit: int = 20, include_special: bool = False,
-                        level: str = "token") -> pd.DataFrame:
-    """Token (word) pairs whose corpus relevance changed most: token_a, token_b, relevance_a, relevance_b,
-    diff, count_a, count_b."""
+                        level: str = "token", gold_band: Band = None) -> pd.DataFrame:
+    """Token (word) pairs, matched by lower-cased text, whose relevance over the shared pairs changed most:
+    token_a, token_b, relevance_a, relevance_b, diff, count_a, count_b, match ("both", "A only", "B only")."""
     return _query(Store.compare_token_pairs, run_a, run_b, limit=limit, include_special=include_special,
-                  level=level)
+                  level=level, gold_band=gold_band)
+
+
+def compare_scores(run_a: str, run_b: str, gold_band: Band = None) -> pd.DataFrame:
+    """Per pair both runs cover (same or aligned datasets), in the gold band: pair_id, gold, gold_norm,
+    score_a, score_b, delta (= b - a), error_a, error_b, sentence1_a, sentence2_a, sentence1_b, sentence2_b."""
+    return _query(Store.compare_scores, run_a, run_b, gold_band=gold_band)
 
 
 # ---- faithfulness evaluations ---------------------------------------------------------------------------

@@ -105,3 +105,25 @@ def prompt_toggle(prefix: str, has_prompt: bool) -> bool:
     the prompts prepended to its texts; disabled when there are none."""
     return st.toggle("Prompt tokens", value=True, key=f"{prefix}_prompt_tokens", disabled=not has_prompt,
                      help="the tokens of the prompts prepended to the texts")
+
+
+def reset_on_change(key: str, value: Any, dependents: Sequence[str]) -> None:
+    """Forget the widgets ``dependents`` (they fall back to their defaults) when ``value`` — the run (or runs)
+    they depend on, chosen in widget ``key`` — differs from the previous page run's."""
+    marker = f"_previous_{key}"
+    previous = st.session_state.get(marker)
+    if previous is not None and previous != value:
+        for k in dependents:
+            st.session_state.pop(k, None)
+    st.session_state[marker] = value
+
+
+def find_inputs(prefix: str) -> dict[str, str]:
+    """The "find pairs" inputs of a page, side by side: a word or token of either sentence, and text of either
+    sentence; returns the query keyword arguments of those filled in (``word``, ``text``). Widget keys
+    ``{prefix}_word`` / ``{prefix}_text``."""
+    with st.container(horizontal=True):
+        word = st.text_input("Word or token in either sentence", key=f"{prefix}_word",
+                             help="a whole word (cat) or a stored token (##s); case-insensitive")
+        text = st.text_input("Sentence text contains", key=f"{prefix}_text", help="a substring of either sentence")
+    return {k: v.strip() for k, v in (("word", word), ("text", text)) if v and v.strip()}

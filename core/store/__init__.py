@@ -19,6 +19,7 @@ from core.store.kinds import ATTRIBUTE, PREDICT, RUN_KINDS, RunKind, kind_of_met
 from core.store.maintenance import CompactReport, compact
 from core.store.merge import merge_stores  # noqa: I001  (needs the writer)
 from core.store.migrate import migrate_store
+from core.store.queries.catalogue import coverage_label
 from core.store.reader import STALE_AFTER_S
 from core.store.records import (
     ChunkExistsError,
@@ -40,6 +41,7 @@ from core.store.writer import StoreWriter
 __all__ = [
     "ATTRIBUTE", "CompactReport", "PREDICT", "compact", "migrate_store", "RUN_KINDS", "SCHEMA", "STALE_AFTER_S", "TABLES", "WORD_UNIT", "ChunkExistsError",
     "RunKind", "Store", "StoreError", "StoreLocation", "StoreWriter", "chunk_pair_range", "completed_chunks",
+    "coverage_label",
     "dataset_hash", "decode_factor", "encode_factor", "is_legacy", "kind_of_method", "latest_snapshot", "make_eval_id",
     "make_run_id",
     "merge_stores", "parse_location", "parse_shard", "pos_pair_aggregate", "register_run_kind", "schema_markdown",

@@ -143,18 +143,28 @@ def default_comparison(runs: pd.DataFrame) -> tuple[str, str] | None:
     return r["run_id"].iloc[0], r["run_id"].iloc[1]
 
 
-def score_changes(pred_a: pd.DataFrame, pred_b: pd.DataFrame) -> pd.DataFrame:
-    """Per pair in both runs: score_a, score_b, delta (= b - a), gold, sentences; largest |delta| first."""
-    cols = ["pair_id", "score_a", "score_b", "delta", "gold", "gold_norm", "sentence1", "sentence2"]
-    if pred_a.empty or pred_b.empty:
-        return pd.DataFrame(columns=cols)
-    a = pred_a[["pair_id", "model_score", "gold", "gold_norm", "sentence1", "sentence2"]].rename(
-        columns={"model_score": "score_a"})
-    b = pred_b[["pair_id", "model_score"]].rename(columns={"model_score": "score_b"})
-    m = a.merge(b, on="pair_id", how="inner")
-    m["delta"] = m["score_b"] - m["score_a"]
-    m = m.assign(_k=m["delta"].abs()).sort_values(["_k", "pair_id"], ascending=[False, True], kind="stable")
-    return m[cols].reset_index(drop=True)
+def comparison_caption(comp: Any, gold_band: Any = None) -> str:
+    """What Compare's numbers are computed on, from a ``Store.comparability`` result: "Metrics, POS maps, token
+    pairs and per-pair scores are computed on the 300 pairs both runs cover (A 1,379, B 300)…"."""
+    text = "Metrics, POS maps, token pairs and per-pair scores are computed " + comp.pairs_caption
+    if gold_band is not None:
+        text += ", within the gold band"
+    if comp.aligned:
+        text += " (aligned datasets: the same rows in two languages, compared pair by pair)"
+    return text + "."
+
+
+def unmatched_text(tok: pd.DataFrame, level: str) -> str:
+    """The note over Compare's token-pair table when some texts occur in one run only ("" when all match)."""
+    if tok.empty or "match" not in tok.columns:
+        return ""
+    unmatched = int((tok["match"] != "both").sum())
+    if not unmatched:
+        return ""
+    unit = "word" if level == "word" else "token"
+    return (f"{unmatched} of these {len(tok)} {unit} pairs occur in only one run (column `match`): their texts "
+            f"cannot be matched across the two tokenizers or languages, so their “difference” is one run's "
+            f"value, not a change. Matched pairs are listed first.")
 
 
 def metric_deltas(cmp: pd.DataFrame) -> pd.DataFrame:

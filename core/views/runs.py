@@ -56,12 +56,54 @@ def setting_text(row: Mapping[str, Any]) -> str:
     return text
 
 
+def is_partial(row: Mapping[str, Any]) -> bool:
+    """Whether a run covers only part of its dataset (``Store.runs``' ``partial`` column)."""
+    value = row.get("partial")
+    return not is_na(value) and bool(value)
+
+
+def coverage_suffix(row: Mapping[str, Any]) -> str:
+    """`` · 100 of 1,379 pairs`` for a partial run, "" for a run over its whole dataset."""
+    return f" · {row['coverage']}" if is_partial(row) and not is_na(row.get("coverage")) else ""
+
+
 def run_label(row: Mapping[str, Any]) -> str:
-    """One-line description of a run for selectors."""
+    """One-line description of a run for selectors; a partial run names its coverage right after its setting
+    (so that a truncated chip still tells two subsets of one model and method apart)."""
     status = display_status(row)
     extra = "" if status == "done" else f" · {status}"
-    return (f"{short_model(row.get('model_name') or row.get('model_id'))} · {setting_text(row)} · "
-            f"{row.get('dataset_key')}{extra} · {str(row.get('run_id'))[:8]}")
+    return (f"{short_model(row.get('model_name') or row.get('model_id'))} · {setting_text(row)}"
+            f"{coverage_suffix(row)} · {row.get('dataset_key')}{extra} · {str(row.get('run_id'))[:8]}")
+
+
+def partial_note(runs: pd.DataFrame, run_ids: Iterable[str]) -> str:
+    """For captions and chart subtitles: "partial run: hxp L0 on stsb:test covers 100 of 1,379 pairs" for
+    every partial run among ``run_ids`` ("" when all cover their whole dataset)."""
+    wanted = list(run_ids)
+    rows = [r for r in runs[runs["run_id"].isin(wanted)].to_dict("records") if is_partial(r)] if len(runs) else []
+    if not rows:
+        return ""
+    parts = [f"{short_model(r.get('model_name'))} {setting_text(r)} on {r.get('dataset_key')} covers "
+             f"{r['coverage']}" for r in rows]
+    return ("partial run: " if len(parts) == 1 else "partial runs: ") + "; ".join(parts)
+
+
+def empty_reason(runs: pd.DataFrame, run_ids: Sequence[str], what: str = "token pairs") -> str:
+    """Why a page shows nothing for ``run_ids``: runs that have not written a pair yet ("This run has not
+    written any pairs yet (k of n chunks)") versus filters that exclude everything ("No ... in this band")."""
+    rows = runs[runs["run_id"].isin(list(run_ids))]
+    unwritten = rows[rows["chunks_present"] == 0]
+    if len(rows) and len(unwritten) == len(rows):
+        parts = [f"{int(r['chunks_present'])} of {int(r['n_chunks'])} chunks" for r in unwritten.to_dict("records")]
+        run = "This run has" if len(rows) == 1 else "These runs have"
+        status = "; reload the store when it has" if set(unwritten["status"]) <= {"running"} else ""
+        return f"{run} not written any pairs yet ({'; '.join(parts)}){status}."
+    return f"No {what} in this band: the gold/error band, word or text filter excludes every pair."
+
+
+def find_text(find: Mapping[str, str]) -> str:
+    """``word “cat”, text “on the”`` for captions of the find-pairs filters."""
+    return ", ".join(f"{k} “{v}”" for k, v in find.items())
 
 
 def run_labels(runs: pd.DataFrame) -> dict[str, str]:
@@ -92,7 +134,7 @@ def order_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs table of the Overview page."""
-    cols = ["status", "model", "dataset", "setting", "method", "layer", "steps", "progress", "chunks", "n_pairs",
+    cols = ["status", "model", "dataset", "setting", "method", "layer", "steps", "progress", "chunks", "pairs",
             "spearman", "pearson", "mse", "pairs_per_s", "seconds", "started_at", "device", "run_id", "error_message"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
@@ -106,7 +148,7 @@ def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
         "steps": runs["steps"],
         "progress": (runs["chunks_present"].astype(float) / runs["n_chunks"].replace(0, np.nan).astype(float)).fillna(0.0),
         "chunks": runs["chunks_present"].astype(int).astype(str) + " / " + runs["n_chunks"].astype("Int64").astype(str),
-        "n_pairs": runs["n_pairs"],
+        "pairs": runs["coverage"],
         "spearman": runs["spearman"].astype(float),
         "pearson": runs["pearson"].astype(float),
         "mse": runs["mse"].astype(float),
@@ -226,3 +268,13 @@ def gold_band_text(band: Sequence[float], gold_min: float | None, gold_max: floa
         span = float(gold_max) - float(gold_min)
         text += f" = {gold_min + lo * span:.2f}–{gold_min + hi * span:.2f} on the {gold_min:g}–{gold_max:g} scale"
     return text
+
+
+def partial_metrics_text(metrics: pd.DataFrame) -> str:
+    """The note under the models × datasets table naming the cells that come from a partial run ("" if none)."""
+    rows = metrics[metrics["partial"].fillna(False).astype(bool)].to_dict("records") if len(metrics) else []
+    if not rows:
+        return ""
+    return ("Computed on part of the dataset only (no run covers all of it): " + "; ".join(
+        f"{short_model(r['model_name'])} on {r['dataset_key']}: {r['coverage']} ({r['method']} run)" for r in rows)
+        + ".")

@@ -14,7 +14,19 @@ RUN_COLS = [
     "quadrature", "pooling", "similarity", "code_version", "status", "n_pairs", "n_chunks", "chunk_size",
     "chunks_present", "complete", "started_at", "finished_at", "seconds", "pairs_done", "pairs_per_s", "device",
     "spearman", "pearson", "mse", "error_message", "n_segments", "shards", "heartbeat_at",
+    "dataset_pairs", "pairs_written", "partial", "coverage",
 ]
+
+
+def coverage_label(covered: Any, total: Any) -> str:
+    """How every page and the CLI name a run's coverage: "100 of 1,379 pairs", or "all 1,379 pairs"."""
+    if covered is None or pd.isna(covered):
+        return "pairs unknown"
+    covered = int(covered)
+    if total is None or pd.isna(total):
+        return f"{covered:,} pairs"
+    total = int(total)
+    return f"all {total:,} pairs" if covered >= total else f"{covered:,} of {total:,} pairs"
 
 _COMBINE_SQL = """
     SELECT r.run_id, first(r.kind) AS kind, first(r.model_id) AS model_id, first(r.model_name) AS model_name,
@@ -76,6 +88,12 @@ class CatalogueQueries:
             present = self._df("SELECT run_id, count(*) AS n FROM chunks GROUP BY run_id").set_index("run_id")["n"]
             df["chunks_present"] = df["run_id"].map(present).fillna(0).astype("int64")
             df["complete"] = df["chunks_present"] >= df["n_chunks"]
+            sizes = self._df("SELECT dataset_hash, first(n_pairs) AS n FROM _datasets_rev GROUP BY dataset_hash")
+            df["dataset_pairs"] = df["dataset_hash"].map(sizes.set_index("dataset_hash")["n"]).astype("Int64")
+            written = self._df("SELECT run_id, sum(n_pairs) AS n FROM chunks GROUP BY run_id").set_index("run_id")["n"]
+            df["pairs_written"] = df["run_id"].map(written).fillna(0).astype("int64")
+            df["partial"] = (df["n_pairs"] < df["dataset_pairs"]).fillna(False).astype(bool)
+            df["coverage"] = [coverage_label(n, t) for n, t in zip(df["n_pairs"], df["dataset_pairs"], strict=True)]
             multi = df.loc[df["n_segments"] > 1, "run_id"].tolist()
             if multi:
                 preds = self._df("SELECT run_id, model_score, gold, gold_norm FROM predictions "
@@ -95,23 +113,27 @@ class CatalogueQueries:
         df = df[df["run_id"] == run_id]
         return None if df.empty else df.iloc[0].to_dict()
 
-    def metrics_table(self) -> pd.DataFrame:
-        """Spearman/Pearson (x100) and MSE per (model, dataset), long form.
+    def metrics_table(self, per_method: bool = False) -> pd.DataFrame:
+        """Spearman/Pearson (x100) and MSE per (model, dataset) — or per (model, dataset, method) with
+        ``per_method`` — long form, each from the *most complete* finished run.
 
-        Uses the finished ("done") run of each model x dataset, preferring complete runs, then scores-only
-        runs (kinds without relevances), then the latest. Pivot with ``df.pivot(index="model_name",
-        columns="dataset_key", values="spearman")``.
+        The run of each group is the finished ("done") one that wrote the most pairs of its dataset; among equally complete runs scores-only runs (kinds without relevances) are preferred,
+        then the latest. A 100-pair run is therefore never chosen over a full one. Columns: model_id,
+        model_name, dataset_key, method, spearman, pearson, mse, n_pairs (pairs the run covers),
+        dataset_pairs, coverage ("100 of 1,379 pairs" / "all 1,379 pairs"), partial, run_id, complete.
+        Pivot with ``df.pivot(index="model_name", columns="dataset_key", values="spearman")``.
         """
-        cols = ["model_id", "model_name", "dataset_key", "spearman", "pearson", "mse", "n_pairs", "run_id",
-                "method", "complete"]
+        cols = ["model_id", "model_name", "dataset_key", "method", "spearman", "pearson", "mse", "n_pairs",
+                "dataset_pairs", "coverage", "partial", "run_id", "complete"]
         runs = self.runs(status="done")
         if runs.empty:
             return pd.DataFrame(columns=cols)
         scores_only = [k for k, kind in RUN_KINDS.items() if not kind.relevances]
-        runs = runs.assign(_pred=runs["kind"].isin(scores_only))
-        runs = runs.sort_values(["complete", "_pred", "finished_at"], ascending=False, kind="stable")
-        best = runs.drop_duplicates(["model_id", "dataset_key"])
-        return best.sort_values(["model_name", "dataset_key"])[cols].reset_index(drop=True)
+        runs = runs.assign(_pred=runs["kind"].isin(scores_only), _n=runs["pairs_written"].astype(float))
+        runs = runs.sort_values(["_n", "_pred", "finished_at"], ascending=False, kind="stable")
+        key = ["model_id", "dataset_key", "method"] if per_method else ["model_id", "dataset_key"]
+        best = runs.drop_duplicates(key)
+        return best.sort_values(["model_name", "dataset_key", "method"])[cols].reset_index(drop=True)
 
     def _run_row(self, run_id: str) -> dict[str, Any] | None:
         df = self._df("SELECT first(dataset_key) AS dataset_key, first(dataset_hash) AS dataset_hash, "

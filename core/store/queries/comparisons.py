@@ -1,33 +1,130 @@
-"""Two runs side by side: POS maps, token (or word) pairs, metrics."""
+"""Two runs side by side, on the pairs both cover: what they share, POS maps, token (or word) pairs,
+metrics, per-pair score changes."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from core.store.queries.corpus import unit_pairs_sql
+from core.metrics import score_metrics
+from core.store.kinds import kind_of_method
+from core.store.queries.corpus import pair_filter_sql, unit_pairs_sql
+from core.store.records import StoreError
+
+
+@dataclass(frozen=True)
+class Comparability:
+    """What two runs can be compared on.
+
+    shared_pair_ids: the pair ids both runs have predictions for (sorted) — every comparison uses only these;
+    same_dataset: both runs are on one dataset; aligned: different datasets whose rows are the same pairs
+    (same pair ids and gold, e.g. ``mstsb:en`` against ``mstsb:en-de``: translations of one row), compared per
+    pair; relevances_a/_b: the run's kind stores token-pair relevances (scores-only runs do not);
+    untagged: "A side b", ... for every run side whose words carry no POS tag (a language without a tagger);
+    reason: why the runs cannot be compared per pair ("" when they can)."""
+
+    run_a: str
+    run_b: str
+    n_a: int
+    n_b: int
+    shared_pair_ids: list[int] = field(repr=False)
+    same_dataset: bool
+    aligned: bool
+    relevances_a: bool
+    relevances_b: bool
+    untagged: list[str]
+    reason: str
+
+    @property
+    def n_shared(self) -> int:
+        return len(self.shared_pair_ids)
+
+    @property
+    def token_pairs_reason(self) -> str:
+        """Why token pairs / POS maps cannot be compared ("" when they can)."""
+        if self.reason:
+            return self.reason
+        gone = [r for r, ok in (("A", self.relevances_a), ("B", self.relevances_b)) if not ok]
+        if gone:
+            return (f"run {' and '.join(gone)} is scores-only (no token-pair relevances): POS maps and token "
+                    f"pairs cannot be compared; pick an attribution run")
+        return ""
+
+    @property
+    def pairs_caption(self) -> str:
+        """ "on the 100 pairs both runs cover (A 1,379, B 100)" """
+        base = f"on the {self.n_shared:,} pairs both runs cover"
+        return base if self.n_a == self.n_b == self.n_shared else f"{base} (A {self.n_a:,}, B {self.n_b:,})"
 
 
 class ComparisonQueries:
-    """Comparisons of two runs (on the pairs both have where it matters)."""
+    """Comparisons of two runs, always restricted to the pairs both cover."""
+
+    def comparability(self, run_a: str, run_b: str) -> Comparability | None:
+        """What ``run_a`` and ``run_b`` share (see :class:`Comparability`); None when a run does not exist."""
+        with self._snapshot():
+            runs = self.runs().set_index("run_id")
+            if run_a not in runs.index or run_b not in runs.index:
+                return None
+            ra, rb = runs.loc[run_a], runs.loc[run_b]
+            preds = self._df("SELECT run_id, pair_id, gold FROM predictions WHERE run_id IN (SELECT unnest($runs))",
+                             {"runs": [run_a, run_b]})
+            tagged = self._df("""
+                SELECT run_id, side, count(*) FILTER (WHERE pos IS NOT NULL) AS n_tagged FROM tokens
+                WHERE run_id IN (SELECT unnest($runs)) AND NOT is_special GROUP BY run_id, side
+            """, {"runs": [run_a, run_b]})
+        pa = preds[preds["run_id"] == run_a].set_index("pair_id")["gold"]
+        pb = preds[preds["run_id"] == run_b].set_index("pair_id")["gold"]
+        common = pa.index.intersection(pb.index)
+        same = ra["dataset_hash"] == rb["dataset_hash"]
+        aligned, reason = False, ""
+        if not same:
+            ga, gb = pa.loc[common].to_numpy(float), pb.loc[common].to_numpy(float)
+            aligned = (len(common) > 0 and ra["dataset_pairs"] == rb["dataset_pairs"]
+                       and bool(np.allclose(ga, gb, equal_nan=True)))
+            if not aligned:
+                reason = (f"{ra['dataset_key']} and {rb['dataset_key']} are different datasets whose rows are not the "
+                          f"same pairs (pair ids or gold differ): only whole-corpus metrics can be set side by side")
+                common = common[:0]
+        untagged = [f"{name} side {row.side}" for name, rid in (("A", run_a), ("B", run_b))
+                    for row in tagged[tagged["run_id"] == rid].itertuples() if int(row.n_tagged) == 0]
+        return Comparability(run_a, run_b, len(pa), len(pb), sorted(int(p) for p in common), bool(same),
+                             bool(aligned), kind_of_method(ra["method"]).relevances,
+                             kind_of_method(rb["method"]).relevances, untagged, reason)
+
+    def _token_comparable(self, run_a: str, run_b: str) -> Comparability | None:
+        c = self.comparability(run_a, run_b)
+        if c is not None and c.token_pairs_reason:
+            raise StoreError(c.token_pairs_reason)
+        return c
 
     def compare_pos(self, run_a: str, run_b: str, dataset_key: str | None = None,
                     gold_band: tuple[float, float] | None = None, error_band: tuple[float, float] | None = None,
-                    include_special: bool = True, level: str = "token", agg: str = "sum") -> pd.DataFrame:
-        """Per POS pair: pos_heatmap of run_a and run_b side by side and their difference (b - a).
+                    include_special: bool = True, level: str = "token", agg: str = "sum", text: str | None = None,
+                    word: str | None = None) -> pd.DataFrame:
+        """Per POS pair: pos_heatmap of run_a and run_b side by side and their difference (b - a), both on
+        the pairs the two runs share (:meth:`comparability`) and passing the filters. Raises StoreError with
+        the reason when token pairs cannot be compared (a scores-only run, unrelated datasets).
 
         Columns: pos_a, pos_b, relevance_a, relevance_b, diff, relevance_norm_a, relevance_norm_b, diff_norm
         (normalised values differ, comparable across models with different scales), count_a, count_b; cells
         missing in one run count as 0. Sorted by |diff_norm| descending.
         """
-        kw = dict(dataset_key=dataset_key, gold_band=gold_band, error_band=error_band,
-                  include_special=include_special, level=level, agg=agg)
         keep = ["pos_a", "pos_b", "relevance", "relevance_norm", "count"]
-        with self._snapshot():
-            ha = self.pos_heatmap([run_a], **kw)[keep]
-            hb = self.pos_heatmap([run_b], **kw)[keep]
         cols = ["pos_a", "pos_b", "relevance_a", "relevance_b", "diff", "relevance_norm_a", "relevance_norm_b",
                 "diff_norm", "count_a", "count_b"]
+        with self._snapshot():
+            c = self._token_comparable(run_a, run_b)
+            if c is None:
+                return pd.DataFrame(columns=cols)
+            shared = c.shared_pair_ids
+            kw = dict(dataset_key=dataset_key, gold_band=gold_band, error_band=error_band, text=text, word=word,
+                      include_special=include_special, level=level, agg=agg, pair_ids=shared)
+            ha = self.pos_heatmap([run_a], **kw)[keep]
+            hb = self.pos_heatmap([run_b], **kw)[keep]
         if ha.empty and hb.empty:
             return pd.DataFrame(columns=cols)
         m = ha.merge(hb, on=["pos_a", "pos_b"], how="outer", suffixes=("_a", "_b"))
@@ -42,59 +139,110 @@ class ComparisonQueries:
         return m[cols].reset_index(drop=True)
 
     def compare_token_pairs(self, run_a: str, run_b: str, limit: int = 20, include_special: bool = False,
-                            level: str = "token") -> pd.DataFrame:
-        """Token (or word) pairs, by text, whose relevance summed over the corpus changed most.
+                            level: str = "token", gold_band: tuple[float, float] | None = None,
+                            error_band: tuple[float, float] | None = None, text: str | None = None,
+                            word: str | None = None) -> pd.DataFrame:
+        """Token (or word) pairs, by text, whose relevance summed over the shared pairs changed most.
 
-        Columns: token_a, token_b, relevance_a, relevance_b, diff (= b - a), count_a, count_b; sorted by
-        |diff| descending. level="word" compares word texts (use it across tokenizers).
+        Texts are matched case-insensitively; level="word" matches word texts (use it across tokenizers).
+        Columns: token_a, token_b, relevance_a, relevance_b, diff (= b - a), count_a, count_b, match ("both",
+        "A only", "B only": a text pair of one run that the other never has — across languages or
+        tokenizers most cannot match, and the table says so instead of reporting 0 as a change); sorted by
+        |diff| descending. Raises StoreError when token pairs cannot be compared.
         """
-        sub = unit_pairs_sql(level, include_special)
-        return self._df(f"""
-            WITH up AS ({sub}),
-            a AS (SELECT label_a, label_b, sum(relevance) AS rel, count(*) AS n FROM up
-                  WHERE run_id = $ra GROUP BY label_a, label_b),
-            b AS (SELECT label_a, label_b, sum(relevance) AS rel, count(*) AS n FROM up
-                  WHERE run_id = $rb GROUP BY label_a, label_b)
-            SELECT coalesce(a.label_a, b.label_a) AS token_a, coalesce(a.label_b, b.label_b) AS token_b,
-                   coalesce(a.rel, 0) AS relevance_a, coalesce(b.rel, 0) AS relevance_b,
-                   coalesce(b.rel, 0) - coalesce(a.rel, 0) AS diff,
-                   coalesce(a.n, 0) AS count_a, coalesce(b.n, 0) AS count_b
-            FROM a FULL OUTER JOIN b ON a.label_a = b.label_a AND a.label_b = b.label_b
-            ORDER BY abs(diff) DESC, token_a, token_b
-            LIMIT $lim
-        """, {"runs": [str(run_a), str(run_b)], "ra": str(run_a), "rb": str(run_b), "lim": int(limit)})
+        with self._snapshot():
+            c = self._token_comparable(run_a, run_b)
+            shared = c.shared_pair_ids if c is not None else []
+            params: dict[str, Any] = {"ra": str(run_a), "rb": str(run_b), "lim": int(limit)}
+            sel = pair_filter_sql(params, [run_a, run_b], gold_band, error_band, text, word, shared)
+            sub = unit_pairs_sql(level, include_special)
+            return self._df(f"""
+                WITH up AS (SELECT u.* FROM ({sub}) u JOIN ({sel}) f ON f.run_id = u.run_id AND f.pair_id = u.pair_id),
+                a AS (SELECT lower(label_a) AS ka, lower(label_b) AS kb, first(label_a) AS label_a,
+                             first(label_b) AS label_b, sum(relevance) AS rel, count(*) AS n FROM up
+                      WHERE run_id = $ra GROUP BY ka, kb),
+                b AS (SELECT lower(label_a) AS ka, lower(label_b) AS kb, first(label_a) AS label_a,
+                             first(label_b) AS label_b, sum(relevance) AS rel, count(*) AS n FROM up
+                      WHERE run_id = $rb GROUP BY ka, kb)
+                SELECT coalesce(a.label_a, b.label_a) AS token_a, coalesce(a.label_b, b.label_b) AS token_b,
+                       coalesce(a.rel, 0) AS relevance_a, coalesce(b.rel, 0) AS relevance_b,
+                       coalesce(b.rel, 0) - coalesce(a.rel, 0) AS diff,
+                       coalesce(a.n, 0) AS count_a, coalesce(b.n, 0) AS count_b,
+                       CASE WHEN a.n IS NULL THEN 'B only' WHEN b.n IS NULL THEN 'A only' ELSE 'both' END AS match
+                FROM a FULL OUTER JOIN b ON a.ka = b.ka AND a.kb = b.kb
+                ORDER BY (a.n IS NOT NULL AND b.n IS NOT NULL) DESC, abs(diff) DESC, token_a, token_b
+                LIMIT $lim
+            """, params)
 
-    def compare_metrics(self, run_a: str, run_b: str) -> pd.DataFrame:
-        """Metrics of two runs side by side: rows metric, run_a, run_b, diff (= b - a).
+    def _shared_ids(self, c: Comparability, gold_band: tuple[float, float] | None) -> list[int]:
+        """The pairs both runs cover, within ``gold_band`` (gold is the same on both sides)."""
+        if gold_band is None or not c.shared_pair_ids:
+            return c.shared_pair_ids
+        inside = set(self.predictions(c.run_a, gold_band=gold_band)["pair_id"].astype(int))
+        return [p for p in c.shared_pair_ids if p in inside]
 
-        Metrics: spearman, pearson, mse (from the run records), n_predictions, mean_model_score,
-        mean_abs_error, mean_abs_residual (from predictions), seconds, pairs_per_s, and score_pearson (x100
-        correlation of the two runs' model_score over the pairs in common; same value in both columns).
+    def compare_scores(self, run_a: str, run_b: str, gold_band: tuple[float, float] | None = None) -> pd.DataFrame:
+        """Per pair both runs share (same dataset, or aligned datasets), optionally within a gold band:
+        pair_id, gold, gold_norm, score_a, score_b, delta (= b - a), error_a, error_b, sentence1_a, sentence2_a,
+        sentence1_b, sentence2_b; largest |delta| first. Empty when the runs share no pair (see
+        :meth:`comparability`)."""
+        cols = ["pair_id", "gold", "gold_norm", "score_a", "score_b", "delta", "error_a", "error_b", "sentence1_a",
+                "sentence2_a", "sentence1_b", "sentence2_b"]
+        with self._snapshot():
+            c = self.comparability(run_a, run_b)
+            if c is None:
+                return pd.DataFrame(columns=cols)
+            shared = self._shared_ids(c, gold_band)
+            a, b = self.predictions(run_a), self.predictions(run_b)
+        keep = ["pair_id", "model_score", "error", "sentence1", "sentence2"]
+        m = a[[*keep, "gold", "gold_norm"]].merge(b[keep], on="pair_id", suffixes=("_a", "_b"))
+        m = m[m["pair_id"].isin(shared)].rename(columns={"model_score_a": "score_a", "model_score_b": "score_b"})
+        m["delta"] = m["score_b"] - m["score_a"]
+        m = m.assign(_abs=m["delta"].abs()).sort_values(["_abs", "pair_id"], ascending=[False, True], kind="stable")
+        return m[cols].reset_index(drop=True)
+
+    def compare_metrics(self, run_a: str, run_b: str, gold_band: tuple[float, float] | None = None) -> pd.DataFrame:
+        """Metrics of two runs side by side on the pairs both cover (within ``gold_band`` when given): rows
+        metric, run_a, run_b, diff (= b - a).
+
+        Metrics: n_shared (pairs both cover), spearman, pearson, mse (recomputed from the predictions of the
+        shared pairs, so a full run and a 300-pair run of one model give the same values), n_predictions
+        (each run's own), mean_model_score, mean_abs_error, mean_abs_residual (shared pairs), seconds,
+        pairs_per_s (whole runs), and score_pearson (x100 correlation of the two runs' model_score over the
+        shared pairs; same value in both columns). Runs on unrelated datasets share no pair: their
+        spearman/pearson/mse are then each run's own (see :meth:`comparability`).
         """
         cols = ["metric", "run_a", "run_b", "diff"]
         with self._snapshot():
             runs = self.runs().set_index("run_id")
             if run_a not in runs.index or run_b not in runs.index:
                 return pd.DataFrame(columns=cols)
-            agg = self._df("""
-                SELECT run_id, count(*) AS n_predictions, avg(model_score) AS mean_model_score,
-                       avg(abs(error)) AS mean_abs_error, avg(abs(residual)) AS mean_abs_residual
-                FROM predictions WHERE run_id IN (SELECT unnest($runs)) GROUP BY run_id
-            """, {"runs": [run_a, run_b]}).set_index("run_id")
-            both = self._df("""
-                SELECT corr(a.model_score, b.model_score) * 100 AS c
-                FROM (SELECT pair_id, model_score FROM predictions WHERE run_id = $ra) a
-                JOIN (SELECT pair_id, model_score FROM predictions WHERE run_id = $rb) b USING (pair_id)
-            """, {"ra": run_a, "rb": run_b})
-        rows = []
-        for m in ("spearman", "pearson", "mse"):
-            rows.append((m, runs.at[run_a, m], runs.at[run_b, m]))
-        for m in ("n_predictions", "mean_model_score", "mean_abs_error", "mean_abs_residual"):
-            rows.append((m, agg[m].get(run_a, np.nan), agg[m].get(run_b, np.nan)))
-        for m in ("seconds", "pairs_per_s"):
-            rows.append((m, runs.at[run_a, m], runs.at[run_b, m]))
-        c = both["c"].iloc[0] if not both.empty else np.nan
-        rows.append(("score_pearson", c, c))
+            c = self.comparability(run_a, run_b)
+            shared = set(self._shared_ids(c, gold_band))
+            preds = self._df("""
+                SELECT run_id, pair_id, model_score, gold, gold_norm, error, residual FROM predictions
+                WHERE run_id IN (SELECT unnest($runs))
+            """, {"runs": [run_a, run_b]})
+        per: dict[str, dict[str, float]] = {}
+        scores: dict[str, pd.Series] = {}
+        for rid in (run_a, run_b):
+            own = preds[preds["run_id"] == rid]
+            g = own[own["pair_id"].isin(shared)] if c.shared_pair_ids else own
+            m = score_metrics(g["model_score"].to_numpy(float), g["gold"].to_numpy(float),
+                              g["gold_norm"].to_numpy(float)) if len(g) else {}
+            if not c.shared_pair_ids:  # unrelated datasets: each run's own metrics, side by side
+                m = {k: runs.at[rid, k] for k in ("spearman", "pearson", "mse")}
+            per[rid] = {**m, "n_predictions": len(own), "mean_model_score": g["model_score"].mean(),
+                        "mean_abs_error": g["error"].abs().mean(), "mean_abs_residual": g["residual"].abs().mean(),
+                        "seconds": runs.at[rid, "seconds"], "pairs_per_s": runs.at[rid, "pairs_per_s"]}
+            scores[rid] = g.set_index("pair_id")["model_score"].astype(float)
+        both = pd.concat([scores[run_a], scores[run_b]], axis=1, join="inner") if c.shared_pair_ids else pd.DataFrame()
+        corr = float(both.iloc[:, 0].corr(both.iloc[:, 1]) * 100) if len(both) > 1 else np.nan
+        rows = [("n_shared", len(shared), len(shared))]
+        for m in ("spearman", "pearson", "mse", "n_predictions", "mean_model_score", "mean_abs_error",
+                  "mean_abs_residual", "seconds", "pairs_per_s"):
+            rows.append((m, per[run_a].get(m, np.nan), per[run_b].get(m, np.nan)))
+        rows.append(("score_pearson", corr, corr))
         out = pd.DataFrame(rows, columns=["metric", "run_a", "run_b"])
         out["run_a"] = pd.to_numeric(out["run_a"], errors="coerce").astype(float)
         out["run_b"] = pd.to_numeric(out["run_b"], errors="coerce").astype(float)

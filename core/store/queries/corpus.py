@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +31,47 @@ def check_band(band: Any, what: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+def pair_filter_sql(params: dict[str, Any], runs: list[str], gold_band: Any = None, error_band: Any = None,
+                    text: str | None = None, word: str | None = None, pair_ids: Iterable[int] | None = None) -> str:
+    """SQL selecting (run_id, pair_id) of the runs in ``$runs`` whose pairs pass every filter (adds its
+    parameters to ``params``); one definition for every page's filters.
+
+    gold_band (lo, hi) on gold_norm and error_band on error, inclusive; text: a case-insensitive substring of
+    either sentence; word: a whole word of either sentence (or a token/word of the run's tokens, so "##s"
+    finds word pieces); pair_ids: only these pairs (the pairs two compared runs share)."""
+    gold_band = check_band(gold_band, "gold_band")
+    error_band = check_band(error_band, "error_band")
+    params["runs"] = [str(r) for r in runs]
+    where = ["r.run_id IN (SELECT unnest($runs))"]
+    if gold_band:
+        where.append("r.gold_norm BETWEEN $glo AND $ghi")
+        params.update(glo=gold_band[0], ghi=gold_band[1])
+    if error_band:
+        where.append("r.error BETWEEN $elo AND $ehi")
+        params.update(elo=error_band[0], ehi=error_band[1])
+    if text:
+        where.append("(contains(lower(s.sentence1), lower($ftext)) OR contains(lower(s.sentence2), lower($ftext)))")
+        params["ftext"] = str(text)
+    if word:
+        where.append("""(regexp_matches(s.sentence1, $fword_re, 'i') OR regexp_matches(s.sentence2, $fword_re, 'i')
+            OR EXISTS (SELECT 1 FROM tokens k WHERE k.run_id = r.run_id AND k.pair_id = r.pair_id
+                       AND (lower(k.token) = lower($fword) OR lower(k.word) = lower($fword))))""")
+        params.update(fword=str(word).strip(), fword_re=r"(^|\W)" + re.escape(str(word).strip()) + r"(\W|$)")
+    if pair_ids is not None:
+        where.append("r.pair_id IN (SELECT unnest($fpids))")
+        params["fpids"] = [int(p) for p in pair_ids]
+    return f"""
+        SELECT r.run_id, r.pair_id FROM predictions r
+        JOIN (SELECT DISTINCT run_id, dataset_hash FROM runs) ru ON ru.run_id = r.run_id
+        LEFT JOIN _pairs_all s ON s.dataset_hash = ru.dataset_hash AND s.pair_id = r.pair_id
+        WHERE {' AND '.join(where)}"""
+
+
+def has_filter(gold_band: Any = None, error_band: Any = None, text: str | None = None, word: str | None = None,
+               pair_ids: Any = None) -> bool:
+    return bool(gold_band or error_band or text or word or pair_ids is not None)
+
+
 def _norm(values: pd.Series, scale: float) -> pd.Series:
     return values / scale if scale and np.isfinite(scale) and scale > 0 else values * 0.0
 
@@ -52,10 +94,7 @@ def finish_heatmap(df: pd.DataFrame, agg: str) -> pd.DataFrame:
 
 
 def unit_pairs_sql(level: str, include_special: bool) -> str:
-    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units).
-
-    Runs are filtered with ``run_id IN (SELECT unnest($runs))``, which DuckLake uses to skip the data files of
-    other runs (``list_contains`` reads every file of the table)."""
+    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units)."""
     special = "" if include_special else " AND NOT special_a AND NOT special_b"
     if level == "token":
         return (f"SELECT run_id, pair_id, token_a AS label_a, token_b AS label_b, relevance "
@@ -89,23 +128,24 @@ class CorpusQueries:
 
     def pos_heatmap(self, run_ids: str | Iterable[str] | None = None, dataset_key: str | None = None,
                     gold_band: tuple[float, float] | None = None, error_band: tuple[float, float] | None = None,
-                    include_special: bool = True, level: str = "token", agg: str = "sum") -> pd.DataFrame:
+                    include_special: bool = True, level: str = "token", agg: str = "sum", text: str | None = None,
+                    word: str | None = None, pair_ids: Iterable[int] | None = None) -> pd.DataFrame:
         """POS x POS relevance over the selected runs' pairs (from pos_pairs; fast).
 
-        run_ids: one id, a list, or None (= all runs, optionally of ``dataset_key``). Filters: gold_band =
-        (lo, hi) on predictions.gold_norm (0-1), error_band on predictions.error (model_score - gold_norm),
-        both inclusive; include_special=False drops cells with a special token. level "token"/"word" chooses
+        run_ids: one id, a list, or None (= all runs, optionally of ``dataset_key``). Filters (see
+        :func:`pair_filter_sql`): gold_band = (lo, hi) on predictions.gold_norm (0-1), error_band on
+        predictions.error (model_score - gold_norm), both inclusive; text (substring of either sentence), word
+        (a word or token of either sentence), pair_ids (only these pairs); include_special=False drops cells
+        with a special token. level "token"/"word" chooses
         token-pair or word-pair sums; agg "sum" or "mean" (divided by count = number of token/word pairs).
         Columns: pos_a, pos_b, relevance (= pos_sum + neg_sum), pos_sum, neg_sum, count, n_pairs (sentence
         pairs contributing), relevance_norm (÷ largest |relevance|), pos_norm, neg_norm (both ÷ the largest
-        |pos_sum| or |neg_sum|, so they share one scale). NULL POS stays NULL.
+        |pos_sum| or |neg_sum|, so they share one scale). NULL POS (untagged words) stays NULL.
         """
         if level not in LEVEL_COLS:
             raise StoreError("level must be 'token' or 'word'")
         if agg not in ("sum", "mean"):
             raise StoreError("agg must be 'sum' or 'mean'")
-        gold_band = check_band(gold_band, "gold_band")
-        error_band = check_band(error_band, "error_band")
         with self._snapshot():
             runs = self._select_runs(run_ids, dataset_key)
             if not runs:
@@ -113,15 +153,9 @@ class CorpusQueries:
             ps, ns, n = (quote(c) for c in LEVEL_COLS[level])
             params: dict[str, Any] = {"runs": runs}
             join, where = "", ["p.run_id IN (SELECT unnest($runs))"]
-            if gold_band or error_band:
-                join = "JOIN predictions r ON r.run_id = p.run_id AND r.pair_id = p.pair_id"
-                where.append("r.run_id IN (SELECT unnest($runs))")
-                if gold_band:
-                    where.append("r.gold_norm BETWEEN $glo AND $ghi")
-                    params.update(glo=gold_band[0], ghi=gold_band[1])
-                if error_band:
-                    where.append("r.error BETWEEN $elo AND $ehi")
-                    params.update(elo=error_band[0], ehi=error_band[1])
+            if has_filter(gold_band, error_band, text, word, pair_ids):
+                sel = pair_filter_sql(params, runs, gold_band, error_band, text, word, pair_ids)
+                join = f"JOIN ({sel}) f ON f.run_id = p.run_id AND f.pair_id = p.pair_id"
             if not include_special:
                 where.append("NOT p.special_a AND NOT p.special_b")
             df = self._df(f"""
@@ -135,31 +169,43 @@ class CorpusQueries:
         return finish_heatmap(df, agg)
 
     def pos_cell_examples(self, run_id: str, pos_a: str | None, pos_b: str | None, limit: int = 20,
-                          include_special: bool = True, order: str = "abs") -> pd.DataFrame:
-        """The token pairs behind one heat-map cell (NULL POS matches NULL), strongest first.
+                          include_special: bool = True, order: str = "abs",
+                          gold_band: tuple[float, float] | None = None, error_band: tuple[float, float] | None = None,
+                          text: str | None = None, word: str | None = None,
+                          pair_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """The token pairs behind one heat-map cell (NULL POS matches NULL), strongest first, under the same
+        filters as :meth:`pos_heatmap` (so the list is the cell that is shown).
 
         order: "abs" (largest |relevance|), "pos" (most positive) or "neg" (most negative).
-        Columns: pair_id, i, j, token_a, token_b, relevance, word_a, word_b, sentence1, sentence2.
+        Columns: pair_id, i, j, token_a, token_b, relevance, word_a, word_b, gold, gold_norm, model_score,
+        error, sentence1, sentence2.
         """
         if order not in _EXAMPLE_ORDER:
             raise StoreError(f"order must be one of {list(_EXAMPLE_ORDER)}")
         special = "" if include_special else " AND NOT t.special_a AND NOT t.special_b"
         with self._snapshot():
             info = self._run_row(run_id)
+            params: dict[str, Any] = {"run": str(run_id),
+                                      "dh": info["dataset_hash"] if info else None, "pa": pos_a, "pb": pos_b,
+                                      "lim": int(limit)}
+            join = ""
+            if has_filter(gold_band, error_band, text, word, pair_ids):
+                join = (f"JOIN ({pair_filter_sql(params, [run_id], gold_band, error_band, text, word, pair_ids)}) f "
+                        f"ON f.run_id = t.run_id AND f.pair_id = t.pair_id")
             return self._df(f"""
                 WITH top AS (
                     SELECT t.pair_id, t.i, t.j, t.token_a, t.token_b, t.relevance, t.word_a, t.word_b
-                    FROM token_pairs t
+                    FROM token_pairs t {join}
                     WHERE t.run_id = $run AND t.pos_a IS NOT DISTINCT FROM CAST($pa AS VARCHAR)
                       AND t.pos_b IS NOT DISTINCT FROM CAST($pb AS VARCHAR){special}
                     ORDER BY {_EXAMPLE_ORDER[order]}, t.pair_id, t.i, t.j
                     LIMIT $lim
                 )
-                SELECT t.*, s.sentence1, s.sentence2
+                SELECT t.*, p.gold, p.gold_norm, p.model_score, p.error, s.sentence1, s.sentence2
                 FROM top t LEFT JOIN _pairs_all s ON s.dataset_hash = $dh AND s.pair_id = t.pair_id
+                LEFT JOIN predictions p ON p.run_id = $run AND p.pair_id = t.pair_id
                 ORDER BY {_EXAMPLE_ORDER[order]}, t.pair_id, t.i, t.j
-            """, {"run": str(run_id), "dh": info["dataset_hash"] if info else None, "pa": pos_a, "pb": pos_b,
-                  "lim": int(limit)})
+            """, params)
 
     def quartile_top_pairs(self, run_id: str, quartile: str = "high", k: int = 5, include_special: bool = False,
                            level: str = "token") -> pd.DataFrame:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.store.queries.corpus import has_filter, pair_filter_sql
 from core.store.records import StoreError, decode_factor, quote
 from core.store.units import word_matrix
 
@@ -29,15 +30,23 @@ class PairQueries:
             return None
         return {"run": str(run_id), "chunk": int(df["chunk"].iloc[0]), "pid": int(pair_id)}
 
-    def predictions(self, run_id: str) -> pd.DataFrame:
-        """All predictions of a run (plus sentence1/sentence2), ordered by pair_id."""
+    def predictions(self, run_id: str, gold_band: tuple[float, float] | None = None,
+                    error_band: tuple[float, float] | None = None, text: str | None = None,
+                    word: str | None = None) -> pd.DataFrame:
+        """Predictions of a run (plus sentence1/sentence2), ordered by pair_id; optionally only the pairs
+        passing the filters of :func:`core.store.queries.corpus.pair_filter_sql`."""
         with self._snapshot():
             info = self._run_row(run_id)
-            return self._df("""
+            params = {"run": str(run_id), "dh": info["dataset_hash"] if info else None}
+            join = ""
+            if has_filter(gold_band, error_band, text, word):
+                join = (f"JOIN ({pair_filter_sql(params, [run_id], gold_band, error_band, text, word)}) f "
+                        f"ON f.run_id = p.run_id AND f.pair_id = p.pair_id")
+            return self._df(f"""
                 SELECT p.* EXCLUDE (chunk_index), s.sentence1, s.sentence2
-                FROM predictions p LEFT JOIN _pairs_all s ON s.dataset_hash = $dh AND s.pair_id = p.pair_id
+                FROM predictions p LEFT JOIN _pairs_all s ON s.dataset_hash = $dh AND s.pair_id = p.pair_id {join}
                 WHERE p.run_id = $run ORDER BY p.pair_id
-            """, {"run": str(run_id), "dh": info["dataset_hash"] if info else None})
+            """, params)
 
     def pair_info(self, dataset_key: str, pair_id: int) -> pd.DataFrame:
         """The pair's sentences and gold plus its dataset's name/split/languages (0 or 1 row)."""
