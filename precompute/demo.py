@@ -25,12 +25,22 @@ class DemoStep:
 
 
 # all-MiniLM-L6-v2 on the 30 demo pairs with 2 CPU cores: predict ~1 s, BiLRP ~20 s, IJ ~80 s at 8 steps
-# (the default 64 steps take ~400 s), plus ~5 s to load the model: about 1.8 minutes in all.
+# (the default 64 steps take ~400 s), plus ~5 s to load the model: about 1.8 minutes in all on a quiet machine.
 DEMO_PLAN: tuple[DemoStep, ...] = (
     DemoStep(PREDICT.name, weight=1.0),
     DemoStep("bilrp", layer=0, weight=20.0),
     DemoStep("ij", steps=8, weight=80.0),
 )
+DEMO_PAIRS = 30  # the weights are seconds for this many pairs
+LOAD_SECONDS = 5.0  # importing torch and loading the model
+
+
+def estimate_seconds(plan: Sequence[DemoStep] = DEMO_PLAN, pairs: int | None = None) -> float:
+    """The expected build time on a quiet 2-core CPU: the model load plus each step's weight (its measured
+    seconds for the demo's pairs), scaled to ``pairs`` pairs (None: all demo pairs)."""
+    share = 1.0 if pairs is None else min(max(pairs, 0), DEMO_PAIRS) / DEMO_PAIRS
+    return LOAD_SECONDS + share * sum(s.weight for s in plan)
+
 
 def build_demo_store(path: str | os.PathLike, model: Any = DEMO_MODEL, plan: Sequence[DemoStep] = DEMO_PLAN,
                      dataset: str | os.PathLike = DEMO_DATASET, limit: int | None = None, chunk_size: int = 5,
@@ -47,7 +57,8 @@ def build_demo_store(path: str | os.PathLike, model: Any = DEMO_MODEL, plan: Seq
 
     report = progress or (lambda fraction, text: None)
     total = sum(s.weight for s in plan) or 1.0
-    report(0.0, f"loading {model if isinstance(model, (str, os.PathLike)) else 'the model'}…")
+    report(0.0, f"loading {model if isinstance(model, (str, os.PathLike)) else 'the model'}… (expected: about "
+                f"{estimate_seconds(plan, limit):.0f} s on a quiet 2-core CPU, longer on a busy one)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = as_model(model)

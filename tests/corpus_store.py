@@ -4,7 +4,8 @@
   metric difference between them would be the subset), model ``mB`` with a scores-only ``predict`` run and
   an ``ij`` run that is running and has written no chunk yet;
 - ``mstsb:en:test`` and ``mstsb:en-de:test`` (4 pairs each, rows aligned: same pair ids and gold; the German
-  side has no POS tags), one ``bilrp`` run of ``mA`` on each.
+  side has no POS tags), one ``bilrp`` run of ``mA`` on each, and a 2-pair ``bilrp`` run of ``mB`` on
+  ``mstsb:en:test`` (the only run of that model and dataset: its metrics cell is partial).
 
 Token relevances are deterministic functions of the words, so tests can recompute what they expect.
 """
@@ -108,7 +109,8 @@ def _find(location: object, model: str, dataset: str, method: str) -> str:
 
 
 def build_corpus_store(path: Path) -> dict[str, str]:
-    """Write the store at ``path``; returns {name: run_id} for full, subset, scores, running, en, en_de."""
+    """Write the store at ``path``; returns {name: run_id} for full, subset, scores, running, en, en_de,
+    en_partial."""
     w = StoreWriter(path)
     w.put_dataset({"dataset_key": STSB, "name": "stsb", "split": "test", "lang_a": "en", "lang_b": "en",
                    "gold_min": 0.0, "gold_max": 5.0}, STSB_PAIRS)
@@ -124,9 +126,11 @@ def build_corpus_store(path: Path) -> dict[str, str]:
     _run(w, "mB", STSB, "ij", STSB_PAIRS, SCORES_B, layer=3, chunks=False)
     _run(w, "mA", EN, "bilrp", MSTSB_EN, [0.9, 0.5, 0.45, 0.1])
     _run(w, "mA", EN_DE, "bilrp", MSTSB_DE, [0.7, 0.4, 0.5, 0.2], tag_b=False, scale=0.8)
+    _run(w, "mB", EN, "bilrp", MSTSB_EN, [0.8, 0.3, 0.6, 0.2], n_pairs=2, scale=1.2)
     w.close()
     names = {"full": ("mA", STSB, "bilrp"), "subset": ("mA", STSB, "hxp"), "scores": ("mB", STSB, "predict"),
-             "running": ("mB", STSB, "ij"), "en": ("mA", EN, "bilrp"), "en_de": ("mA", EN_DE, "bilrp")}
+             "running": ("mB", STSB, "ij"), "en": ("mA", EN, "bilrp"), "en_de": ("mA", EN_DE, "bilrp"),
+             "en_partial": ("mB", EN, "bilrp")}
     return {name: _find(path, *spec) for name, spec in names.items()}
 
 

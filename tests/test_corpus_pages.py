@@ -125,7 +125,11 @@ def test_overview_metrics_from_the_full_run_and_partial_cells_named(monkeypatch,
     hxp = long[(long["model_id"] == "mA") & (long["method"] == "hxp")].iloc[0]
     assert hxp["coverage"] == "3 of 8 pairs" and hxp["run_id"] == ids["subset"]
     shown = texts(at)
-    assert "(bilrp run, all 8 pairs)" in shown or "all 4 pairs" in shown  # the best cell names its run
+    with Store(corpus["path"]) as s:
+        best = s.metrics_table().sort_values("spearman", ascending=False).iloc[0]
+    assert f"({best['method']} run, {best['coverage']})" in shown  # the best cell names its run and coverage
+    assert "Computed on part of the dataset only (no run covers all of it): model-mB on mstsb:en:test: " \
+           "2 of 4 pairs (bilrp run)." in shown
     runs_table = next(d.value for d in at.dataframe if "chunks" in d.value.columns)
     assert runs_table.set_index("run_id").at[ids["subset"], "pairs"] == "3 of 8 pairs"
 

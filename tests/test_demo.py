@@ -47,3 +47,19 @@ def test_build_demo_store_with_the_packaged_model(tmp_path):
     assert [r.status for r in results] == ["done"] * 3
     runs = Store(tmp_path / "demo").runs()
     assert set(runs["model_name"]) == {"all-MiniLM-L6-v2"}
+
+
+def test_first_launch_shows_an_estimate_then_the_time_left(tmp_path, tiny_folders):
+    plan = (demo.DemoStep("predict", weight=1), demo.DemoStep("bilrp", layer=0, weight=3))
+    assert demo.estimate_seconds(plan) == pytest.approx(demo.LOAD_SECONDS + 4)
+    assert demo.estimate_seconds(plan, pairs=15) == pytest.approx(demo.LOAD_SECONDS + 2)
+    assert demo.estimate_seconds() == pytest.approx(demo.LOAD_SECONDS + sum(s.weight for s in demo.DEMO_PLAN))
+    seen = []
+    demo.build_demo_store(tmp_path / "demo", model=str(tiny_folders["bert"]), plan=plan, limit=3,
+                          progress=lambda f, t: seen.append((f, t)))
+    first_fraction, first_text = seen[0]
+    assert first_fraction == 0.0 and f"expected: about {demo.estimate_seconds(plan, 3):.0f} s" in first_text
+    # the shell's line: elapsed time, then the time left extrapolated from the fraction done
+    assert views.progress_text("loading…", 0.0, 3.2) == "loading… · 3 s"
+    assert views.progress_text("bilrp L0: 10/30 pairs", 0.25, 30.0) == "bilrp L0: 10/30 pairs · 30 s, about 90 s left"
+    assert views.progress_text("demo store ready", 1.0, 95.0) == "demo store ready · 95 s"

@@ -24,6 +24,7 @@ from core.views.location import (
     ROOT,
     STORE_ENV,
     help_markdown,
+    progress_text,
     should_autobuild,
     store_location,
 )
@@ -126,7 +127,7 @@ def require_store() -> Path:
     st.markdown(help_markdown(path, state))
     if state.state in ("missing", "empty") and "build" in _DEMO:
         st.markdown(f"Or build a small demo store here: {DEMO_MODEL} on the project's {_demo_pairs()} demo pairs "
-                    f"(about 2 minutes on a laptop CPU).")
+                    f"(a few minutes on a CPU; the progress bar shows the expected time and the time left).")
         if st.button("Build the demo store", key="_build_demo", type="primary") and _bootstrap(path):
             st.rerun()
     st.stop()
@@ -143,12 +144,14 @@ def _demo_pairs() -> int:
 def _bootstrap(path: Path, first_launch: bool = False) -> bool:
     if first_launch:
         st.info(f"First launch: `{path}` holds no audit yet, so SimLens is building a small demo store "
-                f"({DEMO_MODEL} on {_demo_pairs()} demo pairs: scores, BiLRP and integrated Jacobians).")
+                f"({DEMO_MODEL} on {_demo_pairs()} demo pairs: scores, BiLRP and integrated Jacobians). The bar "
+                f"below shows the expected time, then the time left.")
     bar = st.progress(0.0, text="starting…")
     t0 = time.perf_counter()
 
     def progress(fraction: float, text: str) -> None:
-        bar.progress(float(min(max(fraction, 0.0), 1.0)), text=f"{text} ({time.perf_counter() - t0:.0f} s)")
+        fraction = float(min(max(fraction, 0.0), 1.0))
+        bar.progress(fraction, text=progress_text(text, fraction, time.perf_counter() - t0))
 
     try:
         with _DEMO_LOCK:  # one build per server process; a second session waits, then finds the runs

@@ -31,6 +31,7 @@ from core.views.location import (
     STORE_ENV,
     StoreState,
     help_markdown,
+    progress_text,
     should_autobuild,
     store_fingerprint,
     store_location,
@@ -97,5 +98,5 @@ __all__ = [
     "run_labels", "runs_overview", "selected_cell", "setting_text", "short_model",
     "should_autobuild", "signed_failures", "status_counts", "store_fingerprint", "store_location", "store_state",
     "token_runs", "top_token_pairs", "with_links", "own_maximum", "coverage_suffix", "empty_reason", "find_text",
-    "comparison_caption", "unmatched_text", "is_partial", "partial_metrics_text", "partial_note", "cell_examples_table", "own_maximum_text",
+    "comparison_caption", "unmatched_text", "progress_text", "is_partial", "partial_metrics_text", "partial_note", "cell_examples_table", "own_maximum_text",
 ]

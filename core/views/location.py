@@ -99,6 +99,15 @@ def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
     )
 
 
+def progress_text(text: str, fraction: float, elapsed_s: float) -> str:
+    """A long build's progress line: ``text · 35 s, about 60 s left`` (the time left extrapolated from the
+    fraction done, once there is enough of it to go on)."""
+    line = f"{text} · {elapsed_s:.0f} s"
+    if 0.05 <= fraction < 1.0:
+        line += f", about {elapsed_s * (1.0 - fraction) / fraction:.0f} s left"
+    return line
+
+
 def store_fingerprint(path: str | os.PathLike) -> tuple:
     """A token that changes whenever a writer commits: the store's newest snapshot id (``()`` when the store
     cannot be read)."""
