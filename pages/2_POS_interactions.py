@@ -75,7 +75,7 @@ agg_text = "mean per occurrence" if agg == "mean" else "sum"
 unit = "word" if level == "word" else "token"
 st.caption(f"{int(heat['count'].sum()):,} {unit} pairs from up to {int(heat['n_pairs'].max()):,} sentence pairs "
            f"per cell; {len(heat)} POS cells" + (f"; pairs matching {views.find_text(find)}" if find else "")
-           + (f". {covers.capitalize()}." if covers else "."))
+           + (f". {covers}." if covers else "."))
 
 
 def _on_click(chart_key: str) -> None:

@@ -115,13 +115,13 @@ if tab_pos.open:
                 ch = charts.pos_heatmap_chart(pos, "relevance_norm_a", title="A (÷ max |R|)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=18, limit=1.0,
                                               scale="sqrt" if sqrt else "linear",
-                                              subtitle=f"{shared_note}; {covers['A']}" if covers["A"] else shared_note)
+                                              subtitle=f"{shared_note} · {covers['A']}" if covers["A"] else shared_note)
                 widgets.show_chart(ch, "simlens_compare_pos_a", "cmp_chart_a")
             with cb:
                 ch = charts.pos_heatmap_chart(pos, "relevance_norm_b", title="B (÷ max |R|)", selection=None,
                                               order_a=order_a, order_b=order_b, cell=18, limit=1.0,
                                               scale="sqrt" if sqrt else "linear",
-                                              subtitle=f"{shared_note}; {covers['B']}" if covers["B"] else shared_note)
+                                              subtitle=f"{shared_note} · {covers['B']}" if covers["B"] else shared_note)
                 widgets.show_chart(ch, "simlens_compare_pos_b", "cmp_chart_b")
             cd, ct = st.columns([3, 2], gap="large")
             with cd:

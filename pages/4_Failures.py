@@ -37,7 +37,7 @@ widgets.reset_on_change("fail_run", run_id, ["fail_pair", "fail_q_method"])  # t
 info = candidates.set_index("run_id").loc[run_id].to_dict()
 covers = views.partial_note(runs, [run_id])
 if covers:
-    st.caption(literal(covers.capitalize() + ": the lists and charts below are about those pairs only."))
+    st.caption(literal(covers + ": the lists and charts below are about those pairs only."))
 if not views.has_relevances(info["method"]):
     st.caption("A scores-only run: failures are listed without token pairs.")
 

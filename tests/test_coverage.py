@@ -177,3 +177,38 @@ def test_charts_are_readable(corpus):
     assert m == pytest.approx(heat["neg_sum"].abs().max()) and own["neg_sum_own"].min() == pytest.approx(-1.0)
     spec = charts.pos_heatmap_chart(own, "neg_sum_own", limit=1.0, half="neg").to_dict()
     assert spec["encoding"]["color"]["scale"]["domain"] == [-1.0, 0.0]
+
+
+def test_views_name_coverage_and_say_why_a_page_is_empty(corpus):
+    """Run labels, captions and empty states (pure presenters) over the corpus store's runs."""
+    from core import views
+
+    s, ids, _ = corpus
+    runs = s.runs()
+    info = runs.set_index("run_id")
+    label = views.run_label(info.loc[ids["subset"]].to_dict() | {"run_id": ids["subset"]})
+    assert label.split(" · ")[:3] == ["model-mA", "hxp L0", "3 of 8 pairs"]  # coverage before the dataset
+    assert "pairs" not in views.run_label(info.loc[ids["full"]].to_dict() | {"run_id": ids["full"]})
+    assert views.partial_note(runs, [ids["full"], ids["subset"]]) == \
+        "Partial run: model-mA hxp L0 on stsb:test covers 3 of 8 pairs"
+    assert views.partial_note(runs, [ids["full"]]) == ""
+    assert views.empty_reason(runs, [ids["running"]]) == \
+        "This run has not written any pairs yet (0 of 3 chunks); reload the store when it has."
+    assert views.empty_reason(runs, [ids["full"]]).startswith("No token pairs in this band")
+    table = views.runs_overview(runs).set_index("run_id")
+    assert table.at[ids["subset"], "pairs"] == "3 of 8 pairs" and table.at[ids["full"], "pairs"] == "all 8 pairs"
+    assert views.partial_metrics_text(s.metrics_table()) == (
+        "Computed on part of the dataset only (no run covers all of it): model-mB on mstsb:en:test: 2 of 4 pairs "
+        "(bilrp run).")
+
+
+def test_compare_follows_the_gold_band(corpus):
+    """Filters filter everything on Compare: metrics and per-pair scores use the shared pairs in the band."""
+    s, ids, _ = corpus
+    high = s.compare_scores(ids["full"], ids["subset"], gold_band=(0.85, 1.0))
+    assert sorted(high["pair_id"]) == [0, 1] and (high["gold_norm"] >= 0.85).all()
+    assert (high["delta"] == 0).all()  # same model, same scores
+    cm = s.compare_metrics(ids["full"], ids["subset"], gold_band=(0.85, 1.0)).set_index("metric")
+    assert cm.loc["n_shared", "run_a"] == 2
+    none = s.compare_metrics(ids["full"], ids["subset"], gold_band=(0.0, 0.05)).set_index("metric")
+    assert none.loc["n_shared", "run_a"] == 0 and none["run_a"].loc[["spearman", "mse"]].isna().all()
