@@ -89,13 +89,13 @@ def test_every_page_names_partial_runs(server, browser, corpus):
 
     page = open_page(browser, server + "/POS_interactions", "corpus_pos", 3)
     pick(page, "stMultiSelect", "Runs", SUBSET)
-    page.wait_for_function("document.body.innerText.includes('covers 3 of 8 pairs')", timeout=60_000)
+    page.wait_for_function("document.body.innerText.includes('Partial run: 3 of 8 pairs')", timeout=60_000)
     shown = body(page)
-    assert "Partial run: model-mA hxp L0 on stsb:test covers 3 of 8 pairs." in shown, shown[:3000]
-    chip = page.locator('[data-testid="stMultiSelect"] [data-baseweb="tag"]').filter(has_text=SUBSET).first
+    assert "Partial run: 3 of 8 pairs of stsb:test, model-mA hxp L0." in shown, shown[:3000]
+    chip = page.locator('[data-testid="stMultiSelectTagsContainer"] [data-tag]').filter(has_text=SUBSET).first
     assert visible_through(page, chip, SUBSET), chip.inner_text()  # two subsets of one model/method differ here
-    toggle = page.locator('[data-testid="stCheckbox"], [data-testid="stToggle"]').filter(has_text="Special tokens")
-    assert fully_visible(page, toggle.first.locator("p").first)
+    label = page.get_by_text("Special tokens", exact=True).first
+    assert fully_visible(page, label) and visible_through(page, label, "Special tokens")
     check(page, "corpus_pos")
     page.close()
 
@@ -108,8 +108,8 @@ def test_every_page_names_partial_runs(server, browser, corpus):
 
     page = open_page(browser, server + "/Failures", "corpus_failures", 1)
     pick(page, "stSelectbox", "Run", SUBSET)
-    page.wait_for_function("document.body.innerText.includes('covers 3 of 8 pairs')", timeout=60_000)
-    assert "Partial run: model-mA hxp L0 on stsb:test covers 3 of 8 pairs: the lists and charts below are about " \
+    page.wait_for_function("document.body.innerText.includes('Partial run: 3 of 8 pairs')", timeout=60_000)
+    assert "Partial run: 3 of 8 pairs of stsb:test, model-mA hxp L0: the lists and charts below are about " \
            "those pairs only." in body(page)
     check(page, "corpus_failures")
     page.close()

@@ -168,7 +168,7 @@ def test_pos_page_names_a_partial_run_under_its_maps_and_resets_the_cell(monkeyp
     assert at.selectbox(key="pos_cell").value == at.selectbox(key="pos_cell").options[0]  # strongest of the new run
     subtitles = [json.loads(c.proto.spec).get("title", {}).get("subtitle") for c in at.get("vega_lite_chart")]
     assert len(subtitles) == 3 and all("3 of 8 pairs" in str(s) for s in subtitles)
-    assert "Partial run: model-mA hxp L0 on stsb:test covers 3 of 8 pairs." in texts(at)
+    assert "Partial run: 3 of 8 pairs of stsb:test, model-mA hxp L0." in texts(at)
     assert "3 of 8 pairs" in at.multiselect(key="pos_runs").format_func(ids["subset"]).split(" · ")[2]
 
 

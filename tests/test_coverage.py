@@ -190,7 +190,7 @@ def test_views_name_coverage_and_say_why_a_page_is_empty(corpus):
     assert label.split(" · ")[:3] == ["model-mA", "hxp L0", "3 of 8 pairs"]  # coverage before the dataset
     assert "pairs" not in views.run_label(info.loc[ids["full"]].to_dict() | {"run_id": ids["full"]})
     assert views.partial_note(runs, [ids["full"], ids["subset"]]) == \
-        "Partial run: model-mA hxp L0 on stsb:test covers 3 of 8 pairs"
+        "Partial run: 3 of 8 pairs of stsb:test, model-mA hxp L0"
     assert views.partial_note(runs, [ids["full"]]) == ""
     assert views.empty_reason(runs, [ids["running"]]) == \
         "This run has not written any pairs yet (0 of 3 chunks); reload the store when it has."

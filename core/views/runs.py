@@ -77,14 +77,14 @@ def run_label(row: Mapping[str, Any]) -> str:
 
 
 def partial_note(runs: pd.DataFrame, run_ids: Iterable[str]) -> str:
-    """For captions and chart subtitles: "Partial run: MiniLM hxp L0 on stsb:test covers 100 of 1,379 pairs" for
+    """For captions and chart subtitles: "Partial run: 100 of 1,379 pairs of stsb:test, MiniLM hxp L0" for
     every partial run among ``run_ids`` ("" when all cover their whole dataset)."""
     wanted = list(run_ids)
     rows = [r for r in runs[runs["run_id"].isin(wanted)].to_dict("records") if is_partial(r)] if len(runs) else []
     if not rows:
         return ""
-    parts = [f"{short_model(r.get('model_name'))} {setting_text(r)} on {r.get('dataset_key')} covers "
-             f"{r['coverage']}" for r in rows]
+    parts = [f"{r['coverage']} of {r.get('dataset_key')}, {short_model(r.get('model_name'))} {setting_text(r)}"
+             for r in rows]  # the coverage first: a chart's subtitle may be cut at its width
     return ("Partial run: " if len(parts) == 1 else "Partial runs: ") + "; ".join(parts)
 
 
