@@ -63,3 +63,5 @@ def test_first_launch_shows_an_estimate_then_the_time_left(tmp_path, tiny_folder
     assert views.progress_text("loading…", 0.0, 3.2) == "loading… · 3 s"
     assert views.progress_text("bilrp L0: 10/30 pairs", 0.25, 30.0) == "bilrp L0: 10/30 pairs · 30 s, about 90 s left"
     assert views.progress_text("demo store ready", 1.0, 95.0) == "demo store ready · 95 s"
+    # a 20 s model load before the first pair does not count as work: 10% more in 10 s leaves 70 s
+    assert views.progress_text("ij: 3/30 pairs", 0.3, 30.0, start=(20.0, 0.2)) == "ij: 3/30 pairs · 30 s, about 70 s left"

@@ -149,9 +149,14 @@ def _bootstrap(path: Path, first_launch: bool = False) -> bool:
     bar = st.progress(0.0, text="starting…")
     t0 = time.perf_counter()
 
+    start: list[tuple[float, float]] = []  # (seconds, fraction) of the first progress after the model load
+
     def progress(fraction: float, text: str) -> None:
         fraction = float(min(max(fraction, 0.0), 1.0))
-        bar.progress(fraction, text=progress_text(text, fraction, time.perf_counter() - t0))
+        elapsed = time.perf_counter() - t0
+        if fraction > 0 and not start:
+            start.append((elapsed, fraction))
+        bar.progress(fraction, text=progress_text(text, fraction, elapsed, start[0] if start else (elapsed, 0.0)))
 
     try:
         with _DEMO_LOCK:  # one build per server process; a second session waits, then finds the runs

@@ -99,12 +99,14 @@ def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
     )
 
 
-def progress_text(text: str, fraction: float, elapsed_s: float) -> str:
-    """A long build's progress line: ``text · 35 s, about 60 s left`` (the time left extrapolated from the
-    fraction done, once there is enough of it to go on)."""
+def progress_text(text: str, fraction: float, elapsed_s: float, start: tuple[float, float] = (0.0, 0.0)) -> str:
+    """A long build's progress line: ``text · 35 s, about 60 s left``. The time left is extrapolated from the
+    rate since ``start`` = (seconds, fraction) — the first progress after the model load, so the load does not
+    count as work — once 5% more is done."""
     line = f"{text} · {elapsed_s:.0f} s"
-    if 0.05 <= fraction < 1.0:
-        line += f", about {elapsed_s * (1.0 - fraction) / fraction:.0f} s left"
+    t0, f0 = start
+    if fraction - f0 >= 0.05 and fraction < 1.0 and elapsed_s > t0:
+        line += f", about {(1.0 - fraction) * (elapsed_s - t0) / (fraction - f0):.0f} s left"
     return line
 
 
