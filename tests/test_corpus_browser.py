@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import pytest
 from corpus_store import build_corpus_store
-from test_browser import CHROMIUM, check, open_page, settle, streamlit_server
+from test_browser import (
+    CHROMIUM,
+    browser,  # noqa: F401  (the module's headless Chromium fixture)
+    check,
+    open_page,
+    settle,
+    streamlit_server,
+)
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (bash install.sh --browser)"),
 ]
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 SUBSET = "3 of 8 pairs"  # the hxp run of model mA on stsb:test
 
@@ -29,15 +35,6 @@ def corpus(tmp_path_factory):
 def server(corpus, tmp_path_factory):
     with streamlit_server(corpus["path"], tmp_path_factory.mktemp("streamlit_corpus")) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM),
-                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 def body(page) -> str:
@@ -76,7 +73,7 @@ def visible_through(page, locator, text: str) -> bool:
     }""", text)
 
 
-def test_every_page_names_partial_runs(server, browser, corpus):
+def test_every_page_names_partial_runs(server, browser, corpus):  # noqa: F811
     ids = corpus["runs"]
 
     page = open_page(browser, server + "/", "corpus_overview", 0)
