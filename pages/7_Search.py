@@ -103,7 +103,8 @@ def example_run(dataset_key: str | None) -> str | None:
     """A stored attribution run of the hit's dataset (same model and method first), to open the pair in."""
     if dataset_key is None or runs.empty:
         return None
-    cands = runs[(runs["dataset_key"] == dataset_key) & (runs["method"] != "predict")]
+    cands = views.token_runs(runs)
+    cands = cands[cands["dataset_key"] == dataset_key]
     if cands.empty:
         return None
     rank = (cands["model_id"] != shown_record["model_id"]).astype(int) * 2 + (cands["method"] != shown_record["method"])
