@@ -1,6 +1,9 @@
 """Compare two runs: two models, two methods, two layers, or two settings of one dataset (e.g. mstsb:en vs
 mstsb:en-de). Metric deltas, the POS difference heatmap, and the POS and token pairs that changed most."""
 
+from collections.abc import Callable
+
+import pandas as pd
 import streamlit as st
 
 from core import charts, views
@@ -99,30 +102,34 @@ tab_pos, tab_tok, tab_pairs = st.tabs(["POS interactions", "Token pairs", "Per-p
 refused = comp.token_pairs_reason or ("" if comp.n_shared else "the runs share no pair yet")
 covers = {"A": views.partial_note(runs, [run_a]), "B": views.partial_note(runs, [run_b])}
 shared_note = f"{comp.n_shared:,} shared pairs" + (" in the gold band" if band else "")
+
+
+def compared(load: Callable[[], pd.DataFrame]) -> pd.DataFrame | None:
+    """What ``load`` returns, or None after saying why nothing is compared (refused, or nothing in the band)."""
+    if refused:
+        st.info(f"Not compared: {literal(refused)}.")
+        return None
+    frame = load()
+    if frame.empty:
+        st.info("No token pairs in this gold band on the pairs both runs cover.")
+        return None
+    return frame
+
+
 if tab_pos.open:
     with tab_pos:
-        pos = None if refused else data.compare_pos(run_a, run_b, gold_band=band, include_special=special,
-                                                    level=level, agg=agg)
-        if refused:
-            st.info(f"Not compared: {literal(refused)}.")
-        elif pos.empty:
-            st.info("No token pairs in this gold band on the pairs both runs cover.")
-        else:
+        pos = compared(lambda: data.compare_pos(run_a, run_b, gold_band=band, include_special=special, level=level,
+                                                agg=agg))
+        if pos is not None:
             order_a = charts.pos_order(pos["pos_a"])
             order_b = charts.pos_order(pos["pos_b"])
-            ca, cb = st.columns(2, gap="large")
-            with ca:
-                ch = charts.pos_heatmap_chart(pos, "relevance_norm_a", title="A (÷ max |R|)", selection=None,
-                                              order_a=order_a, order_b=order_b, cell=18, limit=1.0,
-                                              scale="sqrt" if sqrt else "linear",
-                                              subtitle=f"{shared_note} · {covers['A']}" if covers["A"] else shared_note)
-                widgets.show_chart(ch, "simlens_compare_pos_a", "cmp_chart_a")
-            with cb:
-                ch = charts.pos_heatmap_chart(pos, "relevance_norm_b", title="B (÷ max |R|)", selection=None,
-                                              order_a=order_a, order_b=order_b, cell=18, limit=1.0,
-                                              scale="sqrt" if sqrt else "linear",
-                                              subtitle=f"{shared_note} · {covers['B']}" if covers["B"] else shared_note)
-                widgets.show_chart(ch, "simlens_compare_pos_b", "cmp_chart_b")
+            for side, column in zip("AB", st.columns(2, gap="large"), strict=True):
+                with column:
+                    ch = charts.pos_heatmap_chart(
+                        pos, f"relevance_norm_{side.lower()}", title=f"{side} (÷ max |R|)", selection=None,
+                        order_a=order_a, order_b=order_b, cell=18, limit=1.0, scale="sqrt" if sqrt else "linear",
+                        subtitle=f"{shared_note} · {covers[side]}" if covers[side] else shared_note)
+                    widgets.show_chart(ch, f"simlens_compare_pos_{side.lower()}", f"cmp_chart_{side.lower()}")
             cd, ct = st.columns([3, 2], gap="large")
             with cd:
                 ch = charts.pos_heatmap_chart(pos, "diff_norm", title="Difference B − A (normalised maps)", selection=None,
@@ -145,13 +152,9 @@ if tab_tok.open:
                       format_func=lambda v: {"token": "token text", "word": "word text (across tokenizers)"}[v],
                       help="different models tokenize differently: compare word texts then")
         k = st.slider("Token pairs", 5, 50, 15, 5, key="cmp_tok_k")
-        tok = None if refused else data.compare_token_pairs(run_a, run_b, limit=k, include_special=special,
-                                                            level=tl, gold_band=band)
-        if refused:
-            st.info(f"Not compared: {literal(refused)}.")
-        elif tok.empty:
-            st.info("No token pairs in this gold band on the pairs both runs cover.")
-        else:
+        tok = compared(lambda: data.compare_token_pairs(run_a, run_b, limit=k, include_special=special, level=tl,
+                                                        gold_band=band))
+        if tok is not None:
             note = views.unmatched_text(tok, tl)
             if note:
                 st.caption(note)
