@@ -97,7 +97,8 @@ with st.container(border=True):
                               key="xp_method", help="\n\n".join(f"**{m}**: {METHODS[m].summary}" for m in methods))
     with c3:
         default_layer = st.checkbox("Method's default layer", value=True, key="xp_default_layer",
-                                    help="0 = input embeddings for bilrp/hxp/ij; the last layer for embedding")
+                                    help="the layer each method attributes to by default: "
+                                         + "; ".join(f"{m}: {METHODS[m].default_layer_text}" for m in methods))
         layer = None if default_layer else int(st.number_input("Layer", 0, 48, 0, key="xp_layer"))
     with c4:
         impl = METHODS[method]

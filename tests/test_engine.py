@@ -388,3 +388,13 @@ def test_shifted_model_scores_are_the_ij_explained_score(tmp_path):
     plain = model.normalized(model.encode_states(batch, model.num_layers).pooled)
     reference = model.encode_states(model.reference_batch(batch), model.num_layers).pooled
     torch.testing.assert_close(model.sentence_embeddings(batch), plain - reference)
+
+
+@pytest.mark.parametrize("name", sorted(core.METHODS))
+def test_default_layer_text_says_the_methods_default_layer(tiny_models, name):
+    """The Explain page's help reads each method's default layer from the registry, before any model loads."""
+    model = tiny_models["bert"]
+    method = core.METHODS[name]
+    layer = method().default_layer(model)
+    assert method.default_layer_text.startswith("0 ") == (layer == 0)
+    assert method.default_layer_text.startswith("the last layer") == (layer == model.num_layers)

@@ -58,6 +58,8 @@ class AttributionMethod(ABC):
     reference: ClassVar[ReferenceRecipe]
     uses_steps: ClassVar[bool] = False
     default_steps: ClassVar[int | None] = None
+    #: :meth:`default_layer` in words, for help texts shown before a model is loaded.
+    default_layer_text: ClassVar[str] = "0 (the input embeddings)"
 
     def default_layer(self, model: SimilarityModel) -> int:
         """The layer attributed to when the caller gives none (0 = input embeddings)."""

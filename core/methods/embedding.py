@@ -13,6 +13,8 @@ class EmbeddingSimilarity(AttributionMethod):
     summary = "Token-embedding similarity baseline (mean-pooled token embeddings)"
     reference = ReferenceRecipe("states")
 
+    default_layer_text = "the last layer (the model's own token embeddings)"
+
     def default_layer(self, model: SimilarityModel) -> int:
         return model.num_layers
 
