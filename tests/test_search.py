@@ -371,7 +371,9 @@ def _chunks_committed(store: Path) -> int:
 def test_resume_after_sigkill_of_a_real_process(tmp_path, tiny_folders):
     corpus = tmp_path / "corpus.txt"
     texts = pd.read_csv(DEMO, sep="\t")
-    corpus.write_text("\n".join(texts["sentence1"].head(24)) + "\n", encoding="utf-8")
+    # every demo sentence (about 20 chunks of 3): the build is far from its end when it is killed after 2
+    sentences = pd.concat([texts["sentence1"], texts["sentence2"]]).drop_duplicates()
+    corpus.write_text("\n".join(sentences) + "\n", encoding="utf-8")
     store = tmp_path / "store"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(_index_command(store, corpus, tiny_folders["bert"]), cwd=ROOT, env=env,
