@@ -20,24 +20,17 @@ import argparse
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from streamlit_app import ServerDidNotStart, streamlit_app  # noqa: E402  (the tests' server helper)
+
 CHROMIUM = Path("/usr/bin/chromium")
 DONE = "SimLens audit overview"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,32 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     if (work / "store").exists():
         print(f"error: {work / 'store'} exists: a first launch needs no store", file=sys.stderr)
         return 2
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("SIMLENS_STORE", "SIMLENS_AUTO_DEMO")}
-    env["PYTHONPATH"] = str(ROOT)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    log = open(work / "server.log", "w")  # noqa: SIM115  (closed below)
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=work, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     texts: list[tuple[float, str]] = []
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 120:
-                print(f"error: streamlit did not start (see {work / 'server.log'})", file=sys.stderr)
-                return 1
-            time.sleep(0.3)
-        t_server = time.perf_counter()
-        with sync_playwright() as p:
+        with streamlit_app(work, env, work / "server.log", timeout=120) as url, sync_playwright() as p:
+            t_server = time.perf_counter()
             browser = p.chromium.launch(executable_path=str(CHROMIUM),
                                         args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -98,13 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             t_done = time.perf_counter()
             browser.close()
+    except ServerDidNotStart as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     build = t_done - t_page

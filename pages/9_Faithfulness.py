@@ -27,7 +27,7 @@ if listing is None or listing.empty:
     st.info(f"**No faithfulness evaluations** in `{path}` ({where}). Each of these writes one (MiniLM on the first "
             f"pairs of STS-b test by default; `--model`, `--dataset`, `--methods`, `--layers` choose):")
     commands = [(f"{verb} {evaluations.get_evaluation(verb).example}".strip() + store_arg,
-                 evaluations.get_evaluation(verb).note) for verb in evaluations.verbs()]
+                 evaluations.get_evaluation(verb).help_text()) for verb in evaluations.verbs()]
     width = max(len(c) for c, _ in commands)
     st.markdown("```bash\n" + "\n".join(f".venv/bin/python -m precompute {c:<{width}}   # {note}"
                                          for c, note in commands) + "\n```")

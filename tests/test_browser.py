@@ -7,17 +7,14 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from streamlit_app import ServerDidNotStart, streamlit_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 SHOTS = ROOT / "tests" / "screenshots"
@@ -35,47 +32,15 @@ CHART = ".vega-embed canvas, .vega-embed svg"
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def streamlit_server(store: Path, log_dir: Path):
     """``streamlit run app.py`` on ``store`` at a free port; yields its URL and stops it afterwards."""
-    port = free_port()
-    log_path = log_dir / "server.log"
-    env = {**os.environ, "SIMLENS_STORE": str(store), "SIMLENS_AUTO_DEMO": "0", "PYTHONPATH": str(ROOT)}
-    log = open(log_path, "w")  # noqa: SIM115  (closed in the teardown)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.read().strip() == b"ok":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            log.close()
-            pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
-        time.sleep(0.5)
+    env = {**os.environ, "SIMLENS_STORE": str(store), "SIMLENS_AUTO_DEMO": "0"}
     try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        with streamlit_app(ROOT, env, log_dir / "server.log") as url:
+            yield url
+    except ServerDidNotStart as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ class Agreement(Evaluation):
     order = 60
     help = "Spearman rank agreement between methods' matrices"
     description = "Per pair, the Spearman correlation between the matrices of every two methods; mean and sd."
-    note = "Spearman between methods"
     caption = "Spearman rank correlation between two methods' matrices on the same pair, mean over pairs."
     figures = (
         PairMatrix("spearman", "simlens_agreement", title="Spearman"),

@@ -222,9 +222,9 @@ class Context:
 
 class Evaluation(ABC):
     """One faithfulness evaluation. Class attributes: ``kind`` (CLI verb and stored kind; ``verb`` when a second
-    verb stores the same kind), ``title`` (the page's tab), ``help``/``description`` (``--help``), ``caption`` and
+    verb stores the same kind), ``title`` (the page's tab), ``help`` (one line: ``--help`` and the empty page's comment)/``description`` (``--help``), ``caption`` and
     ``figures`` (the page's section: :mod:`core.views.evidence` specs), ``example`` (arguments of an example
-    command on the empty page) and ``note`` (its comment), ``order`` (place in listings), ``batch_size`` (default
+    command on the empty page), ``order`` (place in listings), ``batch_size`` (default
     ``--batch-size``), ``newest_only`` (the page shows the newest evaluation, no selector)."""
 
     kind: ClassVar[str]
@@ -234,7 +234,6 @@ class Evaluation(ABC):
     caption: ClassVar[str] = ""
     figures: ClassVar[tuple] = ()
     example: ClassVar[str] = "--limit 100"
-    note: ClassVar[str] = ""
     order: ClassVar[int] = 100
     batch_size: ClassVar[int] = 16
     newest_only: ClassVar[bool] = False
@@ -242,6 +241,11 @@ class Evaluation(ABC):
     @classmethod
     def verb(cls) -> str:
         return cls.kind
+
+    @classmethod
+    def help_text(cls) -> str:
+        """``help`` as readers see it (argparse's ``%%`` escapes undone)."""
+        return cls.help.replace("%%", "%")
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -311,7 +315,7 @@ def kinds_markdown() -> str:
     lines = ["### Evaluation kinds", "",
              "The `kind` of an `evaluations` row is a registered evaluation (one module of `precompute/evaluations/`):",
              "", "| CLI verb | stored kind | what it evaluates |", "|---|---|---|"]
-    lines += [f"| `{v}` | `{EVALUATIONS[v].kind}` | {EVALUATIONS[v].help.replace('%%', '%')} |" for v in verbs()]
+    lines += [f"| `{v}` | `{EVALUATIONS[v].kind}` | {EVALUATIONS[v].help_text()} |" for v in verbs()]
     return "\n".join(lines) + "\n"
 
 

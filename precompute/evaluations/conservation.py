@@ -34,7 +34,6 @@ class Conservation(Evaluation):
     help = "BiLRP relevance sum vs score, with/without biases, and HxP (BiLRP Fig. 6)"
     description = ("Relevance sum against the explained score for BiLRP, BiLRP on a copy of the model with all "
                    "biases zeroed (exact conservation) and Hessian x Product.")
-    note = "BiLRP with/without biases, HxP (BiLRP Fig. 6)"
     caption = ("Sum of the relevance matrix against the score it explains, per pair. BiLRP on a copy of the model "
                "with all biases set to zero conserves exactly (the identity line); the gap of BiLRP with biases is "
                "the relevance biases absorb; H×P is not conservative.")

@@ -23,7 +23,7 @@ class Convergence(Evaluation):
     help = "ij attribution error against integration steps (IJ Fig. 2)"
     description = ("Residual |sum(A) - score| of integrated Jacobians against the number of steps, per layer and "
                    "quadrature rule, mean and sd over pairs.")
-    example, note = "--limit 20", "ij residual vs steps (IJ Fig. 2)"
+    example = "--limit 20"
     caption = ("Integrated Jacobians: |score − sum of attributions| against the number of integration steps, per "
                "layer and quadrature rule (mean over pairs; sd in the tooltip). Deeper layers converge with fewer "
                "steps; Gauss–Legendre converges much faster than the paper's uniform rule.")

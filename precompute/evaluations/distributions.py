@@ -22,7 +22,6 @@ class Distributions(Evaluation):
     help = "attribution histograms, negative share, top-k%% share (IJ Figs. 3, 5)"
     description = ("Histogram of token-pair attributions per layer with the share that is negative, and the "
                    "cumulative share of the score explained by the top-k%% attributions by |value|.")
-    note = "histograms, negative share, top-k% (IJ Figs. 3, 5)"
     caption = ("Token-pair attributions per layer: their distribution (shared bins; the edge bins hold the "
                "outer 0.5 %), the share that is negative, and the cumulative share of the explained score reached "
                "by the top-k % of pairs sorted by |value| (mean ± sd over pairs).")

@@ -69,7 +69,7 @@ class GroundTruth(Evaluation):
     description = ("Fine-tune a small encoder so that the dot product of mean-pooled embeddings predicts the number "
                    "of shared nouns/proper nouns (spaCy lemmas), then measure the average cosine similarity (ACS) "
                    "of each method's matrix with the true noun-noun interaction matrix on test pairs.")
-    example, note = "--train-limit 2000 --limit 200", "ACS (BiLRP Fig. 1)"
+    example = "--train-limit 2000 --limit 200"
     caption = ("A model fine-tuned so that the dot product of its mean-pooled embeddings counts the nouns/proper "
                "nouns two sentences share. ACS = mean cosine similarity between each method's matrix and the true "
                "interaction matrix (1 where tokens of the same shared noun meet), over test pairs sharing a noun.")

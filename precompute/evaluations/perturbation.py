@@ -70,7 +70,6 @@ class Perturbation(Evaluation):
     description = ("Tokens ranked by pooled pair relevance are added back, 4%% of a sentence per step, to a fully "
                    "masked sentence; the distance to the unperturbed embedding traces a curve whose area (AUPC) "
                    "is lower for better rankings.")
-    note = "AUPC per method + random (BiLRP §4.3)"
     caption = ("Tokens ranked by pooled pair relevance are added back, 4 % of the sentence per step, to a fully "
                "masked sentence; the curve is the Euclidean distance to the unperturbed embedding (mean over both "
                "sides of every pair). Lower area (AUPC) = the ranking finds the tokens that matter sooner.")

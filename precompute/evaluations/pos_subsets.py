@@ -93,7 +93,6 @@ class PosSubsets(Evaluation):
     help = "share of the score explained by noun/verb and top-10 POS relations (IJ §3.4)"
     description = ("Share of the explained score carried by noun/verb relations and by the ten POS relations most "
                    "frequent among the top 10%% attributions; from a stored run (--run) or computed.")
-    note = "noun/verb and top-10 POS relations (IJ §3.4)"
     caption = ("Share of the explained score carried by token pairs of given POS relations (signed: shares can "
                "exceed 100 % or be negative), and how often the top relations occur among the highest "
                "attributions (IJ Fig. 6; special tokens are left out of that ranking).")

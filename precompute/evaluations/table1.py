@@ -47,7 +47,7 @@ class Table1(Evaluation):
     help = "store a model's Table 1 row (Spearman of cosine and dot)"
     description = ("Spearman x100 of the cosine and of the dot product of the model's embeddings (shifted for "
                    "adjusted models) against gold (Möller et al. 2023, Table 1).")
-    example, note = "", "Spearman of cosine and dot (IJ Table 1)"
+    example = ""
     caption = ("Möller et al. (2023) Table 1: Spearman ×100 between gold and the cosine / dot product of each "
                "model's embeddings (shifted embeddings for adjusted models), newest evaluation per model.")
     figures = (ModelTable1(),)
@@ -59,7 +59,7 @@ class Table1(Evaluation):
 
 @register
 class Finetune(Table1):
-    example, note = "--adjusted --output models/minilm-adjusted", "IJ Table 1"
+    example = "--adjusted --output models/minilm-adjusted"
     order = 90
     help = "fine-tune an (adjusted) model on STS-b and store its Table 1 row"
     description = ("Fine-tune on STS-b train (Möller et al. 2023, App. H). With --adjusted: shifted embeddings "
