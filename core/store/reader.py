@@ -24,6 +24,11 @@ from core.store.catalog import StoreLocation, connect, data_file_error, disconne
 from core.store.records import StoreError, quote
 from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
 
+#: Views small enough to hold in memory per snapshot (a store has a few rows per dataset, model, evaluation
+#: metric, run and chunk):
+#: read once when a reader moves to a snapshot, then joined from memory by every query (in dependency order).
+CATALOG_VIEWS = ("_datasets_rev", "_datasets_w", "datasets", "models", "evaluations", "runs", "_chunk_wins", "chunks")
+_LAKE_PREFIX = "_lake_"
 STALE_AFTER_S = 15 * 60.0  # a running segment of another host without a heartbeat this long is interrupted
 _HOST = socket.gethostname()
 
@@ -179,7 +184,15 @@ class StoreReader:
                 self._views["columns"] = self._columns_at(snap)
             self._create_views(self._views["columns"], losers)
             self._views.update(schema_version=version, losers=losers)
+        else:
+            self._materialize()
         self._views["snapshot"] = snap
+
+    def _materialize(self) -> None:
+        """Copy the small catalogue tables (:data:`CATALOG_VIEWS`) at the current snapshot into temporary
+        tables: every later query joins them from memory instead of reading the DuckLake catalog again."""
+        for name in CATALOG_VIEWS:
+            self._con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS FROM {quote(_LAKE_PREFIX + name)}")
 
     def _columns_at(self, snap: int) -> dict[str, dict[str, str]]:
         tables = {r[0] for r in self._con.execute(
@@ -231,7 +244,11 @@ class StoreReader:
 
         sql.update(index_views(src, have))
         for name, body in sql.items():
-            self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {body}")
+            if name in CATALOG_VIEWS:  # a view of the lake under another name, copied into a table of this name
+                self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(_LAKE_PREFIX + name)} AS {body}")
+                self._con.execute(f"CREATE OR REPLACE TEMP TABLE {quote(name)} AS FROM {quote(_LAKE_PREFIX + name)}")
+            else:
+                self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {body}")
 
     def _df(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
         with self._snapshot():
@@ -269,9 +286,10 @@ class StoreReader:
         with self._snapshot():
             files = self._df(f"SELECT table_name, file_count, file_size_bytes FROM ducklake_table_info('{self._lake}')")
             files = files.set_index("table_name")
+            counts = self._df("SELECT " + ", ".join(f"(SELECT count(*) FROM {quote(t)}) AS {quote(t)}" for t in SCHEMA))
             out = []
             for t in SCHEMA:
-                n = int(self._df(f"SELECT count(*) AS n FROM {quote(t)}")["n"].iloc[0])
+                n = int(counts[t].iloc[0])
                 f = files.loc[t] if t in files.index else None
                 out.append({"table": t, "rows": n, "files": int(f["file_count"]) if f is not None else 0,
                             "bytes": int(f["file_size_bytes"]) if f is not None else 0})

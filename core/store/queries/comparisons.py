@@ -11,7 +11,7 @@ import pandas as pd
 
 from core.metrics import score_metrics
 from core.store.kinds import kind_of_method
-from core.store.queries.corpus import pair_filter_sql, unit_pairs_sql
+from core.store.queries.corpus import has_filter, pair_filter_sql, unit_pairs_sql
 from core.store.records import StoreError
 
 
@@ -154,23 +154,29 @@ class ComparisonQueries:
             c = self._token_comparable(run_a, run_b)
             shared = c.shared_pair_ids if c is not None else []
             params: dict[str, Any] = {"ra": str(run_a), "rb": str(run_b), "lim": int(limit)}
-            sel = pair_filter_sql(params, [run_a, run_b], gold_band, error_band, text, word, shared)
-            sub = unit_pairs_sql(level, include_special)
+            if has_filter(gold_band, error_band, text, word):
+                sel = pair_filter_sql(params, [run_a, run_b], gold_band, error_band, text, word, shared)
+                up = f"SELECT u.* FROM ({unit_pairs_sql(level, include_special)}) u JOIN ({sel}) f " \
+                     f"ON f.run_id = u.run_id AND f.pair_id = u.pair_id"
+            else:  # only the shared pairs: a filter of the scan itself
+                params.update(runs=[str(run_a), str(run_b)], fpids=[int(p) for p in shared])
+                up = unit_pairs_sql(level, include_special, "pair_id IN (SELECT unnest($fpids))")
+            # one aggregation over both runs (a FILTER per side) instead of one per side and a full outer join
             return self._df(f"""
-                WITH up AS (SELECT u.* FROM ({sub}) u JOIN ({sel}) f ON f.run_id = u.run_id AND f.pair_id = u.pair_id),
-                a AS (SELECT lower(label_a) AS ka, lower(label_b) AS kb, first(label_a) AS label_a,
-                             first(label_b) AS label_b, sum(relevance) AS rel, count(*) AS n FROM up
-                      WHERE run_id = $ra GROUP BY ka, kb),
-                b AS (SELECT lower(label_a) AS ka, lower(label_b) AS kb, first(label_a) AS label_a,
-                             first(label_b) AS label_b, sum(relevance) AS rel, count(*) AS n FROM up
-                      WHERE run_id = $rb GROUP BY ka, kb)
-                SELECT coalesce(a.label_a, b.label_a) AS token_a, coalesce(a.label_b, b.label_b) AS token_b,
-                       coalesce(a.rel, 0) AS relevance_a, coalesce(b.rel, 0) AS relevance_b,
-                       coalesce(b.rel, 0) - coalesce(a.rel, 0) AS diff,
-                       coalesce(a.n, 0) AS count_a, coalesce(b.n, 0) AS count_b,
-                       CASE WHEN a.n IS NULL THEN 'B only' WHEN b.n IS NULL THEN 'A only' ELSE 'both' END AS match
-                FROM a FULL OUTER JOIN b ON a.ka = b.ka AND a.kb = b.kb
-                ORDER BY (a.n IS NOT NULL AND b.n IS NOT NULL) DESC, abs(diff) DESC, token_a, token_b
+                WITH g AS (
+                    SELECT lower(label_a) AS ka, lower(label_b) AS kb,
+                           coalesce(first(label_a) FILTER (WHERE run_id = $ra), first(label_a)) AS token_a,
+                           coalesce(first(label_b) FILTER (WHERE run_id = $ra), first(label_b)) AS token_b,
+                           coalesce(sum(relevance) FILTER (WHERE run_id = $ra), 0) AS relevance_a,
+                           coalesce(sum(relevance) FILTER (WHERE run_id = $rb), 0) AS relevance_b,
+                           count(*) FILTER (WHERE run_id = $ra) AS count_a,
+                           count(*) FILTER (WHERE run_id = $rb) AS count_b
+                    FROM ({up}) up GROUP BY ka, kb
+                )
+                SELECT token_a, token_b, relevance_a, relevance_b, relevance_b - relevance_a AS diff, count_a, count_b,
+                       CASE WHEN count_a = 0 THEN 'B only' WHEN count_b = 0 THEN 'A only' ELSE 'both' END AS match
+                FROM g
+                ORDER BY (count_a > 0 AND count_b > 0) DESC, abs(diff) DESC, token_a, token_b
                 LIMIT $lim
             """, params)
 

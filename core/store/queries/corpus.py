@@ -93,26 +93,28 @@ def finish_heatmap(df: pd.DataFrame, agg: str) -> pd.DataFrame:
     return df[HEATMAP_COLS].reset_index(drop=True)
 
 
-def unit_pairs_sql(level: str, include_special: bool) -> str:
-    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units)."""
+def unit_pairs_sql(level: str, include_special: bool, where: str = "") -> str:
+    """SQL for (run_id, pair_id, label_a, label_b, relevance) of the runs in $runs (tokens or word units);
+    ``where``: a further condition on the columns run_id and pair_id (applied to every table read)."""
     special = "" if include_special else " AND NOT special_a AND NOT special_b"
+    extra = f" AND {where}" if where else ""
     if level == "token":
         return (f"SELECT run_id, pair_id, token_a AS label_a, token_b AS label_b, relevance "
-                f"FROM token_pairs WHERE run_id IN (SELECT unnest($runs)){special}")
+                f"FROM token_pairs WHERE run_id IN (SELECT unnest($runs)){extra}{special}")
     if level != "word":
         raise StoreError("level must be 'token' or 'word'")
     return f"""
         WITH u AS (
             SELECT run_id, pair_id, i, j, relevance, token_a, token_b,
                    {WORD_UNIT.sql("special_a", "word_a", "i")} AS ua, {WORD_UNIT.sql("special_b", "word_b", "j")} AS ub
-            FROM token_pairs WHERE run_id IN (SELECT unnest($runs)){special}
+            FROM token_pairs WHERE run_id IN (SELECT unnest($runs)){extra}{special}
         ), w AS (
             SELECT run_id, pair_id, ua, ub, sum(relevance) AS relevance,
                    first(token_a ORDER BY i) AS ta, first(token_b ORDER BY j) AS tb
             FROM u GROUP BY run_id, pair_id, ua, ub
         ), words AS (
             SELECT run_id, pair_id, side, word_index, first(word ORDER BY token_index) AS word
-            FROM tokens WHERE run_id IN (SELECT unnest($runs)) AND word_index IS NOT NULL
+            FROM tokens WHERE run_id IN (SELECT unnest($runs)){extra} AND word_index IS NOT NULL
             GROUP BY run_id, pair_id, side, word_index
         )
         SELECT w.run_id, w.pair_id, coalesce(wa.word, w.ta) AS label_a, coalesce(wb.word, w.tb) AS label_b,
@@ -218,7 +220,8 @@ class CorpusQueries:
         """
         if quartile not in ("high", "low"):
             raise StoreError("quartile must be 'high' or 'low'")
-        sub = unit_pairs_sql(level, include_special)
+        # the quartile's pairs filter the scans themselves (word units are formed for those pairs only)
+        sub = unit_pairs_sql(level, include_special, "pair_id IN (SELECT pair_id FROM q WHERE rn <= ceil(n / 4.0))")
         direction = "DESC" if quartile == "high" else "ASC"
         return self._df(f"""
             WITH q AS (
@@ -228,7 +231,7 @@ class CorpusQueries:
             ), up AS ({sub})
             SELECT label_a AS token_a, label_b AS token_b, sum(relevance) AS relevance,
                    avg(relevance) AS mean_relevance, count(*) AS count, count(DISTINCT pair_id) AS n_pairs
-            FROM up WHERE pair_id IN (SELECT pair_id FROM q WHERE rn <= ceil(n / 4.0))
+            FROM up
             GROUP BY label_a, label_b
             ORDER BY relevance DESC, token_a, token_b
             LIMIT $k
