@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -329,39 +329,50 @@ def run_worker(layout: str, args: argparse.Namespace, code: Path) -> dict:
     return run_json(Path(__file__).resolve(), cmd, code)
 
 
+def markdown_rows(header: list[str], align: str, rows: list[list[str]]) -> None:
+    """A Markdown table: ``header`` cells, the alignment row, then ``rows``."""
+    print("| " + " | ".join(header) + " |")
+    print(align)
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def layout_table(columns: list[str], by_layout: dict[str, dict[str, dict]], rows: list[tuple[str, list[str]]],
+                 cells: Callable[[dict | None], str], first: str, extra: list[str], extra_align: str) -> None:
+    """One row per name in ``rows`` (name, trailing cells), one ``cells(entry)`` group per layout of
+    ``by_layout`` (layout -> name -> entry; None where a layout lacks the name)."""
+    print("\n| " + first + " | " + " | ".join(columns) + " | " + " | ".join(extra) + " |")
+    print("|:--|" + "--:|--:|" * len(by_layout) + extra_align)
+    for name, tail in rows:
+        print(f"| {name} | " + " | ".join(cells(by_layout[k].get(name)) for k in by_layout) + " | "
+              + " | ".join(tail) + " |")
+
+
 def report(results: dict[str, dict], records: dict | None) -> None:
     names = {"ducklake": "DuckLake (today)", "legacy": f"Parquet directories ({LEGACY_COMMIT})"}
     if records is not None:
         print(f"\nReal records: STS-b test, {records['pairs']} pairs, all-MiniLM-L6-v2, bilrp "
               f"(the recording run took {records['run_seconds']:.0f} s end to end, attribution included)\n")
-        print("| store | write s | pairs/s | MB | MB per 1,000 pairs |")
-        print("|:--|--:|--:|--:|--:|")
-        for layout, r in results.items():
-            real = r["real"]
-            print(f"| {names[layout]} | {real['seconds']:.2f} | {real['pairs'] / real['seconds']:.0f} | "
-                  f"{real['bytes'] / 1e6:.2f} | {real['bytes'] / 1e6 / (real['pairs'] / 1000):.2f} |")
+        real = {k: r["real"] for k, r in results.items()}
+        markdown_rows(["store", "write s", "pairs/s", "MB", "MB per 1,000 pairs"], "|:--|--:|--:|--:|--:|",
+                      [[names[k], f"{r['seconds']:.2f}", f"{r['pairs'] / r['seconds']:.0f}", f"{r['bytes'] / 1e6:.2f}",
+                        f"{r['bytes'] / 1e6 / (r['pairs'] / 1000):.2f}"] for k, r in real.items()])
     if all("synthetic" in r for r in results.values()):
         any_r = next(iter(results.values()))["synthetic"]
         print(f"\nSynthetic store: {any_r['pairs']} pairs x {any_r['runs']} runs, {any_r['token_pairs']:,} token-pair "
               f"rows\n")
-        print("| store | write s | token pairs/s | (pair, run) records/s | MB | MB per 1,000 (pair, run) records |")
-        print("|:--|--:|--:|--:|--:|--:|")
-        for layout, r in results.items():
-            syn = r["synthetic"]
-            records_n = syn["pairs"] * syn["runs"]
-            print(f"| {names[layout]} | {syn['seconds']:.0f} | {syn['token_pairs'] / syn['seconds']:,.0f} | "
-                  f"{records_n / syn['seconds']:.0f} | {syn['bytes'] / 1e6:.0f} | "
-                  f"{syn['bytes'] / 1e6 / (records_n / 1000):.1f} |")
+        syn = {k: r["synthetic"] for k, r in results.items()}
+        markdown_rows(["store", "write s", "token pairs/s", "(pair, run) records/s", "MB",
+                       "MB per 1,000 (pair, run) records"], "|:--|--:|--:|--:|--:|--:|",
+                      [[names[k], f"{r['seconds']:.0f}", f"{r['token_pairs'] / r['seconds']:,.0f}",
+                        f"{r['pairs'] * r['runs'] / r['seconds']:.0f}", f"{r['bytes'] / 1e6:.0f}",
+                        f"{r['bytes'] / 1e6 / (r['pairs'] * r['runs'] / 1000):.1f}"] for k, r in syn.items()])
         layouts = list(results)
-        print("\n| query | " + " | ".join(f"{names[k]} first s | median s" for k in layouts) + " | rows |")
-        print("|:--|" + "--:|--:|" * len(layouts) + "--:|")
-        by_layout = {k: {q["query"]: q for q in results[k]["queries"]} for k in layouts}
-        for q in results[layouts[0]]["queries"]:
-            cells = []
-            for k in layouts:
-                other = by_layout[k].get(q["query"])
-                cells.append("– | –" if other is None else f"{other['first']:.3f} | {other['median']:.3f}")
-            print(f"| {q['query']} | " + " | ".join(cells) + f" | {q['rows']} |")
+        layout_table([f"{names[k]} first s | median s" for k in layouts],
+                     {k: {q["query"]: q for q in results[k]["queries"]} for k in layouts},
+                     [(q["query"], [str(q["rows"])]) for q in results[layouts[0]]["queries"]],
+                     lambda q: "– | –" if q is None else f"{q['first']:.3f} | {q['median']:.3f}", "query", ["rows"],
+                     "--:|")
 
 
 def main() -> int:

@@ -140,7 +140,7 @@ st.session_state.setdefault("ex_side", other_ids[:6])
 shown = st.multiselect("Side by side", other_ids, format_func=lambda r: other_labels.get(r, r), key="ex_side")
 shared = st.toggle("One colour scale for all (compare magnitudes; off: each map uses its own maximum)",
                    value=False, key="ex_shared")
-mats = {r: data.pair_matrix(r, pair_id, level=level, include_special=special) for r in shown}
+mats = data.pair_matrices(shown, pair_id, level=level, include_special=special)
 limit = max((charts.max_abs(m["relevance"]) for m in mats.values() if len(m)), default=1.0) if shared else None
 cols = st.columns(2, gap="large")
 for n, (rid, m) in enumerate(mats.items()):

@@ -451,6 +451,13 @@ def test_pair_matrix_token_and_word(hand_store):
     assert s.pair_matrix("nope", 0).empty and s.pair_matrix(ra, 77, level="word").empty
     toks = s.tokens(ra, 0)
     assert toks["token"].tolist() == ["[CLS]", "play", "##ing", "dogs", "dog", "runs", "fast"]
+    # several runs at once: each run's own matrix, and an empty frame for a run without the pair
+    runs = s.runs()["run_id"].tolist()
+    for level in ("token", "word"):
+        many = s.pair_matrices([*runs, "nope"], 0, level=level, include_special=False)
+        assert list(many) == [*runs, "nope"] and many["nope"].empty
+        for rid in runs:
+            pd.testing.assert_frame_equal(many[rid], s.pair_matrix(rid, 0, level=level, include_special=False))
 
 
 def test_failures_and_quartiles(hand_store):

@@ -269,6 +269,43 @@ def test_compact_dry_run_changes_nothing_and_compact_keeps_what_readers_see(tmp_
     assert_same_contents(before, contents(store))
 
 
+def test_compact_keeps_the_snapshots_younger_than_keep_and_merging_changes_nothing_read(tmp_path):
+    # DuckLake's own older_than expires every snapshot of the cutoff's day on a SQLite catalog: compact
+    # picks the snapshots itself, so a reader pinned one second ago keeps reading after a compact
+    store = tmp_path / "s"
+    rid = synth_store(store, 8, 2)
+    before = contents(store)
+    with Store(store) as s:
+        snap, runs = s.snapshot_id(), s.runs()[["run_id", "status", "pairs_written"]]
+        files = s.summary().set_index("table")["files"]
+    assert files["token_pairs"] == 4  # one file per committed chunk
+    with StoreWriter(store) as w:
+        w.merge_small_files()
+    with Store(store) as s:
+        assert s.summary().set_index("table").at["token_pairs", "files"] == 1
+    assert_same_contents(before, contents(store))
+    report = compact(store)  # keep: one hour
+    assert report.expired == []
+    with Store(store) as s:
+        pd.testing.assert_frame_equal(s.at(snap).runs()[["run_id", "status", "pairs_written"]], runs)
+        pid = int(s.at(snap).predictions(rid)["pair_id"].iloc[0])
+        assert len(s.at(snap).pair_matrix(rid, pid)) > 0
+    assert compact(store, keep=timedelta(0)).expired  # older than no time at all: all but the newest
+
+
+def test_a_reader_following_the_newest_snapshot_sees_new_runs_and_chunks(tmp_path):
+    # the catalogue views are copied into memory per snapshot: a reader that moves on must copy them again
+    store = tmp_path / "s"
+    synth_store(store, 8, 2)
+    with Store(store) as s:
+        pinned = s.at(s.snapshot_id())
+        assert len(s.runs()) == 1
+        rid = synth_store(store, 8, 4, layer=1)
+        assert len(s.runs()) == 2 and s.run_info(rid)["chunks_present"] == 2
+        assert len(pinned.runs()) == 1 and pinned.run_info(rid) is None  # the pinned one still reads its own
+        assert len(s.runs()) == 2
+
+
 def test_a_damaged_data_file_is_a_clear_error(tmp_path, monkeypatch):
     store = tmp_path / "s"
     rid = synth_store(store, 8, 2)

@@ -148,6 +148,12 @@ def pair_matrix(run_id: str, pair_id: int, level: str = "token", include_special
     return _query(Store.pair_matrix, run_id, int(pair_id), level=level, include_special=include_special)
 
 
+def pair_matrices(run_ids: Sequence[str], pair_id: int, level: str = "token",
+                  include_special: bool = True) -> dict[str, pd.DataFrame]:
+    """:func:`pair_matrix` of one pair in several runs, read at once: run_id -> frame."""
+    return _query(Store.pair_matrices, list(run_ids), int(pair_id), level=level, include_special=include_special)
+
+
 def failures(run_id: str, kind: str = "over", limit: int = 10, top_k: int = 3, include_special: bool = False,
              text: str | None = None, word: str | None = None) -> pd.DataFrame:
     """The pairs a run got most wrong (``kind`` over/under), among those whose text or words match:

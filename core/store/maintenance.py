@@ -96,11 +96,16 @@ def compact(store: str | os.PathLike | StoreLocation, *, dry_run: bool = False,
 
             if any(report.hidden_rows.values()):
                 transaction(con, drop, f"compact {writer.location}: delete hidden rows")
-            transaction(con, lambda c: c.execute(f"CALL ducklake_merge_adjacent_files('{lake}')"),
-                        f"compact {writer.location}: merge small files")
-        expired = con.execute(f"FROM ducklake_expire_snapshots('{lake}', dry_run => {flag}, "
-                              f"older_than => TIMESTAMPTZ '{older}+00')").df()
-        report.expired = [int(x) for x in expired["snapshot_id"]] if "snapshot_id" in expired else []
+            writer.merge_small_files()
+        # the snapshots older than ``keep`` chosen here, by their ids: DuckLake's own ``older_than`` compares the
+        # SQLite catalog's timestamps as text and expires every snapshot of the cutoff's day (DuckDB 1.5.5)
+        old = [int(r[0]) for r in con.execute(
+            f"SELECT snapshot_id FROM ducklake_snapshots('{lake}') WHERE snapshot_time < TIMESTAMPTZ '{older}+00' "
+            f"AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots('{lake}'))").fetchall()]
+        if old:
+            expired = con.execute(f"SELECT snapshot_id FROM ducklake_expire_snapshots('{lake}', dry_run => {flag}, "
+                                  f"versions => {old})").fetchall()
+            report.expired = [int(r[0]) for r in expired]
         for fn in ("ducklake_cleanup_old_files", "ducklake_delete_orphaned_files"):
             files = con.execute(f"FROM {fn}('{lake}', dry_run => {flag}, "
                                 f"older_than => TIMESTAMPTZ '{older}+00')").df()

@@ -120,6 +120,12 @@ class StoreReader:
         with self._lock:
             return int(self._retry(lambda: self._con.execute(f"FROM {self._lake}.current_snapshot()").fetchone()[0]))
 
+    def forget_snapshot(self) -> None:
+        """Drop what this reader holds of its snapshot (the catalogue copy of :data:`CATALOG_VIEWS`): the next
+        query reads it from the catalog again, as after a move to a new snapshot (benchmarks: a cold page)."""
+        with self._lock:
+            self._views["snapshot"] = None
+
     @property
     def pinned(self) -> int | None:
         """The snapshot this reader is pinned to (None: it follows the newest)."""

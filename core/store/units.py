@@ -99,27 +99,36 @@ def pos_pair_aggregate(token_pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _unit_table(tp: pd.DataFrame, toks: pd.DataFrame, side: str) -> pd.DataFrame:
-    """One row per token of ``side``: its unit and the unit's label/pos/word index/order."""
+    """One row per token of ``side``: its unit and the unit's label/pos/word index/order (plain Python over
+    the sentence's few tokens: pandas' per-call overhead dominated this)."""
     idx = "i" if side == "a" else "j"
     t = tp[[idx, f"token_{side}", f"pos_{side}", f"word_{side}", f"special_{side}"]].drop_duplicates(idx)
     t = t.sort_values(idx).reset_index(drop=True)
-    special = t[f"special_{side}"].fillna(False).astype(bool) | t[f"word_{side}"].isna()
+    special = (t[f"special_{side}"].fillna(False).astype(bool) | t[f"word_{side}"].isna()).tolist()
     t["unit"] = WORD_UNIT.numpy(t[f"special_{side}"], t[f"word_{side}"], t[idx])
     texts = toks[(toks["side"] == side) & toks["word_index"].notna()].sort_values("token_index")
-    word_text = texts.drop_duplicates("word_index").set_index("word_index")["word"]
-    pieces = {}
-    for u, g in t.groupby("unit", sort=False):
-        toks_u = [str(x) for x in g[f"token_{side}"]]
-        pieces[u] = toks_u[0] + "".join(x[2:] if x.startswith("##") else x for x in toks_u[1:])
-    first = t.drop_duplicates("unit").copy()
-    first["label"] = [
-        (word_text.get(w) if not sp and w in word_text.index and pd.notna(word_text.get(w)) else None) or pieces[u]
-        for u, w, sp in zip(first["unit"], first[f"word_{side}"], special.loc[first.index], strict=True)
-    ]
-    first["order"] = np.arange(len(first))
-    first["word"] = first[f"word_{side}"].where(~special.loc[first.index])
-    first = first.set_index("unit")[["label", f"pos_{side}", "word", f"special_{side}", "order"]]
-    return t[[idx, "unit"]].merge(first, left_on="unit", right_index=True)
+    word_text = dict(zip(texts["word_index"].tolist()[::-1], texts["word"].tolist()[::-1], strict=True))  # first wins
+    units, tokens, words = t["unit"].tolist(), [str(x) for x in t[f"token_{side}"]], t[f"word_{side}"].tolist()
+    pieces: dict[int, list[str]] = {}
+    first: dict[int, int] = {}  # unit -> row of its first token
+    for row, u in enumerate(units):
+        pieces.setdefault(u, []).append(tokens[row])
+        first.setdefault(u, row)
+    labels, unit_words = [], []
+    for u, row in first.items():
+        w = words[row]
+        text = None if special[row] or pd.isna(w) else word_text.get(w)
+        joined = pieces[u][0] + "".join(x[2:] if x.startswith("##") else x for x in pieces[u][1:])
+        labels.append((text if text is not None and pd.notna(text) else None) or joined)
+        unit_words.append(pd.NA if special[row] else w)
+    rows = list(first.values())
+    attrs = pd.DataFrame({"label": labels,
+                          f"pos_{side}": t[f"pos_{side}"].iloc[rows].to_numpy(),
+                          "word": pd.array(unit_words, dtype=t[f"word_{side}"].dtype),
+                          f"special_{side}": t[f"special_{side}"].iloc[rows].to_numpy(),
+                          "order": np.arange(len(rows))}, index=pd.Index(list(first), name="unit"))
+    attrs[f"pos_{side}"] = attrs[f"pos_{side}"].astype(t[f"pos_{side}"].dtype)
+    return t[[idx, "unit"]].merge(attrs, left_on="unit", right_index=True)
 
 
 def word_matrix(tp: pd.DataFrame, toks: pd.DataFrame) -> pd.DataFrame:

@@ -94,6 +94,14 @@ class StoreWriter:
         self._owned: set[str] = set()  # runs this writer started or resumed: its host/pid mark their liveness
         self._before_commit: Callable[[int], None] | None = None  # test hook: inside a chunk's transaction
 
+    def merge_small_files(self) -> None:
+        """Merge the store's small data files (a chunk commit writes one per table) into larger ones, in one
+        DuckLake transaction (``ducklake_merge_adjacent_files``): queries then open a few files instead of one
+        per chunk. The merged files stay referenced by the older snapshots until ``compact`` expires them, so
+        readers pinned to those keep working; what readers see does not change."""
+        transaction(self._con, lambda c: c.execute(f"CALL ducklake_merge_adjacent_files('{self._lake}')"),
+                    f"merge the small files of {self.location}")
+
     def close(self) -> None:
         disconnect(self._con, self._lake)
 

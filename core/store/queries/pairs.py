@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,15 +21,8 @@ class PairQueries:
 
     def _pair_params(self, run_id: str, pair_id: int) -> dict[str, Any] | None:
         """{run, chunk, pid} query parameters for one pair of a run (chunk: for file pruning)."""
-        df = self._df("""
-            SELECT s.pair_index // r.chunk_size AS chunk
-            FROM (SELECT first(dataset_hash) AS dh, first(chunk_size) AS chunk_size FROM runs
-                  WHERE run_id = $run GROUP BY run_id) r
-            JOIN _pairs_all s ON s.dataset_hash = r.dh AND s.pair_id = $pid
-        """, {"run": str(run_id), "pid": int(pair_id)})
-        if df.empty:
-            return None
-        return {"run": str(run_id), "chunk": int(df["chunk"].iloc[0]), "pid": int(pair_id)}
+        chunk = self._pair_chunks([str(run_id)], pair_id).get(str(run_id))
+        return None if chunk is None else {"run": str(run_id), "chunk": chunk, "pid": int(pair_id)}
 
     def predictions(self, run_id: str, gold_band: tuple[float, float] | None = None,
                     error_band: tuple[float, float] | None = None, text: str | None = None,
@@ -123,22 +117,45 @@ class PairQueries:
         Columns: i, j, token_a, token_b, relevance, pos_a, pos_b, word_a, word_b, special_a, special_b
         (+ n_token_pairs at word level).
         """
+        return self.pair_matrices([run_id], pair_id, level=level, include_special=include_special)[str(run_id)]
+
+    def pair_matrices(self, run_ids: Sequence[str], pair_id: int, level: str = "token",
+                      include_special: bool = True) -> dict[str, pd.DataFrame]:
+        """:meth:`pair_matrix` of one pair in each of several runs (one scan per table): run_id -> frame (an
+        empty frame for a run without the pair)."""
         if level not in ("token", "word"):
             raise StoreError("level must be 'token' or 'word'")
+        cols = _MATRIX_COLS + (["n_token_pairs"] if level == "word" else [])
+        runs = [str(r) for r in dict.fromkeys(run_ids)]
         with self._snapshot():
-            params = self._pair_params(run_id, pair_id)
-            if params is None:
-                return pd.DataFrame(columns=_MATRIX_COLS + (["n_token_pairs"] if level == "word" else []))
+            chunks = self._pair_chunks(runs, pair_id)
+            out = {r: pd.DataFrame(columns=cols) for r in runs}
+            if not chunks:
+                return out
+            params: dict[str, Any] = {"pid": int(pair_id)}
+            where = []
+            for n, (r, c) in enumerate(chunks.items()):  # (run, chunk) literals per run: DuckLake prunes files by them
+                where.append(f"(run_id = $r{n} AND chunk_index = {int(c)})")
+                params[f"r{n}"] = r
+            found = f"pair_id = $pid AND ({' OR '.join(where)})"
             special = "" if include_special else " AND NOT special_a AND NOT special_b"
             tp = self._df(f"""
-                SELECT {', '.join(quote(c) for c in _MATRIX_COLS)} FROM token_pairs
-                WHERE run_id = $run AND chunk_index = $chunk AND pair_id = $pid{special}
-                ORDER BY i, j
+                SELECT run_id, {', '.join(quote(c) for c in _MATRIX_COLS)} FROM token_pairs
+                WHERE {found}{special} ORDER BY run_id, i, j
             """, params)
-            if level == "token" or tp.empty:
-                return tp if level == "token" else pd.DataFrame(columns=[*_MATRIX_COLS, "n_token_pairs"])
-            toks = self._df("""
-                SELECT side, token_index, token, word_index, word FROM tokens
-                WHERE run_id = $run AND chunk_index = $chunk AND pair_id = $pid
-            """, params)
-        return word_matrix(tp, toks)
+            toks = self._df(f"SELECT run_id, side, token_index, token, word_index, word FROM tokens WHERE {found}",
+                            params) if level == "word" else None
+        for r, g in tp.groupby("run_id", sort=False):
+            g = g.drop(columns="run_id").reset_index(drop=True)
+            out[str(r)] = g if toks is None else word_matrix(g, toks[toks["run_id"] == r].drop(columns="run_id"))
+        return out
+
+    def _pair_chunks(self, run_ids: Sequence[str], pair_id: int) -> dict[str, int]:
+        """run_id -> the chunk holding ``pair_id`` for each of the runs whose dataset has the pair."""
+        df = self._df("""
+            SELECT r.run_id, s.pair_index // r.chunk_size AS chunk
+            FROM (SELECT run_id, first(dataset_hash) AS dh, first(chunk_size) AS chunk_size FROM runs
+                  WHERE run_id IN (SELECT unnest($runs)) GROUP BY run_id) r
+            JOIN _pairs_all s ON s.dataset_hash = r.dh AND s.pair_id = $pid
+        """, {"runs": list(run_ids), "pid": int(pair_id)})
+        return {str(r): int(c) for r, c in zip(df["run_id"], df["chunk"], strict=True)}
