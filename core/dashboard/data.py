@@ -2,7 +2,7 @@
 
 Every function reads the store named by ``$SIMLENS_STORE`` (default ``./store``) through one shared
 :class:`core.store.Store` per server process, at the snapshot this session pinned on first use ("Reload store"
-moves it to the newest, :func:`core.views.store_fingerprint`), and caches its answer per snapshot. Each says which columns it returns; the pages use no others and hold
+moves it to the newest, :func:`newest_snapshot`), and caches its answer per snapshot. Each says which columns it returns; the pages use no others and hold
 no SQL. Store methods are referenced as attributes (``Store.runs``), so a renamed one fails at import.
 """
 
@@ -18,7 +18,7 @@ import streamlit as st
 
 from core.store import Store, StoreError
 from core.store.queries.comparisons import Comparability
-from core.views.location import StoreState, store_fingerprint, store_location, store_state
+from core.views.location import StoreState, store_location, store_state
 
 Band = tuple[float, float] | None
 QUERY_LOG: list[tuple[str, float]] = []  # (query, seconds) of the latest queries (bench/bench_pages.py reads it)
@@ -46,8 +46,17 @@ def pinned_fingerprint(path: str) -> tuple:
     """The snapshot this session reads (pinned on first use; :func:`forget_snapshots` moves to the newest)."""
     pins = st.session_state.setdefault("_store_snapshots", {})
     if not pins.get(path):
-        pins[path] = store_fingerprint(path)
+        pins[path] = newest_snapshot(path)
     return pins[path]
+
+
+def newest_snapshot(path: str) -> tuple:
+    """The store's newest snapshot id, ``(id,)``, read through the process's open store (a new session opens
+    no connection of its own); ``()`` when the store cannot be read."""
+    try:
+        return (open_store(path).snapshot_id(),)
+    except StoreError:
+        return ()
 
 
 def forget_snapshots() -> None:

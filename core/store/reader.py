@@ -24,9 +24,8 @@ from core.store.catalog import StoreLocation, connect, data_file_error, disconne
 from core.store.records import StoreError, quote
 from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
 
-#: Views small enough to hold in memory per snapshot (a store has a few rows per dataset, model, evaluation
-#: metric, run and chunk):
-#: read once when a reader moves to a snapshot, then joined from memory by every query (in dependency order).
+#: Views small enough to hold in memory (a store has a few rows per dataset, model, evaluation metric, run and
+#: chunk): copied when a reader moves to a snapshot, then joined from memory by every query (dependency order).
 CATALOG_VIEWS = ("_datasets_rev", "_datasets_w", "datasets", "models", "evaluations", "runs", "_chunk_wins", "chunks")
 _LAKE_PREFIX = "_lake_"
 STALE_AFTER_S = 15 * 60.0  # a running segment of another host without a heartbeat this long is interrupted
@@ -124,7 +123,16 @@ class StoreReader:
         """Drop what this reader holds of its snapshot (the catalogue copy of :data:`CATALOG_VIEWS`): the next
         query reads it from the catalog again, as after a move to a new snapshot (benchmarks: a cold page)."""
         with self._lock:
-            self._views["snapshot"] = None
+            self._views.update(snapshot=None, memo={})
+
+    def _memo(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per snapshot and ``key``: for answers that depend on the snapshot alone (never on
+        the clock or on writers' liveness), which several queries of one page ask for."""
+        with self._snapshot() as snap:
+            memo = self._views.setdefault("memo", {})
+            if (snap, *key) not in memo:
+                memo[(snap, *key)] = compute()
+            return memo[(snap, *key)]
 
     @property
     def pinned(self) -> int | None:
@@ -184,6 +192,7 @@ class StoreReader:
             raise StoreError(f"snapshot {snap} of {self.location} does not exist (expired by compact?); "
                              f"reload the store")
         version, losers = found[0], bool(found[1])
+        self._views["memo"] = {}
         self._con.execute("SET VARIABLE simlens_snapshot = ?", [int(snap)])
         if (version, losers) != (self._views["schema_version"], self._views.get("losers")):
             if version != self._views["schema_version"]:

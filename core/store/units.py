@@ -90,12 +90,22 @@ def pos_pair_aggregate(token_pairs: pd.DataFrame) -> pd.DataFrame:
     for c, typ in types.items():
         values = token_pairs[c] if c in token_pairs.columns else pd.Series([defaults[c]] * n, dtype="object")
         arrays[c] = pa.array(values, typ, from_pandas=True)
-    con = duckdb.connect()
+    con = _aggregator().cursor()  # a cursor of one in-memory database: connecting anew cost more than the query
     try:
         con.register("tp_input", pa.table(arrays))
         return con.execute(_POS_AGG_SQL).df()
     finally:
         con.close()
+
+
+_AGGREGATOR: list[duckdb.DuckDBPyConnection] = []
+
+
+def _aggregator() -> duckdb.DuckDBPyConnection:
+    """The process's in-memory DuckDB for :func:`pos_pair_aggregate` (cursors of it are independent)."""
+    if not _AGGREGATOR:
+        _AGGREGATOR.append(duckdb.connect())
+    return _AGGREGATOR[0]
 
 
 def _unit_table(tp: pd.DataFrame, toks: pd.DataFrame, side: str) -> pd.DataFrame:

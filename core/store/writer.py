@@ -284,27 +284,30 @@ class StoreWriter:
         self._publish(seg, f"start_run({run_id})")
         return prev_status
 
-    def _elapsed(self, con: duckdb.DuckDBPyConnection, run_id: str) -> float | None:
-        """The segment's seconds now: its latest event's seconds plus the time since that event's heartbeat.
+    def _progress(self, con: duckdb.DuckDBPyConnection, run_id: str,
+                  chunk: int | None = None) -> tuple[int, float | None, int]:
+        """(writes of chunk ``chunk`` committed so far, the segment's seconds now, pairs in this shard's committed
+        chunks other than ``chunk``), in one catalog read.
 
-        Every event (start, each chunk's commit by whichever process, finish) carries the sum forward, so the
+        The seconds are the segment's latest event's seconds plus the time since that event's heartbeat. Every
+        event (start, each chunk's commit by whichever process, finish) carries the sum forward, so the
         seconds add up across processes, Ray actors and resumes; a resume starts from the stored seconds (the
         time between a killed writer's last commit and the resume is not counted)."""
-        row = con.execute(f"""
-            SELECT seconds, heartbeat_at FROM {self._lake}.runs WHERE run_id = $r AND shard = $s
-            ORDER BY written_at DESC, write_id DESC LIMIT 1
-        """, {"r": run_id, "s": f"{self.shard[0]}/{self.shard[1]}"}).fetchone()
-        if row is None or row[1] is None:
-            return None
-        return float(row[0] or 0.0) + max(0.0, (utcnow() - row[1]).total_seconds())
-
-    def _pairs_done(self, con: duckdb.DuckDBPyConnection, run_id: str) -> int:
         k, n = self.shard
-        return int(con.execute(f"""
-            SELECT coalesce(sum(n_pairs), 0) FROM (
-                SELECT chunk_index, first(n_pairs) AS n_pairs FROM {self._lake}.chunks
-                WHERE run_id = $r AND chunk_index % $n = $k GROUP BY chunk_index)
-        """, {"r": run_id, "n": n, "k": k - 1}).fetchone()[0])
+        found, done, seconds, beat = con.execute(f"""
+            SELECT (SELECT count(*) FROM {self._lake}.chunks WHERE run_id = $r AND chunk_index = $c),
+                   (SELECT coalesce(sum(n_pairs), 0) FROM (
+                        SELECT chunk_index, first(n_pairs) AS n_pairs FROM {self._lake}.chunks
+                        WHERE run_id = $r AND chunk_index % $n = $k AND chunk_index IS DISTINCT FROM $c
+                        GROUP BY chunk_index)),
+                   e.seconds, e.heartbeat_at
+            FROM (SELECT 1) LEFT JOIN (
+                SELECT seconds, heartbeat_at FROM {self._lake}.runs WHERE run_id = $r AND shard = $s
+                ORDER BY written_at DESC, write_id DESC LIMIT 1) e ON true
+        """, {"r": run_id, "c": None if chunk is None else int(chunk), "n": n, "k": k - 1,
+              "s": f"{k}/{n}"}).fetchone()
+        elapsed = None if beat is None else float(seconds or 0.0) + max(0.0, (utcnow() - beat).total_seconds())
+        return int(found), elapsed, int(done)
 
     def completed_chunks(self, run_id: str) -> set[int]:
         """Committed chunks of the run (any shard) in this store."""
@@ -335,8 +338,9 @@ class StoreWriter:
         seg = dict(self._segment(run_id))
 
         def body(con: duckdb.DuckDBPyConnection) -> None:
-            seg["pairs_done"] = metrics.get("pairs_done", self._pairs_done(con, run_id))
-            seconds = metrics.get("seconds", self._elapsed(con, run_id))
+            _, elapsed, done = self._progress(con, run_id)
+            seg["pairs_done"] = metrics.get("pairs_done", done)
+            seconds = metrics.get("seconds", elapsed)
             seg["seconds"] = seconds
             default_rate = seg["pairs_done"] / seconds if seconds else None
             seg["pairs_per_s"] = metrics.get("pairs_per_s", default_rate)
@@ -356,7 +360,7 @@ class StoreWriter:
 
         def body(con: duckdb.DuckDBPyConnection) -> None:
             seg.update(status="failed", error_message=str(message), finished_at=utcnow(),
-                       seconds=self._elapsed(con, run_id))
+                       seconds=self._progress(con, run_id)[1])
             self._event(con, seg)
 
         transaction(self._con, body, f"fail_run({run_id})")
@@ -421,8 +425,7 @@ class StoreWriter:
         where = {"r": run_id, "k": k}
 
         def body(con: duckdb.DuckDBPyConnection) -> None:
-            found = con.execute(f"SELECT count(*) FROM {self._lake}.chunks WHERE run_id = $r AND chunk_index = $k",
-                                where).fetchone()[0]
+            found, elapsed, done = self._progress(con, run_id, k)  # one catalog read for the bookkeeping
             if found and not overwrite:
                 raise ChunkExistsError(f"{ctx}: chunk is committed already in {self.location}")
             if found:
@@ -437,8 +440,8 @@ class StoreWriter:
                       "pid": os.getpid(), "committed_at": at}
             insert(con, self._lake, "chunks", to_arrow("chunks", pd.DataFrame([record]), ctx), wid, at)
             beat = dict(seg)
-            beat["seconds"] = self._elapsed(con, run_id)
-            beat["pairs_done"] = self._pairs_done(con, run_id)
+            beat["seconds"] = elapsed
+            beat["pairs_done"] = done + n_rows  # the shard's other chunks and this one
             self._event(con, beat)
             if self._before_commit is not None:
                 self._before_commit(k)

@@ -65,6 +65,9 @@ class ComparisonQueries:
 
     def comparability(self, run_a: str, run_b: str) -> Comparability | None:
         """What ``run_a`` and ``run_b`` share (see :class:`Comparability`); None when a run does not exist."""
+        return self._memo(("comparability", str(run_a), str(run_b)), lambda: self._comparability(run_a, run_b))
+
+    def _comparability(self, run_a: str, run_b: str) -> Comparability | None:
         with self._snapshot():
             runs = self.runs().set_index("run_id")
             if run_a not in runs.index or run_b not in runs.index:

@@ -228,11 +228,18 @@ class CorpusQueries:
                 SELECT pair_id, row_number() OVER (ORDER BY model_score {direction}, pair_id) AS rn,
                        count(*) OVER () AS n
                 FROM predictions WHERE run_id = $run AND model_score IS NOT NULL
-            ), up AS ({sub})
-            SELECT label_a AS token_a, label_b AS token_b, sum(relevance) AS relevance,
-                   avg(relevance) AS mean_relevance, count(*) AS count, count(DISTINCT pair_id) AS n_pairs
-            FROM up
-            GROUP BY label_a, label_b
-            ORDER BY relevance DESC, token_a, token_b
-            LIMIT $k
+            ), up AS ({sub}), top AS (
+                SELECT label_a, label_b, sum(relevance) AS relevance, avg(relevance) AS mean_relevance,
+                       count(*) AS count
+                FROM up GROUP BY label_a, label_b
+                ORDER BY relevance DESC, label_a, label_b
+                LIMIT $k
+            ), spread AS (  -- distinct pairs counted for the k top text pairs only
+                SELECT u.label_a, u.label_b, count(DISTINCT u.pair_id) AS n_pairs
+                FROM up u SEMI JOIN top t ON u.label_a = t.label_a AND u.label_b = t.label_b
+                GROUP BY u.label_a, u.label_b
+            )
+            SELECT t.label_a AS token_a, t.label_b AS token_b, t.relevance, t.mean_relevance, t.count, s.n_pairs
+            FROM top t JOIN spread s ON s.label_a = t.label_a AND s.label_b = t.label_b
+            ORDER BY t.relevance DESC, token_a, token_b
         """, {"run": str(run_id), "runs": [str(run_id)], "k": int(k)})
