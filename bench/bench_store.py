@@ -10,6 +10,7 @@
 
     .venv/bin/python bench/bench_store.py [--records DIR] [--keep DIR] [--pairs 1379] [--runs 12] [--tokens 25]
                                           [--repeat 3] [--legacy-commit 172c48d] [--skip-real] [--skip-synthetic]
+                                          [--merge-runs]
 
 Each layout runs in a subprocess of its own (``--worker``); the old one imports the old ``core`` from a copy of
 that commit's tree (``git archive``), so nothing of it enters this tree. ``--keep DIR`` keeps the synthetic
@@ -167,10 +168,14 @@ def build(path: Path, n_pairs: int, n_runs: int, mean_len: int, chunk_size: int,
             "run_ids": run_ids}
 
 
+MERGE_RUNS: list[bool] = [False]  # --merge-runs
+
+
 def merge_small_files(writer: object) -> float:
-    """What ``precompute`` does when a run is complete: merge the store's small files (DuckLake); seconds."""
+    """With ``--merge-runs``: merge the store's small files after a run (DuckLake's ``merge_adjacent_files``, what
+    ``compact`` does); seconds."""
     merge = getattr(writer, "merge_small_files", None)  # the old layout has one file per chunk and table
-    if merge is None:
+    if merge is None or not MERGE_RUNS[0]:
         return 0.0
     t0 = time.perf_counter()
     merge()
@@ -240,6 +245,8 @@ def replay(records: dict, path: Path, layout: str) -> dict:
     start = time.perf_counter()
     writer = StoreWriter(path)
     for name, args, kwargs in records["calls"]:
+        if layout == "legacy":  # the old writer knows no compute_seconds (chunks.seconds came later)
+            kwargs = {k: v for k, v in kwargs.items() if k != "compute_seconds"}
         getattr(writer, name)(*adapt(name, args), **kwargs)
     merge_seconds = merge_small_files(writer)
     if hasattr(writer, "close"):
@@ -337,6 +344,8 @@ def run_worker(layout: str, args: argparse.Namespace, code: Path) -> dict:
     cmd += ["--skip-real"] if args.skip_real else ["--records", str(args.records)]
     if args.skip_synthetic:
         cmd.append("--skip-synthetic")
+    if args.merge_runs:
+        cmd.append("--merge-runs")
     if args.keep is not None:
         cmd += ["--keep", str(args.keep)]
     print(f"{layout}: {' '.join(cmd)}", flush=True)
@@ -405,6 +414,8 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, default=None, help="keep the synthetic stores in DIR/<layout>")
     ap.add_argument("--legacy-commit", default=LEGACY_COMMIT)
     ap.add_argument("--layouts", default=",".join(LAYOUTS))
+    ap.add_argument("--merge-runs", action="store_true",
+                    help="merge the DuckLake store's small files after every run (timed apart)")
     ap.add_argument("--skip-real", action="store_true")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--worker", choices=LAYOUTS, help=argparse.SUPPRESS)
@@ -412,6 +423,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    MERGE_RUNS[0] = args.merge_runs
     if args.worker is not None:  # a subprocess measuring one layout with the code at --code
         sys.path.insert(0, str(args.code))
         if args.skip_real:

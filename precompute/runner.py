@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from core.store import (
     PREDICT,
     ChunkExistsError,
     Store,
-    StoreError,
     StoreWriter,
     chunk_pair_range,
     kind_of_method,
@@ -323,12 +321,6 @@ def finish_run(started: StartedRun, store: str | Path, written: int, seconds: fl
     started.writer.finish_run(run_id, metrics)
     complete = len(started.writer.completed_chunks(run_id)) >= len(chunk_range_all(started.n_pairs,
                                                                                     started.chunk_size))
-    if complete:  # one file per chunk and table -> a few: every dashboard query opens fewer files
-        try:
-            started.writer.merge_small_files()
-        except StoreError as exc:  # the run is stored whole; only its reads stay slower
-            print(f"run {run_id} is stored, but merging its small data files failed ({exc}); "
-                  f"`python -m precompute compact --store {store}` merges them", file=sys.stderr)
     started.writer.close()
     return RunResult(run_id=run_id, status="done" if complete else "partial", pairs_written=written,
                      seconds=seconds, metrics=metrics)
