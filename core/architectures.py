@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 Accessor = Callable[[nn.Module], nn.Module]
@@ -43,6 +44,21 @@ def _position_limit(config: object) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
+#: How a family's position information reacts to left padding (``Architecture.positions``):
+#: ``absolute``: learned positions that the model counts from the first column, padding included, unless it is
+#: given position ids, so SimLens passes ids counted over the attention mask (``mask_position_ids``);
+#: ``from_ids``: the model counts positions over the non-padding ids itself (RoBERTa-style padding index);
+#: ``relative``: rotary embeddings or relative position biases, which see only the distance between two tokens,
+#: so a left-padded row computes what the text alone computes.
+POSITION_KINDS = ("absolute", "from_ids", "relative")
+
+
+def mask_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids (B, S) counted over the real tokens of each row, 0 on padding (as Hugging Face's generation
+    computes them for left-padded batches): a row's real tokens get 0, 1, ... whatever its padding."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0) * attention_mask.long()
+
+
 def _padding_idx_offset(config: object) -> int:
     """RoBERTa-style position ids start after the padding index."""
     return (getattr(config, "pad_token_id", 0) or 0) + 1
@@ -58,6 +74,9 @@ class Architecture:
     outputs only feed the attention softmax (under the LRP attention rule they carry no relevance, so BiLRP
     skips their derivatives; empty for fused q/k/v projections); ``max_positions(config)`` and
     ``position_offset(config)``: how many tokens the position embeddings allow (None for relative positions);
+    ``positions``: how its positions react to left padding (one of ``POSITION_KINDS``; ``absolute``: the
+    adapter passes position ids counted over the attention mask, so a row's result does not depend on its
+    padding);
     ``padding_side``: the family's padding convention when the tokenizer states none; ``special_tokens``:
     the family's template of added tokens (``cls``/``sep``/``bos``/``eos`` around the text ``A``);
     ``encoder_class``: the transformers class that loads the encoder (None: ``AutoModel``); ``run_kwargs``:
@@ -72,11 +91,23 @@ class Architecture:
     final_norm: Accessor | None = None
     max_positions: Callable[[object], int | None] = _position_limit
     position_offset: Callable[[object], int] = lambda _config: 0
+    positions: str = "absolute"
     padding_side: str = "right"
     special_tokens: str = "cls A sep"
     encoder_class: str | None = None
     run_kwargs: dict = field(default_factory=dict)
     causal: bool = False
+
+    def __post_init__(self) -> None:
+        if self.positions not in POSITION_KINDS:
+            raise ValueError(f"{self.name}: positions must be one of {', '.join(POSITION_KINDS)}, got {self.positions!r}")
+
+    def run_arguments(self, attention_mask: torch.Tensor) -> dict:
+        """Keyword arguments of the encoder's forward beyond ids and mask: ``run_kwargs``, and for absolute
+        positions the position ids counted over ``attention_mask``."""
+        if self.positions == "absolute":
+            return {**self.run_kwargs, "position_ids": mask_position_ids(attention_mask)}
+        return self.run_kwargs
 
     def all_score_projections(self, model: nn.Module) -> list[nn.Module]:
         """The query and key projections of every block of ``model``."""
@@ -107,30 +138,31 @@ def _decoder(name: str, special_tokens: str = "bos A", **extra) -> Architecture:
     return Architecture(
         name=name, embeddings=_path("embed_tokens"), blocks=_path("layers"), final_norm=_path("norm"),
         score_projections=_projections("self_attn.q_proj", "self_attn.k_proj"), padding_side="left",
-        special_tokens=special_tokens, run_kwargs={"use_cache": False}, causal=True, **extra,
+        special_tokens=special_tokens, run_kwargs={"use_cache": False}, causal=True, positions="relative", **extra,
     )
 
 
 _ENTRIES = [
     _bert_like("bert"),
     _bert_like("electra"),
-    _bert_like("roberta", position_offset=_padding_idx_offset, special_tokens="bos A eos"),
-    _bert_like("xlm-roberta", position_offset=_padding_idx_offset, special_tokens="bos A eos"),
+    _bert_like("roberta", position_offset=_padding_idx_offset, special_tokens="bos A eos", positions="from_ids"),
+    _bert_like("xlm-roberta", position_offset=_padding_idx_offset, special_tokens="bos A eos", positions="from_ids"),
     Architecture(
         name="mpnet", embeddings=_path("embeddings"), blocks=_path("encoder.layer"),
         score_projections=_projections("attention.attn.q", "attention.attn.k"), special_tokens="bos A eos",
+        positions="from_ids",  # plus a relative position bias
     ),
     Architecture(
         name="distilbert", embeddings=_path("embeddings"), blocks=_path("transformer.layer"),
         score_projections=_projections("attention.q_lin", "attention.k_lin"),
     ),
-    Architecture(
+    Architecture(  # relative attention, and absolute positions where the config has position_biased_input
         name="deberta-v2", embeddings=_path("embeddings"), blocks=_path("encoder.layer"),
         score_projections=_projections("attention.self.query_proj", "attention.self.key_proj"),
     ),
     Architecture(
         name="modernbert", embeddings=_path("embeddings"), blocks=_path("layers"), final_norm=_path("final_norm"),
-        score_projections=_no_projections,
+        score_projections=_no_projections, positions="relative",
     ),
     Architecture(
         name="gpt2", embeddings=_path("wte"), blocks=_path("h"), final_norm=_path("ln_f"),
@@ -153,6 +185,7 @@ _ENTRIES = [
         final_norm=_path("encoder.final_layer_norm"),
         score_projections=_projections("layer.0.SelfAttention.q", "layer.0.SelfAttention.k"),
         max_positions=lambda _config: None, special_tokens="A eos", encoder_class="T5EncoderModel",
+        positions="relative",
     ),
 ]
 

@@ -243,9 +243,11 @@ class SimilarityModel:
             handle.remove()
 
     def _run(self, batch: TokenBatch) -> torch.Tensor:
-        """The hidden state the model outputs (final norm included)."""
+        """The hidden state the model outputs (final norm included); absolute positions are counted over each
+        row's real tokens (``Architecture.run_arguments``), so a row does not depend on its padding."""
         return self.encoder(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, **self.architecture.run_kwargs
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+            **self.architecture.run_arguments(batch.attention_mask),
         ).last_hidden_state
 
     def _states(self, batch: TokenBatch, layer: int, stop: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

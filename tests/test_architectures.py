@@ -26,12 +26,11 @@ from core.rules import UncoveredOperationError, lrp_rules, traced
 from core.sentence_modules import POOLING_MODES
 
 KINDS = sorted(ARCHITECTURES)
-#: Families with learned absolute positions that count from the first column, padding included, when no
-#: position ids are passed (transformers' GPT-2 and GPT-Neo), as sentence-transformers runs them.
-ABSOLUTE_POSITIONS = {"gpt2", "gpt_neo"}
 TEXTS = ["A man is playing a guitar.", "The cat sat 🍕!"]
 #: texts of distinct lengths, so that batches of two pad (on the family's own side)
 PIPELINE_TEXTS = ["A man is playing a guitar.", "The cat sat 🍕!", "Two dogs run.", "I love pizza and a long walk."]
+#: a short text between two longer neighbours, so that a batch of the three pads the short one
+NEIGHBOURS = ["Two men play guitars on stage.", "The cat sat 🍕!", "A dog runs in the green park."]
 
 
 @pytest.fixture(scope="session")
@@ -105,17 +104,19 @@ def test_embedding_at_last_layer_sums_to_the_model_score(build, kind):
 @pytest.fixture(scope="module")
 def pipeline_folder(tmp_path_factory):
     """pipeline_folder(kind): a tiny ``kind`` model behind every pooling mode at once (concatenated, the prompt
-    excluded), a Tanh Dense and a Normalize, with a default prompt, on the family's own padding side."""
+    excluded), a Tanh Dense and a Normalize, with a default prompt, on the family's own padding side;
+    pipeline_folder(kind, "left"): the same, left-padded."""
     base = tmp_path_factory.mktemp("arch-pipeline")
     cache: dict = {}
 
-    def get(kind: str):
-        if kind not in cache:
+    def get(kind: str, padding_side: str | None = None):
+        side = padding_side or get_architecture(kind).padding_side
+        if (kind, side) not in cache:
             pipe = Pipeline(pooling=list(POOLING_MODES), include_prompt=False, prompts={"query": "query: "},
                             default_prompt_name="query", dense=[DenseSpec(out_features=12)], normalize=True,
-                            padding_side=get_architecture(kind).padding_side)
-            cache[kind] = save_st_folder(base / kind, kind, pipe)
-        return cache[kind]
+                            padding_side=side)
+            cache[kind, side] = save_st_folder(base / f"{kind}-{side}", kind, pipe)
+        return cache[kind, side]
 
     return get
 
@@ -123,17 +124,18 @@ def pipeline_folder(tmp_path_factory):
 @pytest.mark.parametrize("kind", KINDS)
 def test_model_score_equals_sentence_transformers_through_prompt_pooling_dense(pipeline_folder, kind):
     """Every pooling mode, an excluded default prompt, Dense and Normalize, left padding where the family pads
-    left: SimLens' embeddings and model score are sentence-transformers' own; each row of a padded batch holds
-    the text's real tokens and offsets; BiLRP through all of it equals the slow reference."""
+    left: SimLens' embeddings (batched) and model score are sentence-transformers' own encode of each text alone;
+    each row of a padded batch holds the text's real tokens and offsets; BiLRP through all of it equals the slow
+    reference for the longer and the padded text alike."""
     folder = pipeline_folder(kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model, st = core.load_model(folder, device="cpu"), sentence_transformer(folder)
     assert model.tokenizer.padding_side == get_architecture(kind).padding_side
     # batches of two texts of different lengths: both sides pad the same batches the same way
-    np.testing.assert_allclose(model.embed(PIPELINE_TEXTS, batch_size=2), st.encode(PIPELINE_TEXTS, batch_size=2),
+    np.testing.assert_allclose(model.embed(PIPELINE_TEXTS, batch_size=2), st.encode(PIPELINE_TEXTS, batch_size=1),
                                rtol=1e-4, atol=1e-5)
-    ea, eb = st.encode(TEXTS, convert_to_tensor=True)
+    ea, eb = st.encode(TEXTS, convert_to_tensor=True, batch_size=1)
     expected = float(st.similarity(ea[None], eb[None])[0, 0])
     assert explain(model, *TEXTS, method="embedding").model_score == pytest.approx(expected, abs=1e-5)
     batch = model.tokenize(PIPELINE_TEXTS)
@@ -146,13 +148,81 @@ def test_model_score_equals_sentence_transformers_through_prompt_pooling_dense(p
     longer, padded = sorted(range(2), key=lambda i: -len(factors[i].tokens))
     for factor in factors:
         assert factor.factor.shape == (len(factor.tokens), 12) and any(factor.prompt)
-    assert_close(factors[longer].factor, reference_factor(model, PIPELINE_TEXTS[longer], "bilrp", 1))
-    expected = reference_factor(model, PIPELINE_TEXTS[padded], "bilrp", 1)
-    error = np.abs(factors[padded].factor - expected).max() / np.abs(expected).max()
-    if error > 1e-5 and model.tokenizer.padding_side == "left" and kind in ABSOLUTE_POSITIONS:
-        pytest.xfail(f"{kind} left-padded: positions count from the padding (as in sentence-transformers' own "
-                     f"batches), so a padded row's factor differs from the text alone by {error:.2g}")
-    assert error <= 1e-5, error
+    for row in (longer, padded):
+        assert_close(factors[row].factor, reference_factor(model, PIPELINE_TEXTS[row], "bilrp", 1))
+
+
+def _left_padded_model(pipeline_folder, kind: str):
+    """(SimLens model, sentence-transformers model) of the left-padded pipeline folder of ``kind``."""
+    folder = pipeline_folder(kind, "left")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, st = core.load_model(folder, device="cpu"), sentence_transformer(folder)
+    assert model.tokenizer.padding_side == "left"
+    return model, st
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padded_text_is_the_text_alone(pipeline_folder, kind):
+    """Every family, left-padded between longer neighbours: a text's embedding, model score and every method's
+    factor are what it gets alone, and its embedding and score are sentence-transformers' encode of it alone.
+    Absolute positions are counted over the mask (``positions="absolute"``); the other families need nothing
+    (``test_left_padding_reaches_only_absolute_positions``)."""
+    model, st = _left_padded_model(pipeline_folder, kind)
+    short = NEIGHBOURS[1]
+    batch = model.tokenize(NEIGHBOURS)
+    assert int(batch.first[1]) > 0, "the short text must be padded"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        alone = st.encode([short], convert_to_tensor=True)
+        np.testing.assert_allclose(model.embed(NEIGHBOURS, batch_size=3)[1], alone[0].numpy(), rtol=1e-4, atol=1e-5)
+        other = st.encode([NEIGHBOURS[0]], convert_to_tensor=True)
+        expected = float(st.similarity(alone, other)[0, 0])
+        assert explain(model, short, NEIGHBOURS[0], method="embedding").model_score == pytest.approx(expected, abs=1e-5)
+        model.encoder.double()
+        np.testing.assert_allclose(model.embed(NEIGHBOURS, batch_size=3)[1], model.embed([short])[0], atol=1e-6)
+        for method in sorted(METHODS):
+            steps = 2 if METHODS[method].uses_steps else None
+            for layer in (0, model.num_layers // 2):
+                padded = compute_factors(model, NEIGHBOURS, method=method, layer=layer, steps=steps, batch_size=3)[1]
+                single = compute_factors(model, [short], method=method, layer=layer, steps=steps)[0]
+                assert padded.tokens == single.tokens
+                assert_close(padded.factor, single.factor)
+                np.testing.assert_allclose(padded.embedding, single.embedding, rtol=1e-6, atol=1e-7)  # float32
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_left_padding_reaches_only_absolute_positions(pipeline_folder, kind):
+    """Why ``positions`` is data: run without position ids, a left-padded row equals the text alone exactly
+    for rotary, relative and padding-aware positions (Llama, Qwen, Mistral, Gemma, ModernBERT, T5, DeBERTa's
+    relative attention, RoBERTa, MPNet), and differs where learned absolute positions count from the first
+    column; for the left-padding decoders among those (GPT-2, GPT-Neo) that is what sentence-transformers'
+    own batched encode computes, so its result depends on the batch."""
+    model, st = _left_padded_model(pipeline_folder, kind)
+    model.encoder.double()
+    batch, single = model.tokenize(NEIGHBOURS), model.tokenize([NEIGHBOURS[1]])
+    real = batch.real(1)
+
+    def last(b, position_ids: bool):
+        arguments = model.architecture.run_arguments(b.attention_mask) if position_ids else model.architecture.run_kwargs
+        with torch.no_grad():
+            return model.encoder(input_ids=b.input_ids, attention_mask=b.attention_mask, **arguments).last_hidden_state
+
+    alone = last(single, position_ids=False)[0]
+    # float64 weights; some families compute RoPE and RMSNorm in float32 inside, whose rounding moves with a shift
+    torch.testing.assert_close(last(batch, position_ids=True)[1, real], alone, rtol=1e-6, atol=1e-6)
+    shifted = (last(batch, position_ids=False)[1, real] - alone).abs().max().item()
+    learned = model.architecture.positions == "absolute" and getattr(model.encoder.config, "position_biased_input", True)
+    if not learned:
+        assert shifted <= 1e-6, (kind, model.architecture.positions, shifted)
+        return
+    assert shifted > 1e-4, (kind, shifted)
+    if get_architecture(kind).padding_side == "left":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            st_batched = st.encode(NEIGHBOURS, batch_size=3)[1]
+            st_alone = st.encode([NEIGHBOURS[1]])[0]
+        assert np.abs(st_batched - st_alone).max() > 1e-4
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -68,8 +68,10 @@ def _decoder_sizes(**extra) -> dict:
 TINY_CONFIGS: dict[str, tuple[Callable[[], object], Callable[[object], object]]] = {
     "bert": (minilm_tokenizer, lambda t: transformers.BertConfig(
         vocab_size=t.vocab_size, pad_token_id=t.pad_token_id, max_position_embeddings=64, **SIZES)),
-    "mpnet": (minilm_tokenizer, lambda t: transformers.MPNetConfig(
-        vocab_size=t.vocab_size, pad_token_id=t.pad_token_id, max_position_embeddings=64, **SIZES)),
+    # MPNet counts positions over the ids that are not its padding index, fixed at 1 as in MPNet's own
+    # tokenizer (<s> <pad> </s>): the BPE tokenizer's ids, so that left padding is counted as in a real MPNet
+    "mpnet": (bpe_tokenizer, lambda t: transformers.MPNetConfig(
+        vocab_size=len(t), pad_token_id=t.pad_token_id, max_position_embeddings=64, **SIZES)),
     "roberta": (bpe_tokenizer, lambda t: transformers.RobertaConfig(
         vocab_size=len(t), pad_token_id=t.pad_token_id, max_position_embeddings=40, **SIZES)),
     "xlm-roberta": (bpe_tokenizer, lambda t: transformers.XLMRobertaConfig(
