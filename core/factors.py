@@ -7,7 +7,8 @@ input minus its reference for integrated Jacobians). A pair's token-token matrix
 scalar. Forward mode computes a whole row F[t, :] in one Jacobian-vector product, and ``vmap`` runs the rows
 of many tokens together: its cost grows with the number of tokens. Reverse mode runs one backward pass per
 embedding dimension over a graph kept for all tokens: its cost grows with the number of dimensions.
-``autodiff="auto"`` takes, per batch, the mode whose estimated cost is lower (``cheaper_mode``).
+``autodiff="auto"`` takes, per batch, the mode whose estimated cost is lower: ``core.memory.plan_batch``
+resolves it (``cheaper_mode``) before the factors are computed here.
 
 How many rows one pass carries comes from ``core.memory.plan_batch`` (a ``max_memory`` bound); the factors
 do not depend on it.
@@ -21,7 +22,9 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp, vmap
 
-from core.memory import AUTODIFF_MODES, DEFAULT_MAX_ROWS, FORWARD_ROW_COST
+from core.memory import DEFAULT_MAX_ROWS
+
+MODES = ("forward", "reverse")
 
 
 def _check_shapes(points: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor) -> None:
@@ -55,18 +58,14 @@ def token_factors(
     sentence embeddings (B*n, D); ``points`` is (B, N, S, H), ``directions`` (B, S, H), ``weights`` (N,).
     ``max_rows`` bounds how many sequences one forward pass carries (points x token tangents in forward mode,
     points in reverse mode; at least B), which bounds memory (see ``plan_batch``); results do not depend on it.
-    ``autodiff`` is ``forward`` or ``reverse`` (``auto`` picks ``cheaper_mode`` from the sizes at hand).
+    ``autodiff`` is ``forward`` or ``reverse`` (``auto`` is resolved by ``core.memory.plan_batch``).
     """
     _check_shapes(points, directions, weights)
-    if autodiff not in AUTODIFF_MODES:
-        raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
+    if autodiff not in MODES:
+        raise ValueError(f"autodiff must be forward or reverse here (plan_batch resolves auto), got {autodiff!r}")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
     batch, n_points, seq, _ = points.shape
-    if autodiff == "auto":
-        with torch.no_grad():
-            dims = head_for(1)(points[:, 0]).shape[-1]
-        autodiff = "forward" if seq * FORWARD_ROW_COST < dims else "reverse"
     per_point = batch * (min(seq, max(1, max_rows // batch)) if autodiff == "forward" else 1)
     steps_per_chunk = max(1, min(n_points, max_rows // per_point))
     factors, outputs = None, None

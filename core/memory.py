@@ -7,8 +7,10 @@ per-sentence estimate (``sentence_bytes``); ``token_factors`` never carries more
 upper bounds calibrated on MiniLM and MPNet with peak RSS (``bench/bench_memory.py``; ``tests/test_memory.py``
 checks the bound in a subprocess).
 
-Forward mode costs one Jacobian-vector product per token, reverse mode one backward pass per embedding
-dimension: ``cheaper_mode`` takes forward while tokens < dims (``bench/bench_modes.py`` measures both).
+Time: forward mode costs one Jacobian-vector product per token and sequence, reverse mode one backward pass
+per embedding dimension; ``mode_seconds`` estimates both from the work each pass does (dense layers grow with
+the tokens, attention with their square, and every backward pass has a fixed cost per layer), with rates fitted
+by ``bench/bench_modes.py``, and ``cheaper_mode`` takes the smaller.
 This module imports no torch, so that the command line can parse sizes cheaply.
 """
 
@@ -35,10 +37,18 @@ _MEMORY = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
 # forward mode keeps one layer's tangents alive at a time; reverse mode keeps every layer's saved tensors.
 _FORWARD_PER_LAYER = {"hidden": 12.0, "intermediate": 4.0, "scores": 8.0}
 _REVERSE_PER_LAYER = {"hidden": 12.0, "intermediate": 4.0, "scores": 4.0}
-#: Relative cost of one forward-mode row (a jvp over one token tangent) to one reverse-mode backward pass
-#: (one embedding dimension), measured by ``bench/bench_modes.py``: forward wins when
-#: tokens * FORWARD_ROW_COST < dims.
-FORWARD_ROW_COST = 1.0
+#: Seconds per unit of work, fitted on this CPU by ``bench/bench_modes.py`` (MiniLM at 64-512 tokens and random
+#: BERTs 128 and 768 wide; README "Forward vs reverse mode against length"). Units, per layer: ``DENSE``, one
+#: token through one multiply-add of the layer's dense weights (4 h^2 + 2 h i of them: attention projections
+#: and MLP); ``ATTENTION``, one (query, key) pair times one hidden unit (the score and mixing products);
+#: ``PASS``, one pass's fixed cost (its operations' dispatch, whatever the sizes): forward mode vectorises all
+#: its token tangents into one pass, reverse mode runs one backward pass per embedding dimension.
+FORWARD_PASS_S = 0.0
+FORWARD_DENSE_S = 9.7e-11
+FORWARD_ATTENTION_S = 1.2e-9
+REVERSE_DENSE_S = 7.3e-11
+REVERSE_ATTENTION_S = 0.0
+REVERSE_PASS_S = 2.5e-3
 #: Sequences per forward pass when no plan says otherwise (a cap that callers such as Ray workers halve on a
 #: GPU's out-of-memory error).
 DEFAULT_MAX_ROWS = 2048
@@ -107,9 +117,24 @@ def sentence_bytes(shape: EncoderShape, seq: int, n_points: int) -> int:
                * shape.element_bytes)
 
 
-def cheaper_mode(shape: EncoderShape, seq: int) -> str:
-    """``forward`` when ``seq`` token tangents cost less than ``dims`` backward passes, else ``reverse``."""
-    return "forward" if seq * FORWARD_ROW_COST < shape.dims else "reverse"
+def mode_seconds(shape: EncoderShape, seq: int, layers: int, rows: int = 1) -> dict[str, float]:
+    """Estimated seconds of the factors of ``rows`` sequences (sentences x integration points) of ``seq`` tokens
+    through ``layers`` layers, per mode. Forward mode: one Jacobian-vector product per token and row, each a
+    pass over all ``seq`` tokens (dense work ~ seq, attention ~ seq^2), all in one vectorised pass with its
+    fixed cost. Reverse mode: one backward pass per embedding dimension over all rows at once: the same two
+    terms per row, plus a fixed cost per pass."""
+    dense = seq * (4 * shape.hidden**2 + 2 * shape.hidden * shape.intermediate)
+    attention = seq * seq * shape.hidden
+    layers = max(layers, 1)
+    forward = layers * (FORWARD_PASS_S + rows * seq * (FORWARD_DENSE_S * dense + FORWARD_ATTENTION_S * attention))
+    reverse = shape.dims * layers * (REVERSE_PASS_S + rows * (REVERSE_DENSE_S * dense + REVERSE_ATTENTION_S * attention))
+    return {"forward": forward, "reverse": reverse}
+
+
+def cheaper_mode(shape: EncoderShape, seq: int, layers: int, rows: int = 1) -> str:
+    """The mode ``mode_seconds`` estimates faster (``forward`` on a tie)."""
+    seconds = mode_seconds(shape, seq, layers, rows)
+    return "forward" if seconds["forward"] <= seconds["reverse"] else "reverse"
 
 
 @dataclass(frozen=True)
@@ -128,11 +153,12 @@ def plan_batch(shape: EncoderShape, seq: int, layers: int, n_points: int, autodi
                max_memory: int = DEFAULT_MAX_MEMORY) -> BatchPlan:
     """Rows per pass and sentences per batch for sentences of up to ``seq`` tokens, attributed ``layers``
     below the output with ``n_points`` integration points, so that the estimate stays under ``max_memory``.
-    ``auto`` takes the cheaper mode, or the other one when only that fits (forward mode keeps one layer's
+    ``auto`` takes the cheaper mode (``cheaper_mode``, for one sentence's ``n_points`` rows), or the other one
+    when only that fits (forward mode keeps one layer's
     tensors, reverse mode every layer's). Raises ValueError when not even one row of one sentence fits."""
     if autodiff not in AUTODIFF_MODES:
         raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
-    mode = cheaper_mode(shape, seq) if autodiff == "auto" else autodiff
+    mode = cheaper_mode(shape, seq, layers, n_points) if autodiff == "auto" else autodiff
     per_sentence = sentence_bytes(shape, seq, n_points)
     max_memory -= FIXED_BYTES
     other = "forward" if mode == "reverse" else "reverse"

@@ -241,7 +241,7 @@ def test_hidden_states_are_the_model_own(build, kind):
     try:
         with torch.no_grad():
             last = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                 **arch.run_kwargs).last_hidden_state
+                                 **arch.run_arguments(batch.attention_mask)).last_hidden_state
     finally:
         for handle in handles:
             handle.remove()

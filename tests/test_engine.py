@@ -67,6 +67,15 @@ def test_reverse_mode_equals_forward_mode(tiny_models, method, steps):
         assert_close(f.factor, r.factor)
 
 
+def test_token_factors_take_a_resolved_mode():
+    """``auto`` is resolved once, by ``core.memory.plan_batch`` (``cheaper_mode``); the engine does not guess."""
+    from core.factors import token_factors
+
+    points = torch.zeros(1, 1, 3, 2)
+    with pytest.raises(ValueError, match="forward or reverse here"):
+        token_factors(lambda _n: lambda h: h.sum(1), points, points[:, 0], torch.ones(1), autodiff="auto")
+
+
 def test_repeated_sentences_are_computed_once(tiny_models, monkeypatch):
     model = tiny_models["bert"]
     seen: list[list[str]] = []
@@ -94,7 +103,8 @@ def test_hidden_states_and_head_agree_with_the_model(tiny_models):
     for model in tiny_models.values():
         batch = model.tokenize(TEXTS[:3])
         with torch.no_grad():
-            out = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+            out = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True,
+                                **model.architecture.run_arguments(batch.attention_mask))
             own = model.sentence_embeddings(batch)
             for layer in range(model.num_layers + 1):
                 hidden = model.hidden_states(batch, layer)

@@ -19,6 +19,7 @@ from core.memory import (
     DEFAULT_MAX_MEMORY,
     EncoderShape,
     cheaper_mode,
+    mode_seconds,
     parse_memory,
     plan_batch,
     row_bytes,
@@ -126,7 +127,10 @@ def test_plan_fits_the_bound_and_refuses_what_cannot_fit():
                     plan_batch(shape, seq, layers=12, n_points=64, autodiff=mode)
                 continue
             plan = plan_batch(shape, seq, layers=12, n_points=64, autodiff=mode, max_memory=DEFAULT_MAX_MEMORY)
-            assert plan.mode == (cheaper_mode(shape, seq) if mode == "auto" else mode)
+            expected = cheaper_mode(shape, seq, 12, 64) if mode == "auto" else mode
+            if (seq, expected) == (512, "reverse"):  # cheaper, but only forward mode fits: auto falls back
+                expected = "forward"
+            assert plan.mode == expected
             assert plan.estimate <= DEFAULT_MAX_MEMORY and plan.max_rows >= plan.max_sentences >= 1
     with pytest.raises(ValueError, match="too small for one sequence of 512 tokens in reverse mode"):
         plan_batch(shape, 512, layers=12, n_points=1, autodiff="reverse", max_memory=parse_memory("64MiB"))
@@ -135,12 +139,37 @@ def test_plan_fits_the_bound_and_refuses_what_cannot_fit():
     assert row_bytes(shape, 512, 12, "reverse") > row_bytes(shape, 512, 12, "forward")
 
 
+MINILM = EncoderShape(hidden=384, intermediate=1536, heads=12, dims=384)
+#: The faster mode measured on this CPU by bench/bench_modes.py (README "Forward vs reverse mode against length"):
+#: (shape, layers, {tokens: faster mode}) for MiniLM and for random BERTs of two other widths.
+MEASURED_FASTER = [
+    (MINILM, 6, {64: "forward", 128: "forward", 192: "forward", 224: "forward", 256: "reverse", 384: "reverse"}),
+]
+
+
+@pytest.mark.parametrize("shape,layers,faster", MEASURED_FASTER)
+def test_auto_takes_the_mode_measured_faster(shape, layers, faster):
+    assert {seq: cheaper_mode(shape, seq, layers) for seq in faster} == faster
+
+
+def test_rows_of_a_batch_share_each_pass_cost():
+    """More rows per batch (sentences x integration points) spread each backward pass's fixed cost, so reverse
+    mode wins from fewer tokens; forward mode's estimate grows faster with the tokens than reverse mode's."""
+
+    def crossover(rows: int) -> int:
+        return next(seq for seq in range(1, 4096) if cheaper_mode(MINILM, seq, 6, rows) == "reverse")
+
+    assert crossover(64) < crossover(1) <= 256
+    ratios = [(s := mode_seconds(MINILM, seq, 6))["forward"] / s["reverse"] for seq in (32, 64, 128, 256, 512)]
+    assert ratios == sorted(ratios) and ratios[0] < 0.2 and ratios[-1] > 2
+
+
 @pytest.mark.slow
 def test_auto_takes_forward_for_few_tokens_and_reverse_for_many(wide_model):
     from core import compute_factors, load_model
 
     shape = EncoderShape(hidden=128, intermediate=512, heads=8, dims=128)
-    assert cheaper_mode(shape, 100) == "forward" and cheaper_mode(shape, 200) == "reverse"
+    assert cheaper_mode(shape, 42, 2) == "forward" and cheaper_mode(shape, 202, 2) == "reverse"
     model = load_model(wide_model, device="cpu")  # 128 dims
     short, long = " ".join(["word"] * 40), " ".join(["word"] * 200)
     with warnings.catch_warnings():
@@ -158,7 +187,7 @@ def test_auto_takes_forward_for_few_tokens_and_reverse_for_many(wide_model):
 def test_plan_in_auto_mode_falls_back_to_the_mode_that_fits():
     """A 384-dim, 24-layer model at 512 tokens: reverse mode is cheaper, but its graph does not fit in 1 GiB."""
     shape = EncoderShape(hidden=384, intermediate=1536, heads=12, dims=384)
-    assert cheaper_mode(shape, 512) == "reverse"
+    assert cheaper_mode(shape, 512, 24) == "reverse"
     with pytest.raises(ValueError, match="too small"):
         plan_batch(shape, 512, layers=24, n_points=1, autodiff="reverse")
     assert plan_batch(shape, 512, layers=24, n_points=1, autodiff="auto").mode == "forward"
