@@ -69,14 +69,14 @@ def render(run: dict) -> str:
     """The Markdown table of a run (as ``--json`` writes it); the decision columns from today's rule."""
     from core.memory import EncoderShape, cheaper_mode, mode_seconds
 
-    shape, layers = EncoderShape(**run["shape"]), run["layers"]
+    shape, layers, rows = EncoderShape(**run["shape"]), run["layers"], run.get("steps") or 1
     lines = [run["title"], "",
              "| tokens | forward CPU s | reverse CPU s | forward / reverse | predicted | faster | auto takes | "
              "auto's time / best | wall s (forward, reverse) |", "|--:|--:|--:|--:|--:|:--|:--|--:|--:|"]
     for row in run["rows"]:
         seconds = {mode: row[mode]["cpu"] for mode in ("forward", "reverse")}
-        predicted = mode_seconds(shape, row["tokens"], layers)
-        auto, best = cheaper_mode(shape, row["tokens"], layers), min(seconds, key=seconds.get)
+        predicted = mode_seconds(shape, row["tokens"], layers, rows)
+        auto, best = cheaper_mode(shape, row["tokens"], layers, rows), min(seconds, key=seconds.get)
         lines.append(f"| {row['tokens']} | {seconds['forward']:.3g} | {seconds['reverse']:.3g} | "
                      f"{seconds['forward'] / seconds['reverse']:.2f} | "
                      f"{predicted['forward'] / predicted['reverse']:.2f} | {best} | {auto} | "
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--lengths", default="8,16,32,64,128,160,192,224,256,384,512")
     parser.add_argument("--method", default="hxp")
+    parser.add_argument("--steps", type=int, help="integration steps (ij): each one a row of the batch")
     parser.add_argument("--random", metavar="WIDTHxLAYERS", help="a random BERT instead of --model")
     parser.add_argument("--json", type=Path, help="also write the measured seconds here (after every length)")
     parser.add_argument("--table-from", type=Path, metavar="JSON",
@@ -118,17 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.model}'s encoder has {positions} positions; drop {too_long}")
     model.max_length = max(configured, *lengths)
     for mode in ("forward", "reverse"):  # warm-up
-        compute_factors(model, [sentence_of(model, 8)], method=args.method, prompts="", autodiff=mode)
-    run = {"title": f"{args.model} ({shape.dims} dims, {model.num_layers} layers), {args.method}, one sentence, CPU, "
+        compute_factors(model, [sentence_of(model, 8)], method=args.method, steps=args.steps, prompts="", autodiff=mode)
+    method = args.method + (f" ({args.steps} steps)" if args.steps else "")
+    run = {"title": f"{args.model} ({shape.dims} dims, {model.num_layers} layers), {method}, one sentence, CPU, "
                     f"{torch.get_num_threads()} thread(s); configured maximum {configured} tokens"
                     + (f" (lifted to {model.max_length} here: the encoder has {positions} positions)"
                        if model.max_length > configured else ""),
-           "shape": shape.__dict__, "layers": model.num_layers, "rows": []}
+           "shape": shape.__dict__, "layers": model.num_layers, "steps": args.steps, "rows": []}
     for n in lengths:
         texts = [sentence_of(model, n)]
         row = {"tokens": n}
         for mode in ("forward", "reverse"):
-            row[mode] = _timed(partial(compute_factors, model, texts, method=args.method, prompts="", autodiff=mode))
+            row[mode] = _timed(partial(compute_factors, model, texts, method=args.method, steps=args.steps, prompts="",
+                                       autodiff=mode))
         run["rows"].append(row)
         print(render(run).splitlines()[-1], flush=True)
         if args.json:

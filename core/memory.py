@@ -37,18 +37,19 @@ _MEMORY = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
 # forward mode keeps one layer's tangents alive at a time; reverse mode keeps every layer's saved tensors.
 _FORWARD_PER_LAYER = {"hidden": 12.0, "intermediate": 4.0, "scores": 8.0}
 _REVERSE_PER_LAYER = {"hidden": 12.0, "intermediate": 4.0, "scores": 4.0}
-#: Seconds per unit of work, fitted on this CPU by ``bench/bench_modes.py`` (MiniLM at 64-512 tokens and random
-#: BERTs 128 and 768 wide; README "Forward vs reverse mode against length"). Units, per layer: ``DENSE``, one
-#: token through one multiply-add of the layer's dense weights (4 h^2 + 2 h i of them: attention projections
-#: and MLP); ``ATTENTION``, one (query, key) pair times one hidden unit (the score and mixing products);
+#: CPU seconds per unit of work (one thread), fitted by least squares on this CPU to ``bench/bench_modes.py``
+#: runs of MiniLM (8-512 tokens) and random BERTs 128 and 256 wide (2 layers), and checked on one 768 wide
+#: (README "Forward vs reverse mode against length"). Units, per layer: ``DENSE``, one token through one
+#: multiply-add of the layer's dense weights (4 h^2 + 2 h i of them: attention projections and MLP);
+#: ``ATTENTION``, one (query, key) pair times one hidden unit (the score and mixing products, the softmax);
 #: ``PASS``, one pass's fixed cost (its operations' dispatch, whatever the sizes): forward mode vectorises all
 #: its token tangents into one pass, reverse mode runs one backward pass per embedding dimension.
-FORWARD_PASS_S = 0.0
-FORWARD_DENSE_S = 9.7e-11
-FORWARD_ATTENTION_S = 1.2e-9
-REVERSE_DENSE_S = 7.3e-11
-REVERSE_ATTENTION_S = 0.0
-REVERSE_PASS_S = 2.5e-3
+FORWARD_PASS_S = 0.016
+FORWARD_DENSE_S = 2.9e-11
+FORWARD_ATTENTION_S = 6.3e-10
+REVERSE_DENSE_S = 3.1e-11
+REVERSE_ATTENTION_S = 9.1e-11
+REVERSE_PASS_S = 9.6e-4
 #: Sequences per forward pass when no plan says otherwise (a cap that callers such as Ray workers halve on a
 #: GPU's out-of-memory error).
 DEFAULT_MAX_ROWS = 2048
