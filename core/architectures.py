@@ -47,7 +47,8 @@ def _position_limit(config: object) -> int | None:
 #: How a family's position information reacts to left padding (``Architecture.positions``):
 #: ``absolute``: learned positions that the model counts from the first column, padding included, unless it is
 #: given position ids, so SimLens passes ids counted over the attention mask (``mask_position_ids``);
-#: ``from_ids``: the model counts positions over the non-padding ids itself (RoBERTa-style padding index);
+#: ``from_ids``: the model counts positions over the non-padding ids itself (RoBERTa's ``pad_token_id``; MPNet's
+#: padding index, fixed at 1 as in MPNet's own tokenizer);
 #: ``relative``: rotary embeddings or relative position biases, which see only the distance between two tokens,
 #: so a left-padded row computes what the text alone computes.
 POSITION_KINDS = ("absolute", "from_ids", "relative")
