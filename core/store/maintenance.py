@@ -17,7 +17,7 @@ import duckdb
 
 from core.store.catalog import StoreLocation, transaction
 from core.store.records import StoreError, quote, utcnow
-from core.store.schema import CHUNK_TABLES, TABLES
+from core.store.schema import CHUNK_TABLES, INDEX_CHUNK_TABLES, TABLES
 from core.store.writer import StoreWriter
 
 DEFAULT_KEEP = timedelta(hours=1)
@@ -26,7 +26,7 @@ DEFAULT_KEEP = timedelta(hours=1)
 @dataclass
 class CompactReport:
     """What compact did (or, with ``dry_run``, would do). ``hidden_rows``: table -> rows no reader sees
-    (superseded records and events, losing writes of raced chunks); ``files_before``/``files_after``: data
+    (superseded records and events, losing writes of raced run and index chunks); ``files_before``/``files_after``: data
     files per table; ``expired``: snapshot ids; ``deleted_files``: paths removed (old and orphaned)."""
 
     dry_run: bool
@@ -61,10 +61,11 @@ def _hidden(lake: str) -> dict[str, str]:
                     f"GROUP BY dataset_hash)")
     out["runs"] = (f"write_id NOT IN (SELECT write_id FROM {lake}.runs QUALIFY row_number() OVER (PARTITION BY "
                    f"run_id, shard ORDER BY written_at DESC, write_id DESC) = 1 AND status <> 'deleted')")
-    wins = (f"SELECT run_id, chunk_index, write_id FROM {lake}.chunks QUALIFY row_number() OVER "
-            f"(PARTITION BY run_id, chunk_index ORDER BY snapshot_id, write_id) = 1")
-    for t in (*CHUNK_TABLES, "chunks"):
-        out[t] = f"(run_id, chunk_index, write_id) NOT IN ({wins})"
+    for ledger, owner, tables in (("chunks", "run_id", CHUNK_TABLES), ("index_chunks", "index_id", INDEX_CHUNK_TABLES)):
+        wins = (f"SELECT {owner}, chunk_index, write_id FROM {lake}.{ledger} QUALIFY row_number() OVER "
+                f"(PARTITION BY {owner}, chunk_index ORDER BY snapshot_id, write_id) = 1")
+        for t in (*tables, ledger):  # the losing writes of raced run and index chunks
+            out[t] = f"({owner}, chunk_index, write_id) NOT IN ({wins})"
     return out
 
 

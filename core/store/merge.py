@@ -1,7 +1,8 @@
 """Merging stores built apart (e.g. shards written on machines without a shared catalog) into one.
 
 Every conflict is found before anything is written; then records, chunks (one transaction each, so a
-killed merge leaves whole chunks only) and run segments are copied. Merging again changes nothing.
+killed merge leaves whole chunks only), run segments and search indexes (their chunks, then their records)
+are copied. Merging again changes nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import pandas as pd
 from core.store.catalog import StoreLocation, attach, parse_location, transaction
 from core.store.reader import StoreReader
 from core.store.records import StoreError, quote, same_value, to_arrow
-from core.store.schema import CHUNK_TABLES, SCHEMA, columns
+from core.store.schema import CHUNK_TABLES, INDEX_CHUNK_TABLES, SCHEMA, columns
 from core.store.store import Store
 from core.store.writer import RUN_IDENTITY, StoreWriter, insert, new_write
+
+# Index record fields that must agree between stores (the index id covers the corpus, model and settings).
+_INDEX_IDENTITY = ("corpus_hash", "model_id", "similarity", "dim", "method", "layer", "n_passages", "chunk_size",
+                   "n_chunks", "window_tokens", "window_overlap")
 
 _DATASET_IDENTITY = ("dataset_hash", "name", "split", "lang_a", "lang_b", "gold_min", "gold_max")
 
@@ -28,6 +33,11 @@ def _segment_rank(seg: dict[str, Any]) -> tuple:
     return (seg.get("status") == "done", pd.Timestamp(t) if t is not None and not pd.isna(t) else pd.Timestamp.min)
 
 
+def _index_rank(record: dict[str, Any]) -> tuple:
+    t = record.get("heartbeat_at")
+    return (record.get("status") == "done", pd.Timestamp(t) if t is not None and not pd.isna(t) else pd.Timestamp.min)
+
+
 def _records(reader: StoreReader, table: str, key: str) -> dict[Any, pd.DataFrame]:
     df = reader.table(table)
     return {k: g.reset_index(drop=True) for k, g in df.groupby(key, sort=True)} if len(df) else {}
@@ -35,13 +45,17 @@ def _records(reader: StoreReader, table: str, key: str) -> dict[Any, pd.DataFram
 
 def merge_stores(sources: Sequence[str | os.PathLike | StoreLocation], dest: str | os.PathLike | StoreLocation,
                  ) -> dict[str, int]:
-    """Merge the datasets, models, evaluations, runs and chunks of ``sources`` into ``dest`` (created if needed).
+    """Merge the datasets, models, evaluations, runs, chunks and search indexes of ``sources`` into ``dest``
+    (created if needed).
 
     Idempotent: records and chunks already present with identical content are skipped. Conflicts raise
     StoreError before anything is copied: a dataset (content hash, name, split, languages, gold range) or
-    model record that differs, a chunk whose content differs, or run segments whose identity fields disagree.
-    The same evaluation in several stores resolves to the newest; the same (run, shard) segment to the
-    finished one, then the later one. Safe while readers read ``dest``. Returns counts of copied/skipped items.
+    model record that differs, a chunk whose content differs, run segments whose identity fields disagree, an
+    index whose records disagree in :data:`_INDEX_IDENTITY` or an index chunk whose passage or window counts
+    differ. The same evaluation in several stores resolves to the newest; the same (run, shard) segment to the
+    finished one, then the later one; the same index's record to the finished one, then the later one. Only
+    the winning (first committed) write of a run or index chunk is copied, and only when ``dest`` has none, so
+    chunks stay exactly once. Safe while readers read ``dest``. Returns counts of copied/skipped items.
     """
     dest_loc = parse_location(dest)
     src_locs = [parse_location(s) for s in sources]
@@ -63,7 +77,8 @@ def merge_stores(sources: Sequence[str | os.PathLike | StoreLocation], dest: str
 
 def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str, int]:
     counts = dict.fromkeys(("meta_copied", "meta_skipped", "segments_copied", "segments_skipped", "chunks_copied",
-                            "chunks_skipped"), 0)
+                            "chunks_skipped", "indexes_copied", "indexes_skipped", "index_chunks_copied",
+                            "index_chunks_skipped"), 0)
     # ---- plan (and detect every conflict) before touching dest ----
     have_ds = {r["dataset_key"]: r for r in target.datasets().to_dict("records")}
     have_hashes = set(target._df("SELECT dataset_hash FROM _datasets_rev")["dataset_hash"])
@@ -141,8 +156,9 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
                     counts["chunks_skipped"] += 1
                 continue
             chunk_plan[key] = (i, c, int(c["write_id"]))
+    index_plan, index_chunk_plan = _plan_indexes(target, readers, counts)
 
-    # ---- execute: records, then chunks, then run segments ----
+    # ---- execute: records, then chunks, then run segments, then index chunks and index records ----
     for h, (reader, _h) in copy_pairs.items():
         ds = reader._df("SELECT * FROM _datasets_rev WHERE dataset_hash = $h", {"h": h})
         rows = reader._df("SELECT * EXCLUDE (write_id) FROM _pairs_all WHERE dataset_hash = $h", {"h": h})
@@ -160,33 +176,89 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
         attach(con, loc, f"{writer._lake}_src{i}", read_only=True)
     try:
         for (rid, k), (i, rec, src_wid) in sorted(chunk_plan.items()):
-            _copy_chunk(con, writer._lake, f"{writer._lake}_src{i}", rid, k, src_wid, rec)
+            _copy_chunk(con, writer._lake, f"{writer._lake}_src{i}", ("chunks", "run_id", CHUNK_TABLES),
+                        rid, k, src_wid, rec)
             counts["chunks_copied"] += 1
+        for seg in seg_plan.values():
+            _copy_record(con, writer._lake, "runs", seg, f"merge run {seg['run_id']}")
+            counts["segments_copied"] += 1
+        for (iid, k), (i, rec, src_wid) in sorted(index_chunk_plan.items()):
+            _copy_chunk(con, writer._lake, f"{writer._lake}_src{i}", ("index_chunks", "index_id", INDEX_CHUNK_TABLES),
+                        iid, k, src_wid, rec)
+            counts["index_chunks_copied"] += 1
+        for rec in index_plan.values():  # after their chunks: a finished index is never seen without them
+            _copy_record(con, writer._lake, "indexes", rec, f"merge index {rec['index_id']}")
+            counts["indexes_copied"] += 1
     finally:
         for i in range(len(readers)):
             con.execute(f"DETACH {writer._lake}_src{i}")
-    for seg in seg_plan.values():
-        wid, at = new_write()
-        transaction(con, lambda c, seg=seg, wid=wid, at=at: insert(
-            c, writer._lake, "runs", to_arrow("runs", pd.DataFrame([seg]), "merge"), wid, at), f"merge run {seg['run_id']}")
-        counts["segments_copied"] += 1
     return counts
 
 
-def _copy_chunk(con: duckdb.DuckDBPyConnection, lake: str, src: str, run_id: str, k: int, src_wid: int, record: dict) -> None:
-    params = {"r": run_id, "k": k, "w": src_wid}
+def _plan_indexes(target: Store, readers: list[Store], counts: dict[str, int],
+                  ) -> tuple[dict[str, dict], dict[tuple[str, int], tuple[int, dict, int]]]:
+    """The index records (index_id -> record) and index chunks ((index_id, chunk) -> (source, ledger row,
+    winning write id)) to copy; raises StoreError on a conflict."""
+    have = {r["index_id"]: r for r in target.table("indexes").to_dict("records")}
+    identity: dict[str, tuple[dict, str]] = {iid: (r, str(target.location)) for iid, r in have.items()}
+    have_chunks = {(c["index_id"], int(c["chunk_index"])): c for c in target.table("index_chunks").to_dict("records")}
+    records: dict[str, dict] = {}
+    chunks: dict[tuple[str, int], tuple[int, dict, int]] = {}
+    for i, reader in enumerate(readers):
+        for rec in reader.table("indexes").to_dict("records"):
+            iid = rec["index_id"]
+            ref, ref_where = identity.setdefault(iid, (rec, str(reader.location)))
+            diff = [f for f in _INDEX_IDENTITY if not same_value(ref.get(f), rec.get(f))]
+            if diff:
+                raise StoreError(f"merge_stores: conflicting records of index {iid}: " + ", ".join(
+                    f"{f}={ref.get(f)!r} in {ref_where} vs {rec.get(f)!r} in {reader.location}" for f in diff))
+            current = records.get(iid) or have.get(iid)
+            if current is not None and (all(same_value(current.get(c), rec.get(c)) for c in SCHEMA["indexes"])
+                                        or _index_rank(rec) <= _index_rank(current)):
+                counts["indexes_skipped"] += 1
+                continue
+            records[iid] = rec
+        for c in reader._df("SELECT * FROM _index_chunks_wins").to_dict("records"):
+            key = (c["index_id"], int(c["chunk_index"]))
+            other = chunks[key][1] if key in chunks else have_chunks.get(key)
+            if other is not None:
+                if (int(other["n_passages"]), int(other["n_windows"])) != (int(c["n_passages"]), int(c["n_windows"])):
+                    raise StoreError(f"merge_stores: conflicting chunk {key[1]} of index {key[0]}: {c['n_passages']} "
+                                     f"passages in {c['n_windows']} windows in {reader.location}, {other['n_passages']} "
+                                     f"in {other['n_windows']} elsewhere")
+                if key not in chunks:
+                    counts["index_chunks_skipped"] += 1
+                continue
+            chunks[key] = (i, c, int(c["write_id"]))
+    return records, chunks
+
+
+def _copy_record(con: duckdb.DuckDBPyConnection, lake: str, table: str, record: dict, what: str) -> None:
+    """One record row as it is in its source (its own times), as a new write of ``dest``."""
+    wid, at = new_write()
+    rows = to_arrow(table, pd.DataFrame([{c: record.get(c) for c in SCHEMA[table]}]), "merge")
+    transaction(con, lambda c: insert(c, lake, table, rows, wid, at), what)
+
+
+def _copy_chunk(con: duckdb.DuckDBPyConnection, lake: str, src: str, ledger: tuple[str, str, tuple[str, ...]],
+                owner_id: str, k: int, src_wid: int, record: dict) -> None:
+    """Copy the rows of source write ``src_wid`` of chunk ``k`` of ``owner_id`` with its ledger row, in one
+    transaction, unless ``dest`` has the chunk. ``ledger``: (ledger table, owner column, the chunk's tables):
+    ("chunks", "run_id", CHUNK_TABLES) for runs, ("index_chunks", "index_id", INDEX_CHUNK_TABLES) for indexes."""
+    table, owner, tables = ledger
+    params = {"o": owner_id, "k": k, "w": src_wid}
 
     def body(c: duckdb.DuckDBPyConnection) -> None:
-        if c.execute(f"SELECT count(*) FROM {lake}.chunks WHERE run_id = $r AND chunk_index = $k",
-                     {"r": run_id, "k": k}).fetchone()[0]:
+        if c.execute(f"SELECT count(*) FROM {lake}.{table} WHERE {owner} = $o AND chunk_index = $k",
+                     {"o": owner_id, "k": k}).fetchone()[0]:
             return  # appeared concurrently; its content is checked on the next merge
         wid, at = new_write()
-        for t in CHUNK_TABLES:
+        for t in tables:
             sel = ", ".join(quote(col) for col in columns(t))
             c.execute(f"INSERT INTO {lake}.{quote(t)} ({sel}, write_id, written_at) SELECT {sel}, $wid, $at "
-                      f"FROM {src}.{quote(t)} WHERE run_id = $r AND chunk_index = $k AND write_id = $w",
+                      f"FROM {src}.{quote(t)} WHERE {owner} = $o AND chunk_index = $k AND write_id = $w",
                       {**params, "wid": wid, "at": at})
-        rec = {c_: record.get(c_) for c_ in SCHEMA["chunks"]}
-        insert(c, lake, "chunks", to_arrow("chunks", pd.DataFrame([rec]), "merge"), wid, at)
+        rec = {c_: record.get(c_) for c_ in SCHEMA[table]}
+        insert(c, lake, table, to_arrow(table, pd.DataFrame([rec]), "merge"), wid, at)
 
-    transaction(con, body, f"merge chunk {run_id}/{k}")
+    transaction(con, body, f"merge chunk {owner_id}/{k}")
