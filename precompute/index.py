@@ -271,7 +271,6 @@ def build_index(
         total = sum(min((k + 1) * chunk_size, n) - k * chunk_size for k in pending)
         done, seconds = commit_chunks(pending, commit, total, "text", f"index {corpus.key}", progress, failed)
         final = writer.finish_index(index_id, seconds, hnsw=hnsw)
-    if final["hnsw"]:
-        with IndexStore(store) as reader:  # the local HNSW copy, so that the first search is fast
-            reader.local_vectors(index_id)
+    with IndexStore(store) as reader:  # the local copy (with its HNSW index), so that the first search is fast
+        reader.local_vectors(index_id)
     return IndexResult(index_id, "done", n, done, int(final["n_windows"]), seconds)

@@ -1,11 +1,13 @@
-"""The local copy of a large index's embeddings with an HNSW index (DuckDB's ``vss`` extension).
+"""The local copy of a finished index's embeddings, searched exactly or with an HNSW index (DuckDB's ``vss``).
 
-An HNSW index cannot live in DuckLake (its tables are Parquet files plus a catalog), so for an index whose
-record says ``hnsw`` the reader copies ``(passage_id, window_index, chunk_index, embedding FLOAT[D])`` from the
-lake into a local DuckDB file, builds the HNSW index there once (written under a temporary name and renamed
-into place, so concurrent readers never see a part) and reuses it: ``<store>/cache/`` for a local store,
-``$SIMLENS_CACHE`` (default ``~/.cache/simlens``) for a remote one. The file is derived: deleting it costs one
-rebuild. Its name carries the index's finish time, so a rebuilt index (``--force``) gets a new file.
+A scan of DuckLake's Parquet files pays the lake's per-query costs on every search, and an HNSW index cannot
+live in DuckLake (its tables are Parquet files plus a catalog), so the reader copies
+``(passage_id, window_index, chunk_index, embedding FLOAT[D])`` of a finished index from the lake into a local
+DuckDB file once, with an HNSW index of the model's metric when the index's record says ``hnsw`` (written
+under a temporary name and renamed into place, so concurrent readers never see a part), and reuses it:
+``<store>/cache/`` for a local store, ``$SIMLENS_CACHE`` (default ``~/.cache/simlens``) for a remote one. The
+file is derived: deleting it costs one rebuild. Its name carries the index's finish time, so a rebuilt index
+(``--force``) gets a new file.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import pyarrow as pa
 
 from core.store.catalog import StoreLocation
 from core.store.records import StoreError
+from core.store.schema import SCHEMA
 
 CACHE_ENV = "SIMLENS_CACHE"
 METRIC = {"cosine": "cosine", "dot": "ip"}
 DISTANCE = {"cosine": ("array_cosine_distance", "1 - "), "dot": ("array_negative_inner_product", "-")}
 SIMILARITY = {"cosine": "array_cosine_similarity", "dot": "array_inner_product"}
+_KEY = ("passage_id", "window_index", "chunk_index")
 
 
 def cache_folder(location: StoreLocation) -> Path:
@@ -62,10 +66,11 @@ def _load_vss(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET hnsw_enable_experimental_persistence = true")
 
 
-def build_vectors(path: Path, batches: pa.RecordBatchReader, dim: int, similarity: str,
-                  ef_construction: int | None = None, m: int | None = None) -> dict[str, Any]:
-    """Write ``path`` from ``batches`` (passage_id, window_index, chunk_index, embedding) with an HNSW index of
-    the model's metric; returns {windows, seconds_table, seconds_hnsw}."""
+def build_vectors(path: Path, batches: pa.RecordBatchReader, passages: pa.Table, dim: int, similarity: str,
+                  hnsw: bool = True, ef_construction: int | None = None, m: int | None = None) -> dict[str, Any]:
+    """Write ``path`` from ``batches`` (the index's ``index_windows`` rows) and ``passages`` (its
+    ``index_passages`` rows), with an HNSW index of the model's metric on the embeddings when ``hnsw`` (built
+    after the bulk load, not row by row); returns {windows, seconds_table, seconds_hnsw}."""
     import time
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,21 +79,28 @@ def build_vectors(path: Path, batches: pa.RecordBatchReader, dim: int, similarit
     try:
         t0 = time.perf_counter()
         con.register("lake_vectors", batches)
+        rest = ", ".join(c for c in SCHEMA["index_windows"] if c not in _KEY + ("index_id", "embedding"))
         con.execute(f"""
             CREATE TABLE vectors AS SELECT CAST(passage_id AS INTEGER) AS passage_id,
                    CAST(window_index AS SMALLINT) AS window_index, CAST(chunk_index AS INTEGER) AS chunk_index,
-                   CAST(embedding AS FLOAT[{int(dim)}]) AS embedding
-            FROM lake_vectors ORDER BY passage_id, window_index""")
+                   CAST(embedding AS FLOAT[{int(dim)}]) AS embedding, {rest}
+            FROM lake_vectors""")  # no sort: the lake gives each chunk in order, and lookups use the ART index
         con.unregister("lake_vectors")
+        con.register("lake_passages", passages)
+        con.execute("CREATE TABLE passages AS SELECT * FROM lake_passages ORDER BY passage_id")
+        con.unregister("lake_passages")
+        for table in ("vectors", "passages"):  # the hits' rows are looked up by passage id
+            con.execute(f"CREATE INDEX {table}_passage ON {table} (passage_id)")
         (n,) = con.execute("SELECT count(*) FROM vectors").fetchone()
         t1 = time.perf_counter()
-        _load_vss(con)
-        options = [f"metric = '{METRIC[similarity]}'"]
-        if ef_construction:
-            options.append(f"ef_construction = {int(ef_construction)}")
-        if m:
-            options.append(f"M = {int(m)}")
-        con.execute(f"CREATE INDEX vectors_hnsw ON vectors USING HNSW (embedding) WITH ({', '.join(options)})")
+        if hnsw:
+            _load_vss(con)
+            options = [f"metric = '{METRIC[similarity]}'"]
+            if ef_construction:
+                options.append(f"ef_construction = {int(ef_construction)}")
+            if m:
+                options.append(f"M = {int(m)}")
+            con.execute(f"CREATE INDEX vectors_hnsw ON vectors USING HNSW (embedding) WITH ({', '.join(options)})")
         con.execute("CHECKPOINT")
         t2 = time.perf_counter()
     except BaseException:
@@ -141,6 +153,20 @@ class LocalVectors:
         self._con.execute(f"SET hnsw_ef_search = {int(ef_search)}" if ef_search else "RESET hnsw_ef_search")
         return self._con.execute(self._sql(n, use), self._params(q)).df()
 
+    def passages(self, passage_ids: list[int]) -> pd.DataFrame:
+        """The stored passages (``index_passages`` rows) of those ids, in any order."""
+        return self._con.execute(f"SELECT * FROM vec.passages WHERE passage_id IN {_ids(passage_ids)}").df()
+
+    def windows(self, index_id: str, passage_ids: list[int]) -> pd.DataFrame:
+        """Every stored window (``index_windows`` columns, blobs encoded) of those passages, in any order."""
+        cols = ", ".join("$i AS index_id" if c == "index_id" else c for c in SCHEMA["index_windows"])
+        return self._con.execute(f"SELECT {cols} FROM vec.vectors WHERE passage_id IN {_ids(passage_ids)}",
+                                 {"i": index_id}).df()
+
     def plan(self, q: np.ndarray, n: int, use: str) -> str:
         """DuckDB's plan of a search (tests check that HNSW is used)."""
         return "\n".join(r[1] for r in self._con.execute("EXPLAIN " + self._sql(n, use), self._params(q)).fetchall())
+
+
+def _ids(values: list[int]) -> str:
+    return "(" + (", ".join(str(int(v)) for v in values) or "NULL") + ")"

@@ -141,21 +141,7 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
                 continue
             seg_plan[key] = seg
 
-    have_chunks = {(c["run_id"], c["chunk_index"]): c["content_hash"] for c in target.table("chunks").to_dict("records")}
-    chunk_plan: dict[tuple[str, int], tuple[int, dict, int]] = {}
-    for i, reader in enumerate(readers):
-        wins = reader._df("SELECT * FROM _chunk_wins")
-        for c in wins.to_dict("records"):
-            key = (c["run_id"], int(c["chunk_index"]))
-            other = chunk_plan[key][1]["content_hash"] if key in chunk_plan else have_chunks.get(key)
-            if other is not None:
-                if other != c["content_hash"]:
-                    raise StoreError(f"merge_stores: conflicting chunk run={key[0]}/chunk={key[1]:06d}: its content "
-                                     f"in {reader.location} differs")
-                if key not in chunk_plan:
-                    counts["chunks_skipped"] += 1
-                continue
-            chunk_plan[key] = (i, c, int(c["write_id"]))
+    chunk_plan = _plan_chunks(readers, ("chunks", "run_id", ("content_hash",)), target, counts)
     index_plan, index_chunk_plan = _plan_indexes(target, readers, counts)
 
     # ---- execute: records, then chunks, then run segments, then index chunks and index records ----
@@ -197,14 +183,12 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
 
 def _plan_indexes(target: Store, readers: list[Store], counts: dict[str, int],
                   ) -> tuple[dict[str, dict], dict[tuple[str, int], tuple[int, dict, int]]]:
-    """The index records (index_id -> record) and index chunks ((index_id, chunk) -> (source, ledger row,
-    winning write id)) to copy; raises StoreError on a conflict."""
+    """The index records (index_id -> record) and index chunks (as :func:`_plan_chunks`) to copy; raises
+    StoreError on a conflict."""
     have = {r["index_id"]: r for r in target.table("indexes").to_dict("records")}
     identity: dict[str, tuple[dict, str]] = {iid: (r, str(target.location)) for iid, r in have.items()}
-    have_chunks = {(c["index_id"], int(c["chunk_index"])): c for c in target.table("index_chunks").to_dict("records")}
     records: dict[str, dict] = {}
-    chunks: dict[tuple[str, int], tuple[int, dict, int]] = {}
-    for i, reader in enumerate(readers):
+    for reader in readers:
         for rec in reader.table("indexes").to_dict("records"):
             iid = rec["index_id"]
             ref, ref_where = identity.setdefault(iid, (rec, str(reader.location)))
@@ -218,19 +202,32 @@ def _plan_indexes(target: Store, readers: list[Store], counts: dict[str, int],
                 counts["indexes_skipped"] += 1
                 continue
             records[iid] = rec
-        for c in reader._df("SELECT * FROM _index_chunks_wins").to_dict("records"):
-            key = (c["index_id"], int(c["chunk_index"]))
-            other = chunks[key][1] if key in chunks else have_chunks.get(key)
+    return records, _plan_chunks(readers, ("index_chunks", "index_id", ("n_passages", "n_windows")), target, counts)
+
+
+def _plan_chunks(readers: list[Store], ledger: tuple[str, str, tuple[str, ...]], target: Store,
+                 counts: dict[str, int]) -> dict[tuple[str, int], tuple[int, dict, int]]:
+    """The chunks to copy: (owner id, chunk) -> (source, its ledger row, its winning write id), for chunks
+    ``target`` lacks. ``ledger``: (ledger table, owner column, the fields that must agree where a chunk is in
+    several stores); a disagreement is a StoreError."""
+    table, owner, same = ledger
+    kind, wins = ("run", "_chunk_wins") if table == "chunks" else ("index", f"_{table}_wins")  # the readers' views
+    have = {(c[owner], int(c["chunk_index"])): c for c in target.table(table).to_dict("records")}
+    plan: dict[tuple[str, int], tuple[int, dict, int]] = {}
+    for i, reader in enumerate(readers):
+        for c in reader._df(f"SELECT * FROM {wins}").to_dict("records"):
+            key = (c[owner], int(c["chunk_index"]))
+            other = plan[key][1] if key in plan else have.get(key)
             if other is not None:
-                if (int(other["n_passages"]), int(other["n_windows"])) != (int(c["n_passages"]), int(c["n_windows"])):
-                    raise StoreError(f"merge_stores: conflicting chunk {key[1]} of index {key[0]}: {c['n_passages']} "
-                                     f"passages in {c['n_windows']} windows in {reader.location}, {other['n_passages']} "
-                                     f"in {other['n_windows']} elsewhere")
-                if key not in chunks:
-                    counts["index_chunks_skipped"] += 1
+                diff = [f for f in same if not same_value(other.get(f), c.get(f))]
+                if diff:
+                    raise StoreError(f"merge_stores: conflicting chunk {kind}={key[0]}/chunk={key[1]:06d}: its "
+                                     f"{', '.join(diff)} in {reader.location} differs")
+                if key not in plan:
+                    counts[f"{'' if kind == 'run' else 'index_'}chunks_skipped"] += 1
                 continue
-            chunks[key] = (i, c, int(c["write_id"]))
-    return records, chunks
+            plan[key] = (i, c, int(c["write_id"]))
+    return plan
 
 
 def _copy_record(con: duckdb.DuckDBPyConnection, lake: str, table: str, record: dict, what: str) -> None:
