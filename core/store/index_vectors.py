@@ -78,6 +78,9 @@ def build_vectors(path: Path, batches: pa.RecordBatchReader, passages: pa.Table,
     con = duckdb.connect(str(tmp))
     try:
         t0 = time.perf_counter()
+        # stored uncompressed: every exact scan reads all embeddings, and decompressing them cost more than the
+        # similarities (embeddings hardly compress anyway)
+        con.execute("SET force_compression = 'uncompressed'")
         con.register("lake_vectors", batches)
         rest = ", ".join(c for c in SCHEMA["index_windows"] if c not in _KEY + ("index_id", "embedding"))
         con.execute(f"""
