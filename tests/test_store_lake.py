@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -304,6 +305,26 @@ def test_a_reader_following_the_newest_snapshot_sees_new_runs_and_chunks(tmp_pat
         assert len(s.runs()) == 2 and s.run_info(rid)["chunks_present"] == 2
         assert len(pinned.runs()) == 1 and pinned.run_info(rid) is None  # the pinned one still reads its own
         assert len(s.runs()) == 2
+
+
+def test_a_moved_store_folder_reads_and_writes_its_own_files(tmp_path):
+    """The catalog records the folder a store was created in; a moved or copied store must use its own data/."""
+    original = tmp_path / "original"
+    rid = synth_store(original, n=8, c=2)
+    before = contents(original)
+    moved = tmp_path / "moved"
+    shutil.copytree(original, moved)
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    shutil.rmtree(original)  # reading the original's files would now fail loudly
+    assert_same_contents(before, contents(moved))
+    check_run(moved, 8, 2)
+    synth_store(moved, n=8, c=2, layer=1)  # a second run written into the moved store lands in its own folder
+    assert not original.exists()
+    with Store(moved) as s:
+        assert {rid, make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 1)} <= set(s.runs()["run_id"])
+    shutil.rmtree(moved)  # the copy never read the moved folder's files either
+    assert_same_contents(before, contents(copy))
 
 
 def test_a_damaged_data_file_is_a_clear_error(tmp_path, monkeypatch):

@@ -192,9 +192,13 @@ def disconnect(con: duckdb.DuckDBPyConnection, alias: str) -> None:
 
 
 def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, read_only: bool) -> None:
-    """ATTACH the store at ``loc`` as ``alias`` (extensions loaded already)."""
+    """ATTACH the store at ``loc`` as ``alias`` (extensions loaded already). A folder store reads and writes the
+    files of its own ``data/`` folder: its catalog records the folder it was created in, and a copied or moved
+    store would otherwise read (or miss) the files of that original folder."""
     options = ["READ_ONLY"] if read_only else []
-    if loc.data_path and not read_only:
+    if loc.root is not None:  # a folder store's data is its own data/ folder, wherever the folder is now
+        options += [f"DATA_PATH {_literal(str(loc.root.absolute() / DATA_DIR) + os.sep)}", "OVERRIDE_DATA_PATH true"]
+    elif loc.data_path and not read_only:
         options.append(f"DATA_PATH {_literal(loc.data_path)}")
     suffix = f" ({', '.join(options)})" if options else ""
     def attempt() -> None:
