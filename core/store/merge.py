@@ -28,14 +28,23 @@ _INDEX_IDENTITY = ("corpus_hash", "model_id", "similarity", "dim", "method", "la
 _DATASET_IDENTITY = ("dataset_hash", "name", "split", "lang_a", "lang_b", "gold_min", "gold_max")
 
 
-def _segment_rank(seg: dict[str, Any]) -> tuple:
-    t = seg.get("finished_at") or seg.get("started_at")
-    return (seg.get("status") == "done", pd.Timestamp(t) if t is not None and not pd.isna(t) else pd.Timestamp.min)
+def _rank(record: dict[str, Any], *time_fields: str) -> tuple:
+    """How far a run segment or an index record got: done first, then the latest of its first present time."""
+    t = next((record[f] for f in time_fields if record.get(f) is not None and not pd.isna(record[f])), None)
+    return (record.get("status") == "done", pd.Timestamp(t) if t is not None else pd.Timestamp.min)
 
 
-def _index_rank(record: dict[str, Any]) -> tuple:
-    t = record.get("heartbeat_at")
-    return (record.get("status") == "done", pd.Timestamp(t) if t is not None and not pd.isna(t) else pd.Timestamp.min)
+_SEGMENT_TIMES = ("finished_at", "started_at")
+_INDEX_TIMES = ("heartbeat_at",)
+
+
+def _supersedes(record: dict[str, Any], current: dict[str, Any] | None, table: str, times: tuple[str, ...]) -> bool:
+    """Whether ``record`` should replace ``current`` (what the target or the plan holds already): it differs from
+    it and got further (a merge never replaces a record with an equal or staler one, so merging twice is a no-op)."""
+    if current is None:
+        return True
+    same = all(same_value(current.get(c), record.get(c)) for c in SCHEMA[table])
+    return not same and _rank(record, *times) > _rank(current, *times)
 
 
 def _records(reader: StoreReader, table: str, key: str) -> dict[Any, pd.DataFrame]:
@@ -134,9 +143,7 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
             if reader is target:
                 continue
             key = (rid, seg["shard"])
-            current = seg_plan.get(key) or have_segs.get(key)
-            if current is not None and (all(same_value(current.get(c), seg.get(c)) for c in SCHEMA["runs"])
-                                        or _segment_rank(seg) <= _segment_rank(current)):
+            if not _supersedes(seg, seg_plan.get(key) or have_segs.get(key), "runs", _SEGMENT_TIMES):
                 counts["segments_skipped"] += 1
                 continue
             seg_plan[key] = seg
@@ -196,9 +203,7 @@ def _plan_indexes(target: Store, readers: list[Store], counts: dict[str, int],
             if diff:
                 raise StoreError(f"merge_stores: conflicting records of index {iid}: " + ", ".join(
                     f"{f}={ref.get(f)!r} in {ref_where} vs {rec.get(f)!r} in {reader.location}" for f in diff))
-            current = records.get(iid) or have.get(iid)
-            if current is not None and (all(same_value(current.get(c), rec.get(c)) for c in SCHEMA["indexes"])
-                                        or _index_rank(rec) <= _index_rank(current)):
+            if not _supersedes(rec, records.get(iid) or have.get(iid), "indexes", _INDEX_TIMES):
                 counts["indexes_skipped"] += 1
                 continue
             records[iid] = rec
