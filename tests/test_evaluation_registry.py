@@ -10,14 +10,13 @@ import inspect
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, copy_checkout
 from test_precompute import write_pairs
 
 from core.store import Store
@@ -116,14 +115,7 @@ print(json.dumps({"tabs": [t.label for t in at.tabs], "charts": len(at.get("vega
 
 @pytest.mark.slow
 def test_a_toy_evaluation_in_one_new_file_appears_everywhere(tmp_path, tiny_folders):
-    copy = tmp_path / "repo"
-    top_level_only = {".git", ".venv", "store", "models", "screenshots", ".pytest_cache"}
-
-    def skipped(folder: str, names: list[str]) -> set[str]:
-        # only the checkout's own build outputs and stores; core/store is the store package and must come along
-        return {n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in top_level_only)}
-
-    shutil.copytree(ROOT, copy, ignore=skipped)
+    copy = copy_checkout(tmp_path / "repo")
     (copy / "precompute" / "evaluations" / "toy.py").write_text(textwrap.dedent(TOY))
     env = {**os.environ, "SIMLENS_STORE": str(tmp_path / "store"), "SIMLENS_AUTO_DEMO": "0", "PYTHONPATH": str(copy)}
 
