@@ -50,16 +50,27 @@ def minilm():
     return load_model("all-MiniLM-L6-v2", device="cpu")
 
 
-def copy_checkout(dest: Path) -> Path:
-    """A copy of this checkout at ``dest`` without its build outputs and stores (for tests that add a file to
-    the code and run it in subprocesses with ``PYTHONPATH=dest``, leaving the real tree untouched)."""
+def checkout_with(tmp_path: Path, added: str, text: str):
+    """A copy of this checkout under ``tmp_path`` (without build outputs and stores) with one file added at
+    ``added`` (relative path); returns ``run(*argv)``, which runs ``python *argv`` in the copy with
+    ``PYTHONPATH`` on it and ``SIMLENS_STORE=tmp_path/store``. The real tree is untouched."""
+    import os
     import shutil
+    import subprocess
+    import textwrap
 
+    copy = tmp_path / "repo"
     top_level_only = {".git", ".venv", "store", "models", "screenshots", ".pytest_cache"}
 
     def skipped(folder: str, names: list[str]) -> set[str]:
         # only the checkout's own build outputs and stores; core/store is the store package and must come along
         return {n for n in names if n == "__pycache__" or (Path(folder) == ROOT and n in top_level_only)}
 
-    shutil.copytree(ROOT, dest, ignore=skipped)
-    return dest
+    shutil.copytree(ROOT, copy, ignore=skipped)
+    (copy / added).write_text(textwrap.dedent(text))
+    env = {**os.environ, "SIMLENS_STORE": str(tmp_path / "store"), "SIMLENS_AUTO_DEMO": "0", "PYTHONPATH": str(copy)}
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *argv], cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+
+    return run

@@ -8,15 +8,11 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, copy_checkout
+from conftest import ROOT, checkout_with
 from test_precompute import write_pairs
 
 from core.store import Store
@@ -115,12 +111,7 @@ print(json.dumps({"tabs": [t.label for t in at.tabs], "charts": len(at.get("vega
 
 @pytest.mark.slow
 def test_a_toy_evaluation_in_one_new_file_appears_everywhere(tmp_path, tiny_folders):
-    copy = copy_checkout(tmp_path / "repo")
-    (copy / "precompute" / "evaluations" / "toy.py").write_text(textwrap.dedent(TOY))
-    env = {**os.environ, "SIMLENS_STORE": str(tmp_path / "store"), "SIMLENS_AUTO_DEMO": "0", "PYTHONPATH": str(copy)}
-
-    def run(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *argv], cwd=copy, env=env, capture_output=True, text=True, timeout=600)
+    run = checkout_with(tmp_path, "precompute/evaluations/toy.py", TOY)
 
     # the CLI: a verb with its own option, and the listing's --kind
     helped = run("-m", "precompute", "toy-score", "--help")

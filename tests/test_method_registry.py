@@ -4,13 +4,9 @@ Explain page and the registry-parametrised tests without any other edit (the reg
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
-from conftest import ROOT, copy_checkout
+from conftest import ROOT, checkout_with
 from test_precompute import write_pairs
 
 from core.store import Store
@@ -40,13 +36,8 @@ print(json.dumps({"methods": list(at.selectbox(key="xp_method").options),
 
 @pytest.mark.slow
 def test_a_toy_method_in_one_new_file_appears_everywhere(tmp_path, tiny_folders):
-    copy = copy_checkout(tmp_path / "repo")
-    (copy / "core" / "methods" / "toy.py").write_text(textwrap.dedent(TOY))
+    run = checkout_with(tmp_path, "core/methods/toy.py", TOY)
     store = tmp_path / "store"
-    env = {**os.environ, "SIMLENS_STORE": str(store), "SIMLENS_AUTO_DEMO": "0", "PYTHONPATH": str(copy)}
-
-    def run(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, *argv], cwd=copy, env=env, capture_output=True, text=True, timeout=600)
 
     # the CLI offers it and runs it into the store
     helped = run("-m", "precompute", "attribute", "--help")
