@@ -107,8 +107,8 @@ class TrainingInterrupted(Exception):
 
 
 def _pooled(model: SimilarityModel, batch: TokenBatch, normalize: bool) -> torch.Tensor:
-    last = model.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-    pooled = model.pool(last, batch.attention_mask)
+    """The model's own forward (its position ids) and pooling (which may exclude the prompt), with gradients."""
+    pooled = model.pool(model.last_hidden_state(batch), batch)
     return torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled
 
 

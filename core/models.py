@@ -242,7 +242,7 @@ class SimilarityModel:
         finally:
             handle.remove()
 
-    def _run(self, batch: TokenBatch) -> torch.Tensor:
+    def last_hidden_state(self, batch: TokenBatch) -> torch.Tensor:
         """The hidden state the model outputs (final norm included); absolute positions are counted over each
         row's real tokens (``Architecture.run_arguments``), so a row does not depend on its padding."""
         return self.encoder(
@@ -255,7 +255,7 @@ class SimilarityModel:
         self.check_layer(layer)
         with torch.no_grad():
             if layer == self.num_layers:
-                last = self._run(batch)
+                last = self.last_hidden_state(batch)
                 return last, last
             captured: list[torch.Tensor] = []
 
@@ -267,7 +267,7 @@ class SimilarityModel:
             handle = self._block_hidden_hook(layer, keep)
             last = None
             try:
-                last = self._run(batch)
+                last = self.last_hidden_state(batch)
             except _Captured:
                 pass
             finally:
@@ -307,7 +307,7 @@ class SimilarityModel:
                 last = hidden
             else:  # SDPA's math backend is the one that forward-mode autodiff can differentiate
                 with self._substituted(layer, hidden), sdpa_kernel(SDPBackend.MATH):
-                    last = self._run(batch)
+                    last = self.last_hidden_state(batch)
             pooled = self.pool(last, batch)
             return self.normalized(pooled) if normalize else pooled
 
@@ -347,7 +347,7 @@ class SimilarityModel:
                 if self.shifted:
                     embeddings = self.sentence_embeddings(self.tokenize(batch.texts, batch.prompts))
                 else:
-                    embeddings = self.normalized(self.pool(self._run(batch), batch))
+                    embeddings = self.normalized(self.pool(self.last_hidden_state(batch), batch))
                 out[rows] = embeddings.float().cpu().numpy()
                 for i, cut in zip(rows, batch.truncated, strict=True):
                     truncated[i] = cut

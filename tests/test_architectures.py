@@ -192,6 +192,20 @@ def test_left_padded_text_is_the_text_alone(pipeline_folder, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_fine_tuning_embeds_like_the_model(pipeline_folder, kind):
+    """Fine-tuning's differentiable embeddings are the model's own: its position ids under left padding and
+    its pooling without the excluded prompt, so a left-padded text trains on what it is scored with alone."""
+    from core.finetune import training_embeddings
+
+    model, _ = _left_padded_model(pipeline_folder, kind)
+    model.encoder.double().requires_grad_(True)  # as fine-tuning trains it
+    trained = training_embeddings(model, NEIGHBOURS, shifted=False, normalize=True)
+    assert trained.requires_grad
+    np.testing.assert_allclose(trained.detach().numpy(), model.embed(NEIGHBOURS, batch_size=3), atol=1e-6)
+    np.testing.assert_allclose(trained[1].detach().numpy(), model.embed([NEIGHBOURS[1]])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_left_padding_reaches_only_absolute_positions(pipeline_folder, kind):
     """Why ``positions`` is data: run without position ids, a left-padded row equals the text alone exactly
     for rotary, relative and padding-aware positions (Llama, Qwen, Mistral, Gemma, ModernBERT, T5, DeBERTa's
