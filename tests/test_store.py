@@ -15,17 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import store_writer_proc as proc
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-for _p in (str(ROOT), str(TESTS)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import store_writer_proc as proc  # noqa: E402
-
-from core.metrics import score_metrics  # noqa: E402
-from core.store import (  # noqa: E402
+from core.metrics import score_metrics
+from core.store import (
     SCHEMA,
     ChunkExistsError,
     Store,
@@ -42,7 +35,10 @@ from core.store import (  # noqa: E402
     schema_markdown,
     shard_chunks,
 )
-from core.store.schema import CHUNK_TABLES, TABLES, arrow_schema  # noqa: E402
+from core.store.schema import CHUNK_TABLES, TABLES, arrow_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 
 PROC = str(TESTS / "store_writer_proc.py")
 APPROX = dict(abs=1e-6)

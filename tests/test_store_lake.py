@@ -17,16 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import store_writer_proc as proc
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-for _p in (str(ROOT), str(TESTS)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-import store_writer_proc as proc  # noqa: E402
-
-from core.store import (  # noqa: E402
+from core.store import (
     Store,
     StoreError,
     StoreWriter,
@@ -35,7 +28,10 @@ from core.store import (  # noqa: E402
     merge_stores,
     migrate_store,
 )
-from core.store.schema import CHUNK_TABLES  # noqa: E402
+from core.store.schema import CHUNK_TABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
 
 PROC = str(TESTS / "store_writer_proc.py")
 LEGACY = TESTS / "data" / "legacy_store"

@@ -17,16 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from test_store_lake import PROC, check_run
+
+from core.store import Store, compact
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-for _p in (str(ROOT), str(TESTS)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
-
-from test_store_lake import PROC, check_run  # noqa: E402
-
-from core.store import Store, compact  # noqa: E402
 
 
 def _free_port() -> int:
