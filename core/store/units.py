@@ -108,62 +108,68 @@ def _aggregator() -> duckdb.DuckDBPyConnection:
     return _AGGREGATOR[0]
 
 
-def _unit_table(tp: pd.DataFrame, toks: pd.DataFrame, side: str) -> pd.DataFrame:
-    """One row per token of ``side``: its unit and the unit's label/pos/word index/order (plain Python over
-    the sentence's few tokens: pandas' per-call overhead dominated this)."""
-    idx = "i" if side == "a" else "j"
-    t = tp[[idx, f"token_{side}", f"pos_{side}", f"word_{side}", f"special_{side}"]].drop_duplicates(idx)
-    t = t.sort_values(idx).reset_index(drop=True)
-    special = (t[f"special_{side}"].fillna(False).astype(bool) | t[f"word_{side}"].isna()).tolist()
-    t["unit"] = WORD_UNIT.numpy(t[f"special_{side}"], t[f"word_{side}"], t[idx])
+@dataclass(frozen=True)
+class SideUnits:
+    """One side's word units, in order of their first token: ``order[k]`` is the unit order of token index k
+    (-1 for an index the pair does not have); per unit: label, pos, word (NA for special units), special."""
+
+    order: np.ndarray
+    label: list[str]
+    pos: pd.Series
+    word: pd.arrays.IntegerArray
+    special: np.ndarray
+
+
+def _side_units(tp: pd.DataFrame, toks: pd.DataFrame, side: str) -> SideUnits:
+    """The word units of one side of a pair's token-level rows ``tp`` (plain Python over the sentence's few
+    tokens; a word's label is its text in ``toks``, else its pieces joined without "##")."""
+    idx_col = "i" if side == "a" else "j"
+    index, rows = np.unique(tp[idx_col].to_numpy(np.int64), return_index=True)  # each token's first row
+    words = pd.array(tp[f"word_{side}"].to_numpy(object)[rows].tolist(), dtype="Int64")
+    flags = pd.Series(tp[f"special_{side}"].to_numpy(object)[rows]).fillna(False).astype(bool).to_numpy()
+    units = WORD_UNIT.numpy(flags, words, index).tolist()
+    special = (flags | np.asarray(pd.isna(words))).tolist()
+    tokens = [str(x) for x in tp[f"token_{side}"].to_numpy(object)[rows]]
     texts = toks[(toks["side"] == side) & toks["word_index"].notna()].sort_values("token_index")
     word_text = dict(zip(texts["word_index"].tolist()[::-1], texts["word"].tolist()[::-1], strict=True))  # first wins
-    units, tokens, words = t["unit"].tolist(), [str(x) for x in t[f"token_{side}"]], t[f"word_{side}"].tolist()
     pieces: dict[int, list[str]] = {}
-    first: dict[int, int] = {}  # unit -> row of its first token
-    for row, u in enumerate(units):
-        pieces.setdefault(u, []).append(tokens[row])
-        first.setdefault(u, row)
+    first: dict[int, int] = {}  # unit -> its first token (position in ``index``)
+    for k, u in enumerate(units):
+        pieces.setdefault(u, []).append(tokens[k])
+        first.setdefault(u, k)
+    unit_order = {u: n for n, u in enumerate(first)}
     labels, unit_words = [], []
-    for u, row in first.items():
-        w = words[row]
-        text = None if special[row] or pd.isna(w) else word_text.get(w)
+    for u, k in first.items():
+        w = words[k]
+        text = None if special[k] or pd.isna(w) else word_text.get(int(w))
         joined = pieces[u][0] + "".join(x[2:] if x.startswith("##") else x for x in pieces[u][1:])
         labels.append((text if text is not None and pd.notna(text) else None) or joined)
-        unit_words.append(pd.NA if special[row] else w)
-    rows = list(first.values())
-    attrs = pd.DataFrame({"label": labels,
-                          f"pos_{side}": t[f"pos_{side}"].iloc[rows].to_numpy(),
-                          "word": pd.array(unit_words, dtype=t[f"word_{side}"].dtype),
-                          f"special_{side}": t[f"special_{side}"].iloc[rows].to_numpy(),
-                          "order": np.arange(len(rows))}, index=pd.Index(list(first), name="unit"))
-    attrs[f"pos_{side}"] = attrs[f"pos_{side}"].astype(t[f"pos_{side}"].dtype)
-    return t[[idx, "unit"]].merge(attrs, left_on="unit", right_index=True)
+        unit_words.append(pd.NA if special[k] else int(w))
+    order = np.full(int(index.max()) + 1 if len(index) else 0, -1, dtype=np.int64)
+    order[index] = [unit_order[u] for u in units]
+    starts = list(first.values())
+    pos = tp[f"pos_{side}"].iloc[rows[starts]].reset_index(drop=True)
+    return SideUnits(order, labels, pos, pd.array(unit_words, dtype="Int16"), flags[starts])
 
 
 def word_matrix(tp: pd.DataFrame, toks: pd.DataFrame) -> pd.DataFrame:
-    """A pair's token-level matrix rows summed into word units (see ``Store.pair_matrix(level="word")``)."""
-    ua = _unit_table(tp, toks, "a")
-    ub = _unit_table(tp, toks, "b")
-    m = tp[["i", "j", "relevance"]].merge(ua[["i", "unit"]], on="i").merge(
-        ub[["j", "unit"]], on="j", suffixes=("_a", "_b"))
-    g = m.groupby(["unit_a", "unit_b"], sort=False).agg(
-        relevance=("relevance", lambda r: float(np.asarray(r, dtype=np.float64).sum())),
-        n_token_pairs=("relevance", "size")).reset_index()
-    attrs_a = ua.drop_duplicates("unit").set_index("unit")
-    attrs_b = ub.drop_duplicates("unit").set_index("unit")
-    out = pd.DataFrame({
-        "i": g["unit_a"].map(attrs_a["order"]).astype("int64"),
-        "j": g["unit_b"].map(attrs_b["order"]).astype("int64"),
-        "token_a": g["unit_a"].map(attrs_a["label"]),
-        "token_b": g["unit_b"].map(attrs_b["label"]),
-        "relevance": g["relevance"],
-        "pos_a": g["unit_a"].map(attrs_a["pos_a"]),
-        "pos_b": g["unit_b"].map(attrs_b["pos_b"]),
-        "word_a": g["unit_a"].map(attrs_a["word"]).astype("Int16"),
-        "word_b": g["unit_b"].map(attrs_b["word"]).astype("Int16"),
-        "special_a": g["unit_a"].map(attrs_a["special_a"]).astype(bool),
-        "special_b": g["unit_b"].map(attrs_b["special_b"]).astype(bool),
-        "n_token_pairs": g["n_token_pairs"].astype("int64"),
+    """A pair's token-level matrix rows summed into word units (see ``Store.pair_matrix(level="word")``):
+    i, j (unit orders), token_a, token_b (labels), relevance (float64 sums), pos_a, pos_b, word_a, word_b,
+    special_a, special_b, n_token_pairs; sorted by (i, j)."""
+    a, b = _side_units(tp, toks, "a"), _side_units(tp, toks, "b")
+    n_b = len(b.label)
+    key = a.order[tp["i"].to_numpy(np.int64)] * n_b + b.order[tp["j"].to_numpy(np.int64)]
+    size = len(a.label) * n_b
+    counts = np.bincount(key, minlength=size)
+    sums = np.bincount(key, weights=tp["relevance"].to_numpy(np.float64), minlength=size)
+    cells = np.flatnonzero(counts)  # ascending key = sorted by (i, j)
+    ia, jb = cells // n_b, cells % n_b
+    return pd.DataFrame({
+        "i": ia.astype("int64"), "j": jb.astype("int64"),
+        "token_a": np.asarray(a.label, dtype=object)[ia], "token_b": np.asarray(b.label, dtype=object)[jb],
+        "relevance": sums[cells],
+        "pos_a": a.pos.iloc[ia].to_numpy(), "pos_b": b.pos.iloc[jb].to_numpy(),
+        "word_a": a.word[ia], "word_b": b.word[jb],
+        "special_a": a.special[ia].astype(bool), "special_b": b.special[jb].astype(bool),
+        "n_token_pairs": counts[cells].astype("int64"),
     })
-    return out.sort_values(["i", "j"]).reset_index(drop=True)

@@ -152,10 +152,20 @@ class PairQueries:
 
     def _pair_chunks(self, run_ids: Sequence[str], pair_id: int) -> dict[str, int]:
         """run_id -> the chunk holding ``pair_id`` for each of the runs whose dataset has the pair."""
-        df = self._df("""
-            SELECT r.run_id, s.pair_index // r.chunk_size AS chunk
-            FROM (SELECT run_id, first(dataset_hash) AS dh, first(chunk_size) AS chunk_size FROM runs
-                  WHERE run_id IN (SELECT unnest($runs)) GROUP BY run_id) r
-            JOIN _pairs_all s ON s.dataset_hash = r.dh AND s.pair_id = $pid
-        """, {"runs": list(run_ids), "pid": int(pair_id)})
-        return {str(r): int(c) for r, c in zip(df["run_id"], df["chunk"], strict=True)}
+        index = self._pair_index(pair_id)
+        runs = self._df("""
+            SELECT run_id, first(dataset_hash) AS dh, first(chunk_size) AS chunk_size FROM runs
+            WHERE run_id IN (SELECT unnest($runs)) GROUP BY run_id
+        """, {"runs": list(run_ids)})
+        return {str(r): int(index[dh]) // int(size) for r, dh, size in zip(runs["run_id"], runs["dh"],
+                                                                         runs["chunk_size"], strict=True)
+                if dh in index}
+
+    def _pair_index(self, pair_id: int) -> dict[str, int]:
+        """dataset_hash -> pair_index of ``pair_id`` in every stored dataset revision that has it (one lake
+        query per pair and snapshot: a page asks it for its pair's runs several times)."""
+        def read() -> dict[str, int]:
+            df = self._df("SELECT dataset_hash, pair_index FROM _pairs_all WHERE pair_id = $pid", {"pid": int(pair_id)})
+            return {str(h): int(i) for h, i in zip(df["dataset_hash"], df["pair_index"], strict=True)}
+
+        return self._memo(("pair_index", int(pair_id)), read)
