@@ -141,7 +141,7 @@ def build(path: Path, n_pairs: int, n_runs: int, mean_len: int, chunk_size: int,
                      "similarity": "cosine", "dim": 384, "num_layers": 6})
     tokens_by_model = {}
     t0 = time.perf_counter()
-    rows, merge_seconds = 0, 0.0
+    rows, merge_seconds, summary_seconds = 0, 0.0, 0.0
     run_ids = []
     for r in range(n_runs):
         m, method = r // len(methods), methods[r % len(methods)]
@@ -159,13 +159,26 @@ def build(path: Path, n_pairs: int, n_runs: int, mean_len: int, chunk_size: int,
             w.write_chunk(rid, k, tables)
         w.finish_run(rid, {"spearman": float(rng.uniform(70, 90)), "pearson": float(rng.uniform(70, 90)),
                            "mse": float(rng.uniform(0.02, 0.1))})
+        summary_seconds += summarize(path, [rid], w)
         merge_seconds += merge_small_files(w)
         print(f"  run {r + 1}/{n_runs} written ({rows:,} token pairs so far, {time.perf_counter() - t0:.0f} s)",
               file=sys.stderr, flush=True)
     if hasattr(w, "close"):  # the old writer holds nothing open
         w.close()
-    return {"seconds": time.perf_counter() - t0, "merge_seconds": merge_seconds, "token_pairs": rows,
-            "run_ids": run_ids}
+    return {"seconds": time.perf_counter() - t0, "merge_seconds": merge_seconds, "summary_seconds": summary_seconds,
+            "token_pairs": rows, "run_ids": run_ids}
+
+
+def summarize(path: Path, run_ids: list[str] | None, writer: object) -> float:
+    """What precompute does when a run completes: store its summaries (``core.store.summaries``; the old
+    layout has none); returns the seconds it took."""
+    try:
+        from core.store import summarize_runs
+    except ImportError:
+        return 0.0
+    start = time.perf_counter()
+    summarize_runs(path, run_ids, writer=writer)
+    return time.perf_counter() - start
 
 
 MERGE_RUNS: list[bool] = [False]  # --merge-runs
@@ -248,11 +261,13 @@ def replay(records: dict, path: Path, layout: str) -> dict:
         if layout == "legacy":  # the old writer knows no compute_seconds (chunks.seconds came later)
             kwargs = {k: v for k, v in kwargs.items() if k != "compute_seconds"}
         getattr(writer, name)(*adapt(name, args), **kwargs)
+    summary_seconds = summarize(path, None, writer)
     merge_seconds = merge_small_files(writer)
     if hasattr(writer, "close"):
         writer.close()
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "merge_seconds": merge_seconds, "pairs": records["pairs"], "bytes": dir_bytes(path)}
+    return {"seconds": seconds, "merge_seconds": merge_seconds, "summary_seconds": summary_seconds,
+            "pairs": records["pairs"], "bytes": dir_bytes(path)}
 
 
 # --- queries --------------------------------------------------------------------------------------------------
@@ -322,6 +337,7 @@ def worker(args: argparse.Namespace) -> dict:
             shutil.rmtree(path, ignore_errors=True)
             info = build(path, args.pairs, args.runs, args.tokens, 100, args.factor_dim)
             result["synthetic"] = {"seconds": info["seconds"], "merge_seconds": info["merge_seconds"],
+                                   "summary_seconds": info["summary_seconds"],
                                    "token_pairs": info["token_pairs"],
                                    "bytes": dir_bytes(path), "pairs": args.pairs, "runs": args.runs}
             result["queries"] = time_queries(path, info["run_ids"], args.pairs, args.repeat)
@@ -377,9 +393,10 @@ def report(results: dict[str, dict], records: dict | None) -> None:
         print(f"\nReal records: STS-b test, {records['pairs']} pairs, all-MiniLM-L6-v2, bilrp "
               f"(the recording run took {records['run_seconds']:.0f} s end to end, attribution included)\n")
         real = {k: r["real"] for k, r in results.items()}
-        markdown_rows(["store", "write s", "of which merging files s", "pairs/s", "MB", "MB per 1,000 pairs"],
-                      "|:--|--:|--:|--:|--:|--:|",
-                      [[names[k], f"{r['seconds']:.2f}", f"{r['merge_seconds']:.2f}", f"{r['pairs'] / r['seconds']:.0f}",
+        markdown_rows(["store", "write s", "of which merging files s", "of which run summaries s", "pairs/s", "MB",
+                       "MB per 1,000 pairs"], "|:--|--:|--:|--:|--:|--:|--:|",
+                      [[names[k], f"{r['seconds']:.2f}", f"{r['merge_seconds']:.2f}", f"{r['summary_seconds']:.2f}",
+                        f"{r['pairs'] / r['seconds']:.0f}",
                         f"{r['bytes'] / 1e6:.2f}", f"{r['bytes'] / 1e6 / (r['pairs'] / 1000):.2f}"]
                        for k, r in real.items()])
     if all("synthetic" in r for r in results.values()):
@@ -387,9 +404,10 @@ def report(results: dict[str, dict], records: dict | None) -> None:
         print(f"\nSynthetic store: {any_r['pairs']} pairs x {any_r['runs']} runs, {any_r['token_pairs']:,} token-pair "
               f"rows\n")
         syn = {k: r["synthetic"] for k, r in results.items()}
-        markdown_rows(["store", "write s", "of which merging files s", "token pairs/s", "(pair, run) records/s", "MB",
-                       "MB per 1,000 (pair, run) records"], "|:--|--:|--:|--:|--:|--:|--:|",
-                      [[names[k], f"{r['seconds']:.0f}", f"{r['merge_seconds']:.0f}",
+        markdown_rows(["store", "write s", "of which merging files s", "of which run summaries s", "token pairs/s",
+                       "(pair, run) records/s", "MB", "MB per 1,000 (pair, run) records"],
+                      "|:--|--:|--:|--:|--:|--:|--:|--:|",
+                      [[names[k], f"{r['seconds']:.0f}", f"{r['merge_seconds']:.0f}", f"{r['summary_seconds']:.0f}",
                         f"{r['token_pairs'] / r['seconds']:,.0f}",
                         f"{r['pairs'] * r['runs'] / r['seconds']:.0f}", f"{r['bytes'] / 1e6:.0f}",
                         f"{r['bytes'] / 1e6 / (r['pairs'] * r['runs'] / 1000):.1f}"] for k, r in syn.items()])

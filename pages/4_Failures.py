@@ -115,7 +115,8 @@ if tab_quartiles.open:
             method = st.selectbox("Method", methods, index=methods.index(info["method"]) if info["method"] in methods else 0,
                                   key="fail_q_method")
         with q2:
-            k = st.slider("Token pairs", 3, 20, 8, key="fail_q_k")
+            k = st.slider("Token pairs", 3, data.QUARTILE_TOP_MAX, 8, key="fail_q_k",
+                          help="Text pairs per quartile (a finished run stores its top 20, read without aggregating its token pairs)")
         with q3:
             qlevel = st.radio("Level", ["token", "word"], horizontal=True, key="fail_q_level",
                               format_func=lambda v: {"token": "subword tokens", "word": "words"}[v])

@@ -38,6 +38,7 @@ from core.store import (
     kind_of_method,
     make_run_id,
     parse_shard,
+    summarize_runs,
 )
 
 DEFAULT_CHUNK_SIZE = 64
@@ -321,6 +322,8 @@ def finish_run(started: StartedRun, store: str | Path, written: int, seconds: fl
     started.writer.finish_run(run_id, metrics)
     complete = len(started.writer.completed_chunks(run_id)) >= len(chunk_range_all(started.n_pairs,
                                                                                     started.chunk_size))
+    if complete:  # the pages' corpus aggregates, computed once (whichever shard or worker finishes last)
+        summarize_runs(store, [run_id], writer=started.writer)
     started.writer.close()
     return RunResult(run_id=run_id, status="done" if complete else "partial", pairs_written=written,
                      seconds=seconds, metrics=metrics)

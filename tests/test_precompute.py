@@ -17,6 +17,7 @@ from conftest import ROOT
 
 from core import explain, load_model
 from core.store import Store, StoreError, completed_chunks
+from core.store.summaries import runs_to_summarize
 from precompute.cli import main
 
 SUBJECTS = ["A man", "A woman", "The child", "Two dogs", "An old cat", "The pilot", "A chef", "My neighbour"]
@@ -55,6 +56,11 @@ def test_attribute_round_trip(tmp_path, tiny_folders, pairs_file, capsys):
     runs = reader.runs()
     assert len(runs) == 1 and runs.loc[0, "status"] == "done" and runs.loc[0, "chunks_present"] == 3
     run_id = runs.loc[0, "run_id"]
+    # the finished run's summary is stored and current: the quartiles read it, equal to computing them
+    assert runs_to_summarize(reader) == [] and set(reader.table("quartile_pairs")["run_id"]) == {run_id}
+    for level in ("token", "word"):
+        stored = reader.stored_quartile_top_pairs(run_id, "high", 5, False, level)
+        pd.testing.assert_frame_equal(stored, reader.live_quartile_top_pairs(run_id, "high", 5, False, level))
     predictions = reader.predictions(run_id).sort_values("pair_id")
     assert predictions["pair_id"].tolist() == list(range(12))
     source = pd.read_csv(pairs_file, sep="\t")

@@ -488,29 +488,8 @@ def cell_value(df, a, b):
     return float(df[(df.token_a == a) & (df.token_b == b)]["relevance"].iloc[0])
 
 
-def test_quartiles_match_pandas_reference(tmp_path):
-    w = StoreWriter(tmp_path / "s")
-    meta, pairs = proc.dataset_frames(13)
-    w.put_dataset(meta, pairs)
-    w.put_model(proc.MODEL)
-    w.start_run(proc.run_spec(13, 5))
-    rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
-    for k in w.pending_chunks(rid):
-        w.write_chunk(rid, k, proc.expected_tables(w.chunk_pair_ids(rid, k)))
-    ids = proc.pair_ids(13)
-    assert ids[:4] == [1, 2, 4, 7] and w.chunk_pair_ids(rid, 1) == ids[5:10] and w.chunk_pair_ids(rid, 2) == ids[10:]
-    s = Store(tmp_path / "s")
-    pairs = s.table("pairs")
-    assert pairs["pair_id"].tolist() == ids and pairs["pair_index"].tolist() == list(range(13))
-    assert "genre" not in pairs.columns  # source columns outside the schema are not stored
-    # per-pair lookups find pairs of later chunks by pair_index, not by pair_id value
-    t8 = proc.expected_tables([ids[8]])
-    pm = s.pair_matrix(rid, ids[8])
-    np.testing.assert_array_equal(pm["relevance"].to_numpy(), t8["token_pairs"]["relevance"].to_numpy())
-    assert s.tokens(rid, ids[8])["token"].tolist() == t8["tokens"].sort_values(["side", "token_index"])["token"].tolist()
-    assert s.load_factors(rid, ids[8], "b")[:, 0].tolist() == [ids[8]] * int((t8["tokens"].side == "b").sum())
-    assert s.pair_matrix(rid, 3).empty  # 3 is not a pair id of this dataset
-    t = proc.expected_tables(ids)
+def _assert_quartiles_match_pandas(s, rid, t):
+    """Both quartiles of run ``rid`` (its tables ``t``) against pandas."""
     tp = t["token_pairs"].merge(t["tokens"][t["tokens"].side == "a"].rename(
         columns={"token_index": "i", "token": "token_a", "is_special": "sa"})[["pair_id", "i", "token_a", "sa"]])
     tp = tp.merge(t["tokens"][t["tokens"].side == "b"].rename(
@@ -524,6 +503,36 @@ def test_quartiles_match_pandas_reference(tmp_path):
         got = s.quartile_top_pairs(rid, q, k=5)
         assert list(zip(got.token_a, got.token_b, strict=True)) == list(ref.index)
         np.testing.assert_allclose(got["relevance"], ref.to_numpy(), atol=1e-5)
+
+
+def test_quartiles_match_pandas_reference(tmp_path):
+    w = StoreWriter(tmp_path / "s")
+    meta, pairs = proc.dataset_frames(13)
+    w.put_dataset(meta, pairs)
+    w.put_model(proc.MODEL)
+    w.start_run(proc.run_spec(13, 5))
+    rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
+    for k in w.pending_chunks(rid):
+        w.write_chunk(rid, k, proc.expected_tables(w.chunk_pair_ids(rid, k)))
+    w.start_run(proc.run_spec(13, 5, layer=1))  # a second run, other relevances: queries over both must not mix them
+    rid2 = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 1)
+    for k in w.pending_chunks(rid2):
+        w.write_chunk(rid2, k, proc.expected_tables(w.chunk_pair_ids(rid2, k), scale=-2.0))
+    ids = proc.pair_ids(13)
+    assert ids[:4] == [1, 2, 4, 7] and w.chunk_pair_ids(rid, 1) == ids[5:10] and w.chunk_pair_ids(rid, 2) == ids[10:]
+    s = Store(tmp_path / "s")
+    pairs = s.table("pairs")
+    assert pairs["pair_id"].tolist() == ids and pairs["pair_index"].tolist() == list(range(13))
+    assert "genre" not in pairs.columns  # source columns outside the schema are not stored
+    # per-pair lookups find pairs of later chunks by pair_index, not by pair_id value
+    t8 = proc.expected_tables([ids[8]])
+    pm = s.pair_matrix(rid, ids[8])
+    np.testing.assert_array_equal(pm["relevance"].to_numpy(), t8["token_pairs"]["relevance"].to_numpy())
+    assert s.tokens(rid, ids[8])["token"].tolist() == t8["tokens"].sort_values(["side", "token_index"])["token"].tolist()
+    assert s.load_factors(rid, ids[8], "b")[:, 0].tolist() == [ids[8]] * int((t8["tokens"].side == "b").sum())
+    assert s.pair_matrix(rid, 3).empty  # 3 is not a pair id of this dataset
+    for run, scale in ((rid, 1.0), (rid2, -2.0)):
+        _assert_quartiles_match_pandas(s, run, proc.expected_tables(ids, scale=scale))
     # pos_heatmap equals aggregating the raw token pairs
     h = s.pos_heatmap(rid)
     tpa = s.table("token_pairs", run_id=rid)
@@ -531,6 +540,35 @@ def test_quartiles_match_pandas_reference(tmp_path):
     assert len(h) == len(ref)
     for (a, b), v in ref.items():
         assert cell(h, None if pd.isna(a) else a, None if pd.isna(b) else b)["relevance"] == pytest.approx(v, abs=1e-5)
+    s.close()
+
+
+def test_word_matrix_equals_the_sql_word_units(tmp_path):
+    """The Example page's word matrices (numpy) and the corpus queries' word units (SQL) are one rule: on every
+    pair (split words, special tokens, a word without POS), with and without specials, the same labelled cells
+    with the same sums (cells of one label pair, e.g. a repeated word, summed on both sides)."""
+    from core.store.queries.corpus import unit_pairs_sql
+
+    w = StoreWriter(tmp_path / "s")
+    meta, pairs = proc.dataset_frames(13)
+    w.put_dataset(meta, pairs)
+    w.put_model(proc.MODEL)
+    w.start_run(proc.run_spec(13, 5))
+    rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
+    for k in w.pending_chunks(rid):
+        w.write_chunk(rid, k, proc.expected_tables(w.chunk_pair_ids(rid, k)))
+    s = Store(tmp_path / "s")
+    for include_special in (True, False):
+        sql = s._df(f"SELECT pair_id, label_a, label_b, sum(relevance) AS relevance, count(*) AS n "
+                    f"FROM ({unit_pairs_sql('word', include_special)}) GROUP BY ALL", {"runs": [rid]})
+        for pid in proc.pair_ids(13):
+            wm = s.pair_matrix(rid, pid, level="word", include_special=include_special)
+            got = wm.groupby(["token_a", "token_b"]).agg(relevance=("relevance", "sum"), n=("relevance", "size"))
+            ref = sql[sql.pair_id == pid].set_index(["label_a", "label_b"])[["relevance", "n"]].sort_index()
+            assert got.index.tolist() == ref.index.tolist() and len(got) > 0
+            np.testing.assert_allclose(got["relevance"], ref["relevance"], rtol=1e-9, atol=1e-12)
+            assert got["n"].tolist() == ref["n"].tolist()
+            assert wm[["i", "j"]].duplicated().sum() == 0 and wm.equals(wm.sort_values(["i", "j"]))
     s.close()
 
 
@@ -772,6 +810,7 @@ def test_merge_shards(tmp_path):
     dest = tmp_path / "merged"
     counts = merge_stores([tmp_path / "s1", tmp_path / "s2"], dest)
     assert counts["chunks_copied"] == 5 and counts["segments_copied"] == 2
+    assert counts["summaries_written"] == 1  # the run is complete only in dest: its summary is computed there
     s = Store(dest)
     r = s.runs()
     assert len(r) == 1
@@ -787,6 +826,7 @@ def test_merge_shards(tmp_path):
     # idempotent: merging again copies nothing and changes nothing
     again = merge_stores([tmp_path / "s1", tmp_path / "s2"], dest)
     assert again["chunks_copied"] == 0 and again["segments_copied"] == 0 and again["meta_copied"] == 0
+    assert again["summaries_written"] == 0
     pd.testing.assert_frame_equal(s.summary(), before)
     # the whole content equals a single unsharded writer's output
     single = tmp_path / "single"

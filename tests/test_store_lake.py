@@ -232,6 +232,7 @@ def test_migrate_an_old_layout_store(tmp_path):
     counts = migrate_store(LEGACY, tmp_path / "new")
     assert (counts["datasets"], counts["models"], counts["evaluations"], counts["chunks"], counts["segments"]) == \
         (1, 1, 1, 5, 2)
+    assert counts["summaries"] == 1  # the complete attribution run (the predict run has no relevances)
     check_run(tmp_path / "new", 6, 2)  # the old writer's content, exactly
     with Store(tmp_path / "new") as s:
         runs = s.runs().set_index("kind")
@@ -241,7 +242,8 @@ def test_migrate_an_old_layout_store(tmp_path):
         assert ev["kind"].tolist() == ["conservation"] * 2 and ev["y"].tolist() == [0.01, 0.2]
         before = s.summary()
     again = migrate_store(LEGACY, tmp_path / "new")
-    assert again["chunks"] == again["segments"] == again["datasets"] == 0 and again["chunks_skipped"] == 5
+    assert again["chunks"] == again["segments"] == again["datasets"] == again["summaries"] == 0
+    assert again["chunks_skipped"] == 5
     with Store(tmp_path / "new") as s:
         pd.testing.assert_frame_equal(s.summary()[["table", "rows"]], before[["table", "rows"]])
     with pytest.raises(StoreError, match="not a store of the old"):
@@ -250,7 +252,7 @@ def test_migrate_an_old_layout_store(tmp_path):
 
 def test_compact_dry_run_changes_nothing_and_compact_keeps_what_readers_see(tmp_path):
     store = tmp_path / "s"
-    synth_store(store, 8, 2)
+    rid = synth_store(store, 8, 2)  # written without precompute's run end: no summary yet
     w = StoreWriter(store)
     w.put_model({**proc.MODEL, "name": "renamed"}, replace=True)
     w.close()
@@ -259,11 +261,15 @@ def test_compact_dry_run_changes_nothing_and_compact_keeps_what_readers_see(tmp_
         files, snap = s.summary()["files"].sum(), s.snapshot_id()
     report = compact(store, dry_run=True)
     assert report.hidden_rows["models"] == 1 and any("would" in line for line in report.lines())
+    assert report.summarized == [rid] and "would summarize 1 complete runs without a current summary" in report.lines()
     with Store(store) as s:
         assert s.snapshot_id() == snap and s.summary()["files"].sum() == files  # a dry run changes nothing
     report = compact(store, keep=timedelta(0))
     assert report.hidden_rows["models"] == 1 and sum(report.files_after.values()) < files and report.expired
     assert_same_contents(before, contents(store))
+    assert report.summarized == [rid] and compact(store).summarized == []  # summarized once, then current
+    with Store(store) as s:
+        assert s.stored_quartile_top_pairs(rid, "high", 5, False, "token") is not None
 
 
 def test_compact_keeps_the_snapshots_younger_than_keep_and_merging_changes_nothing_read(tmp_path):

@@ -18,6 +18,7 @@ import streamlit as st
 
 from core.store import Store, StoreError
 from core.store.queries.comparisons import Comparability
+from core.store.queries.quartiles import QUARTILE_TOP_MAX  # noqa: F401  (the Failures page's slider)
 from core.views.location import StoreState, store_location, store_state
 
 Band = tuple[float, float] | None

@@ -35,6 +35,7 @@ from core.store.records import (
 )
 from core.store.schema import SCHEMA, TABLES, schema_markdown
 from core.store.store import Store
+from core.store.summaries import summarize_runs
 from core.store.units import WORD_UNIT, pos_pair_aggregate
 from core.store.writer import StoreWriter
 
@@ -45,7 +46,7 @@ __all__ = [
     "dataset_hash", "decode_factor", "encode_factor", "is_legacy", "kind_of_method", "latest_snapshot", "make_eval_id",
     "make_run_id",
     "merge_stores", "parse_location", "parse_shard", "pos_pair_aggregate", "register_run_kind", "schema_markdown",
-    "shard_chunks",
+    "shard_chunks", "summarize_runs",
 ]
 
 

@@ -1,5 +1,6 @@
-"""Store maintenance (``python -m precompute compact``): drop rows no reader sees, merge small data files,
-expire old snapshots and delete files nothing references any more (also those of killed writers).
+"""Store maintenance (``python -m precompute compact``): summarize complete runs that lack a current summary
+(stores written before summaries existed), drop rows no reader sees, merge small data files, expire old
+snapshots and delete files nothing references any more (also those of killed writers).
 
 Every step is its own DuckLake transaction or DuckLake's own maintenance function, so a killed compaction
 leaves a store that reads exactly as before; running it again finishes the job. Snapshots younger than
@@ -18,6 +19,8 @@ import duckdb
 from core.store.catalog import StoreLocation, transaction
 from core.store.records import StoreError, quote, utcnow
 from core.store.schema import CHUNK_TABLES, INDEX_CHUNK_TABLES, TABLES
+from core.store.store import Store
+from core.store.summaries import runs_to_summarize, summarize_runs
 from core.store.writer import StoreWriter
 
 DEFAULT_KEEP = timedelta(hours=1)
@@ -27,7 +30,8 @@ DEFAULT_KEEP = timedelta(hours=1)
 class CompactReport:
     """What compact did (or, with ``dry_run``, would do). ``hidden_rows``: table -> rows no reader sees
     (superseded records and events, losing writes of raced run and index chunks); ``files_before``/``files_after``: data
-    files per table; ``expired``: snapshot ids; ``deleted_files``: paths removed (old and orphaned)."""
+    files per table; ``expired``: snapshot ids; ``deleted_files``: paths removed (old and orphaned); ``summarized``:
+    the complete runs whose summary (:mod:`core.store.summaries`) was missing or stale and is now written."""
 
     dry_run: bool
     hidden_rows: dict[str, int] = field(default_factory=dict)
@@ -35,6 +39,7 @@ class CompactReport:
     files_after: dict[str, int] = field(default_factory=dict)
     expired: list[int] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
+    summarized: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         verb = "would" if self.dry_run else ""
@@ -46,6 +51,8 @@ class CompactReport:
                                                else f" ({verb} merge small files of each table)"))
         out.append(f"{'would expire' if self.dry_run else 'expired'} {len(self.expired)} snapshots")
         out.append(f"{'would delete' if self.dry_run else 'deleted'} {len(self.deleted_files)} unreferenced files")
+        out.append(f"{'would summarize' if self.dry_run else 'summarized'} {len(self.summarized)} complete runs "
+                   f"without a current summary")
         return out
 
 
@@ -83,6 +90,10 @@ def compact(store: str | os.PathLike | StoreLocation, *, dry_run: bool = False,
     con, lake = writer._con, writer._lake
     report = CompactReport(dry_run=dry_run)
     try:
+        with Store(writer.location) as reader:
+            report.summarized = runs_to_summarize(reader)
+        if report.summarized and not dry_run:  # first, so that their rows are merged with the rest
+            summarize_runs(writer.location, report.summarized, writer=writer)
         hidden = _hidden(lake)
         for t, where in hidden.items():
             report.hidden_rows[t] = int(con.execute(f"SELECT count(*) FROM {lake}.{quote(t)} WHERE {where}").fetchone()[0])

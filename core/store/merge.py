@@ -19,6 +19,7 @@ from core.store.reader import StoreReader
 from core.store.records import StoreError, quote, same_value, to_arrow
 from core.store.schema import CHUNK_TABLES, INDEX_CHUNK_TABLES, SCHEMA, columns
 from core.store.store import Store
+from core.store.summaries import summarize_runs
 from core.store.writer import RUN_IDENTITY, StoreWriter, insert, new_write
 
 # Index record fields that must agree between stores (the index id covers the corpus, model and settings).
@@ -64,7 +65,8 @@ def merge_stores(sources: Sequence[str | os.PathLike | StoreLocation], dest: str
     differ. The same evaluation in several stores resolves to the newest; the same (run, shard) segment to the
     finished one, then the later one; the same index's record to the finished one, then the later one. Only
     the winning (first committed) write of a run or index chunk is copied, and only when ``dest`` has none, so
-    chunks stay exactly once. Safe while readers read ``dest``. Returns counts of copied/skipped items.
+    chunks stay exactly once. Complete runs get their summaries (:mod:`core.store.summaries`) computed in
+    ``dest``. Safe while readers read ``dest``. Returns counts of copied/skipped/written items.
     """
     dest_loc = parse_location(dest)
     src_locs = [parse_location(s) for s in sources]
@@ -77,7 +79,11 @@ def merge_stores(sources: Sequence[str | os.PathLike | StoreLocation], dest: str
     readers = [Store(loc) for loc in src_locs]
     target = Store(dest_loc)
     try:
-        return _merge(writer, target, readers)
+        counts = _merge(writer, target, readers)
+        # summaries are derived, not copied: computed for the merged runs (a run whose shards came from several
+        # stores is complete only here); merging again finds them current and writes nothing
+        counts["summaries_written"] = len(summarize_runs(dest_loc, writer=writer))
+        return counts
     finally:
         for r in (*readers, target):
             r.close()

@@ -24,6 +24,7 @@ from core.store.kinds import kind_of_method
 from core.store.prepare import content_hash
 from core.store.records import StoreError, to_arrow
 from core.store.schema import CHUNK_TABLES, SCHEMA
+from core.store.summaries import summarize_runs
 from core.store.writer import StoreWriter, insert, new_write
 
 _REV = re.compile(r"^(?P<stem>[^.@][^@]*)@(?P<rev>\d+)\.parquet$")
@@ -93,6 +94,7 @@ def migrate_store(old: str | os.PathLike, new: str | os.PathLike | StoreLocation
             transaction(w._con, lambda c, row=row, wid=wid, at=at: insert(c, w._lake, "runs", row, wid, at),
                         f"migrate run {seg['run_id']}")
             counts["segments"] += 1
+        counts["summaries"] = len(summarize_runs(new, writer=w))
     return counts
 
 

@@ -26,7 +26,8 @@ from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
 
 #: Views small enough to hold in memory (a store has a few rows per dataset, model, evaluation metric, run and
 #: chunk): copied when a reader moves to a snapshot, then joined from memory by every query (dependency order).
-CATALOG_VIEWS = ("_datasets_rev", "_datasets_w", "datasets", "models", "evaluations", "runs", "_chunk_wins", "chunks")
+CATALOG_VIEWS = ("_datasets_rev", "_datasets_w", "datasets", "models", "evaluations", "quartile_pairs", "runs",
+                 "_chunk_wins", "chunks")
 _LAKE_PREFIX = "_lake_"
 STALE_AFTER_S = 15 * 60.0  # a running segment of another host without a heartbeat this long is interrupted
 _HOST = socket.gethostname()
@@ -244,7 +245,7 @@ class StoreReader:
         else:
             sql["_pairs_all"] = _empty_view("pairs", {"write_id": "BIGINT"})
         sql["pairs"] = "SELECT * EXCLUDE (write_id) FROM _pairs_all WHERE write_id IN (SELECT write_id FROM _datasets_w)"
-        for t in ("models", "evaluations"):
+        for t in ("models", "evaluations", "quartile_pairs"):
             key = ", ".join(quote(c) for c in TABLES[t].record_key)
             sql[t] = (f"SELECT {_select(t, have[t])} FROM {src(t)} WHERE write_id IN (SELECT arg_max(write_id, "
                       f"written_at) FROM {src(t)} GROUP BY {key})") if t in have else _empty_view(t)

@@ -207,6 +207,22 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
                            "unused): a cosine model's matrix is F_a @ F_b.T / (|e_a| |e_b|)."),
     },
     # ---- search indexes (python -m precompute index; core/store/index*.py) ----
+    "quartile_pairs": {
+        "run_id": ("VARCHAR", "Run (-> runs.run_id)."),
+        "content_key": ("VARCHAR", "Hash of the run's winning chunks (chunk_index, content_hash) the rows were computed "
+                        "from: readers use them only while the run's chunks are exactly these."),
+        "level": ("VARCHAR", "`token` (subword tokens) or `word` (pieces summed into words)."),
+        "include_special": ("BOOLEAN", "Whether token pairs with a special (or prompt) token were counted."),
+        "quartile": ("VARCHAR", "`high` or `low`: the ceil(n/4) pairs with the highest (lowest) model score, ties "
+                     "broken by pair_id."),
+        "rank": ("SMALLINT", "1 = the largest summed relevance of the quartile (then by token_a, token_b)."),
+        "token_a": ("VARCHAR", "Side-a token (word) text."),
+        "token_b": ("VARCHAR", "Side-b token (word) text."),
+        "relevance": ("DOUBLE", "Relevance summed over the quartile's occurrences of the text pair."),
+        "mean_relevance": ("DOUBLE", "Mean relevance per occurrence."),
+        "count": ("BIGINT", "Occurrences (token or word pairs) summed."),
+        "n_pairs": ("INTEGER", "Sentence pairs of the quartile with the text pair."),
+    },
     "indexes": {
         "index_id": ("VARCHAR", "Deterministic hash of model_id, the corpus' content hash, method, layer, steps, quadrature, prompt and window settings."),
         "corpus_key": ("VARCHAR", "What was indexed: dataset keys joined by `+` (`stsb:train+stsb:dev+stsb:test`) or `file:<name>[:<column>]`."),
@@ -371,6 +387,16 @@ TABLES: dict[str, TableInfo] = {
     "factors": TableInfo(
         "chunk", "Optional per-token factor vectors, enough to explain two stored sentences without the model.",
         ("pair_id", "side", "token_index"), ("pair_id", "side", "token_index", "factor"),
+    ),
+    "quartile_pairs": TableInfo(
+        "record",
+        "Per finished run: the `QUARTILE_TOP_MAX` most relevant text pairs of each score quartile, per level and "
+        "with and without special tokens, computed from token_pairs when the run's last chunk is committed "
+        "(`core.store.summaries`); `Store.quartile_top_pairs` reads them while their `content_key` matches the "
+        "run's chunks and computes from token_pairs otherwise.",
+        ("run_id", "level", "include_special", "quartile", "rank"),
+        ("run_id", "content_key", "level", "include_special", "quartile", "rank", "token_a", "token_b", "relevance"),
+        ("run_id",),
     ),
     "indexes": TableInfo(
         "record", "One record per search index (`python -m precompute index`), replaced on start, finish and "

@@ -9,11 +9,12 @@ from core.store.queries.evaluations import EvaluationQueries
 from core.store.queries.failures import FailureQueries
 from core.store.queries.pairs import PairQueries
 from core.store.queries.progress import ProgressQueries
+from core.store.queries.quartiles import QuartileQueries
 from core.store.reader import StoreReader
 
 
-class Store(CatalogueQueries, PairQueries, CorpusQueries, ComparisonQueries, FailureQueries, EvaluationQueries,
-            ProgressQueries, StoreReader):
+class Store(CatalogueQueries, PairQueries, CorpusQueries, QuartileQueries, ComparisonQueries, FailureQueries,
+            EvaluationQueries, ProgressQueries, StoreReader):
     """Read-only view of a store for the dashboard; safe while writers write or merges and compactions run.
 
     Follows the newest snapshot (one snapshot per call); ``Store(path).at(snapshot_id)`` is pinned to one.

@@ -183,6 +183,15 @@ class StoreWriter:
         self._write_records({"evaluations": df}, f"put_evaluation({meta.get('kind')}, {eval_id})")
         return eval_id
 
+    def put_run_summary(self, run_id: str, rows: pd.DataFrame, written_at: Any = None) -> None:
+        """Store a complete run's summary (``quartile_pairs`` rows, ``Store.quartile_summary``) as one record,
+        replacing the run's earlier one; ``written_at``: the time it counts from (merge keeps the source's)."""
+        if rows.empty:
+            return
+        if set(rows["run_id"].astype(str)) != {str(run_id)}:
+            raise StoreError(f"put_run_summary({run_id}): the rows belong to {sorted(set(rows['run_id']))}")
+        self._write_records({"quartile_pairs": rows}, f"put_run_summary({run_id})", written_at=written_at)
+
     def _pairs(self, dataset_hash: str) -> pd.DataFrame:
         """pair_id, pair_index, gold, gold_norm of a dataset revision, in pair_index order."""
         if dataset_hash not in self._pairs_cache:

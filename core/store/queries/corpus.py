@@ -1,4 +1,4 @@
-"""Corpus aggregates: POS heat maps, the token pairs behind a cell, top pairs of a score quartile."""
+"""Corpus aggregates: POS heat maps and the token pairs behind a cell (score quartiles: ``quartiles``)."""
 
 from __future__ import annotations
 
@@ -208,38 +208,3 @@ class CorpusQueries:
                 LEFT JOIN predictions p ON p.run_id = $run AND p.pair_id = t.pair_id
                 ORDER BY {_EXAMPLE_ORDER[order]}, t.pair_id, t.i, t.j
             """, params)
-
-    def quartile_top_pairs(self, run_id: str, quartile: str = "high", k: int = 5, include_special: bool = False,
-                           level: str = "token") -> pd.DataFrame:
-        """Most relevant token (or word) pairs among the 25% pairs with the highest/lowest model_score.
-
-        The quartile = the ceil(n/4) pairs with the highest (lowest) model_score, ties broken by pair_id;
-        their token pairs are grouped by text (token_a, token_b) and ranked by summed relevance, largest
-        first (BiLRP paper, Fig. 5). Columns: token_a, token_b, relevance (sum), mean_relevance, count
-        (token pairs), n_pairs.
-        """
-        if quartile not in ("high", "low"):
-            raise StoreError("quartile must be 'high' or 'low'")
-        # the quartile's pairs filter the scans themselves (word units are formed for those pairs only)
-        sub = unit_pairs_sql(level, include_special, "pair_id IN (SELECT pair_id FROM q WHERE rn <= ceil(n / 4.0))")
-        direction = "DESC" if quartile == "high" else "ASC"
-        return self._df(f"""
-            WITH q AS (
-                SELECT pair_id, row_number() OVER (ORDER BY model_score {direction}, pair_id) AS rn,
-                       count(*) OVER () AS n
-                FROM predictions WHERE run_id = $run AND model_score IS NOT NULL
-            ), up AS ({sub}), top AS (
-                SELECT label_a, label_b, sum(relevance) AS relevance, avg(relevance) AS mean_relevance,
-                       count(*) AS count
-                FROM up GROUP BY label_a, label_b
-                ORDER BY relevance DESC, label_a, label_b
-                LIMIT $k
-            ), spread AS (  -- distinct pairs counted for the k top text pairs only
-                SELECT u.label_a, u.label_b, count(DISTINCT u.pair_id) AS n_pairs
-                FROM up u SEMI JOIN top t ON u.label_a = t.label_a AND u.label_b = t.label_b
-                GROUP BY u.label_a, u.label_b
-            )
-            SELECT t.label_a AS token_a, t.label_b AS token_b, t.relevance, t.mean_relevance, t.count, s.n_pairs
-            FROM top t JOIN spread s ON s.label_a = t.label_a AND s.label_b = t.label_b
-            ORDER BY t.relevance DESC, token_a, token_b
-        """, {"run": str(run_id), "runs": [str(run_id)], "k": int(k)})
