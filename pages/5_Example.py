@@ -97,11 +97,24 @@ with st.container(horizontal=True):
 
 level, special, show_values = widgets.matrix_options("ex")
 
-if not views.has_relevances(info["method"]):
+# every stored run of this pair, and the side-by-side selection (its widget is further down): this run's matrix
+# and the selected runs' come from one store read
+others = data.pair_runs(info["dataset_key"], pair_id)
+token_others = views.token_runs(others)
+other_labels = {r["run_id"]: f"{views.short_model(r['model_name'])} · {views.setting_text(r)}"
+                for r in token_others.to_dict("records")}
+other_ids = list(other_labels)
+widgets.keep_valid("ex_side", other_ids)
+st.session_state.setdefault("ex_side", other_ids[:6])
+own = [run_id] if views.has_relevances(info["method"]) else []
+mats = data.pair_matrices(list(dict.fromkeys([*own, *st.session_state["ex_side"]])), pair_id, level=level,
+                          include_special=special)
+
+if not own:
     st.info("A scores-only run stores no matrix: pick an attribution run above, or see the other runs below.")
     long = None
 else:
-    long = data.pair_matrix(run_id, pair_id, level=level, include_special=special)
+    long = mats[run_id]
     left, right = st.columns([3, 2], gap="large")
     with left:
         if long.empty:
@@ -121,7 +134,6 @@ else:
 
 # ---- every stored run of this pair ------------------------------------------------------------------------
 st.header("Every stored explanation of this pair")
-others = data.pair_runs(info["dataset_key"], pair_id)
 if others.empty:
     st.info("No other run holds this pair.")
     st.stop()
@@ -129,21 +141,15 @@ table = others.assign(model=others["model_name"].map(views.short_model))
 widgets.show_table(views.with_links(table), f"simlens_example_runs_{pair_id}", "ex_runs", link_col="open",
                    column_config={c: st.column_config.NumberColumn(format="%.4f")
                                 for c in ("model_score", "explained_score", "matrix_sum", "residual", "error")})
-token_others = views.token_runs(others)
 if token_others.empty:
     st.stop()
-other_labels = {r["run_id"]: f"{views.short_model(r['model_name'])} · {views.setting_text(r)}"
-                for r in token_others.to_dict("records")}
-other_ids = list(other_labels)
-widgets.keep_valid("ex_side", other_ids)
-st.session_state.setdefault("ex_side", other_ids[:6])
 shown = st.multiselect("Side by side", other_ids, format_func=lambda r: other_labels.get(r, r), key="ex_side")
 shared = st.toggle("One colour scale for all (compare magnitudes; off: each map uses its own maximum)",
                    value=False, key="ex_shared")
-mats = data.pair_matrices(shown, pair_id, level=level, include_special=special)
-limit = max((charts.max_abs(m["relevance"]) for m in mats.values() if len(m)), default=1.0) if shared else None
+side = {rid: mats[rid] for rid in shown}
+limit = max((charts.max_abs(m["relevance"]) for m in side.values() if len(m)), default=1.0) if shared else None
 cols = st.columns(2, gap="large")
-for n, (rid, m) in enumerate(mats.items()):
+for n, (rid, m) in enumerate(side.items()):
     with cols[n % 2]:
         r = others.set_index("run_id").loc[rid]
         st.markdown(f"**{literal(other_labels[rid])}** — score {_num(r['model_score'], '.4f')}, explained "

@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from core.metrics import score_metrics  # noqa: E402
-from core.store import StoreWriter  # noqa: E402
+from core.store import StoreWriter, make_run_id  # noqa: E402
 
 DATASET_KEY = "synth:test"
 MODEL_ID = "synthmodel"
@@ -104,6 +104,21 @@ def expected_tables(pair_ids, scale: float = 1.0) -> dict[str, pd.DataFrame]:
 def run_spec(n_pairs: int, chunk_size: int, layer: int = 0) -> dict:
     return {"model_id": MODEL_ID, "dataset_key": DATASET_KEY, "method": "bilrp", "layer": layer,
             "chunk_size": chunk_size, "n_pairs": n_pairs, "code_version": "test", "device": "cpu"}
+
+
+def write_run(w: StoreWriter, n_pairs: int, chunk_size: int, layer: int = 0, scale: float = 1.0,
+              chunks: list[int] | None = None, force: bool = False) -> str:
+    """The test dataset, model and a bilrp run of ``layer`` through ``w`` (relevances times ``scale``; only
+    ``chunks`` when given, else every pending one), unfinished; returns the run id."""
+    meta, pairs = dataset_frames(n_pairs)
+    w.put_dataset(meta, pairs)
+    w.put_model(MODEL)
+    w.start_run(run_spec(n_pairs, chunk_size, layer), force=force)
+    rid = make_run_id(MODEL_ID, DATASET_KEY, "bilrp", layer)
+    for k in w.pending_chunks(rid):
+        if chunks is None or k in chunks:
+            w.write_chunk(rid, k, expected_tables(w.chunk_pair_ids(rid, k), scale=scale))
+    return rid
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,13 +20,7 @@ VARIANTS = [(level, special, quartile) for level in LEVEL_COLS for special in (F
 def write_run(store, scale: float = 1.0, chunks: list[int] | None = None, force: bool = False) -> None:
     """The test run (13 pairs, chunks of 5) with relevances times ``scale``; only ``chunks`` when given."""
     with StoreWriter(store) as w:
-        meta, pairs = proc.dataset_frames(N_PAIRS)
-        w.put_dataset(meta, pairs)
-        w.put_model(proc.MODEL)
-        w.start_run(proc.run_spec(N_PAIRS, CHUNK), force=force)
-        for k in w.pending_chunks(RUN):
-            if chunks is None or k in chunks:
-                w.write_chunk(RUN, k, proc.expected_tables(w.chunk_pair_ids(RUN, k), scale=scale))
+        assert proc.write_run(w, N_PAIRS, CHUNK, scale=scale, chunks=chunks, force=force) == RUN
 
 
 def assert_reads_equal_live(s: Store, stored_expected: bool) -> None:

@@ -507,17 +507,8 @@ def _assert_quartiles_match_pandas(s, rid, t):
 
 def test_quartiles_match_pandas_reference(tmp_path):
     w = StoreWriter(tmp_path / "s")
-    meta, pairs = proc.dataset_frames(13)
-    w.put_dataset(meta, pairs)
-    w.put_model(proc.MODEL)
-    w.start_run(proc.run_spec(13, 5))
-    rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
-    for k in w.pending_chunks(rid):
-        w.write_chunk(rid, k, proc.expected_tables(w.chunk_pair_ids(rid, k)))
-    w.start_run(proc.run_spec(13, 5, layer=1))  # a second run, other relevances: queries over both must not mix them
-    rid2 = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 1)
-    for k in w.pending_chunks(rid2):
-        w.write_chunk(rid2, k, proc.expected_tables(w.chunk_pair_ids(rid2, k), scale=-2.0))
+    rid = proc.write_run(w, 13, 5)
+    rid2 = proc.write_run(w, 13, 5, layer=1, scale=-2.0)  # other relevances: queries over both must not mix them
     ids = proc.pair_ids(13)
     assert ids[:4] == [1, 2, 4, 7] and w.chunk_pair_ids(rid, 1) == ids[5:10] and w.chunk_pair_ids(rid, 2) == ids[10:]
     s = Store(tmp_path / "s")
@@ -550,13 +541,7 @@ def test_word_matrix_equals_the_sql_word_units(tmp_path):
     from core.store.queries.corpus import unit_pairs_sql
 
     w = StoreWriter(tmp_path / "s")
-    meta, pairs = proc.dataset_frames(13)
-    w.put_dataset(meta, pairs)
-    w.put_model(proc.MODEL)
-    w.start_run(proc.run_spec(13, 5))
-    rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", 0)
-    for k in w.pending_chunks(rid):
-        w.write_chunk(rid, k, proc.expected_tables(w.chunk_pair_ids(rid, k)))
+    rid = proc.write_run(w, 13, 5)
     s = Store(tmp_path / "s")
     for include_special in (True, False):
         sql = s._df(f"SELECT pair_id, label_a, label_b, sum(relevance) AS relevance, count(*) AS n "

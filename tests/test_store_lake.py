@@ -76,13 +76,7 @@ def assert_same_contents(a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame])
 
 def synth_store(path: Path, n: int = 8, c: int = 2, shard: str | None = None, layer: int = 0) -> str:
     w = StoreWriter(path, shard=shard)
-    meta, pairs = proc.dataset_frames(n)
-    w.put_dataset(meta, pairs)
-    w.put_model(proc.MODEL)
-    w.start_run(proc.run_spec(n, c, layer))
-    rid = make_run_id(proc.MODEL_ID, proc.DATASET_KEY, "bilrp", layer)
-    for k in w.pending_chunks(rid):
-        w.write_chunk(rid, k, proc.expected_tables(w.chunk_pair_ids(rid, k)))
+    rid = proc.write_run(w, n, c, layer)
     w.finish_run(rid, {"spearman": 1.0})
     w.close()
     return rid
