@@ -128,6 +128,8 @@ def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
 
 
 _INSTANCE: list[duckdb.DuckDBPyConnection] = []
+#: seconds a writer waits for another process that is creating the same store's catalog
+CREATE_WAIT_S = 120.0
 _ALIASES = itertools.count(1)
 
 
@@ -162,7 +164,9 @@ def connect(loc: StoreLocation, *, read_only: bool) -> tuple[duckdb.DuckDBPyConn
             try:
                 (loc.root / DATA_DIR).mkdir(parents=True, exist_ok=True)
                 if not catalog.exists():  # WAL: a writer's open transaction does not block the others' commits
-                    with contextlib.closing(sqlite3.connect(catalog)) as db:
+                    # another process may be creating the same store right now (two shards started at once)
+                    # and hold the catalog's lock while DuckLake initialises it: wait for it, as SQLite does
+                    with contextlib.closing(sqlite3.connect(catalog, timeout=CREATE_WAIT_S)) as db:
                         db.execute("PRAGMA journal_mode=WAL")
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc}") from None
