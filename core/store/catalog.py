@@ -9,13 +9,16 @@ environment variables, ``AWS_ENDPOINT_URL`` for a non-AWS endpoint).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import itertools
 import os
 import random
 import re
+import shutil
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +36,13 @@ CATALOG_FILE = "catalog.sqlite"
 DATA_DIR = "data"
 LEGACY_MARKER = "SIMLENS_STORE.json"  # the Parquet-directory layout of format 1
 _EXTENSION_PACKAGES = {"ducklake": "duckdb_extension_ducklake", "sqlite": "duckdb_extension_sqlite",
-                       "postgres": "duckdb_extension_postgres", "httpfs": "duckdb_extension_httpfs"}
-_LOADED_LOCK = threading.Lock()
+                       "postgres": "duckdb_extension_postgres", "httpfs": "duckdb_extension_httpfs",
+                       "vss": "duckdb_extension_vss"}
+#: DuckDB's own name of an extension whose short name is an alias (it names the file's entry point)
+_CANONICAL = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
+_EXTENSION_DIR: list[Path] = []
+_EXTENSION_LOCK = threading.Lock()  # concurrent first LOADs of an extension
+_INSTANCE_LOCK = threading.Lock()  # creating the process's DuckDB instance
 T = TypeVar("T")
 
 
@@ -86,29 +94,67 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _packaged_extension(name: str) -> Path | None:
+def _packaged_extension(name: str) -> Path:
+    """The extension file that the ``duckdb-extension-<name>`` package installed into the environment."""
+    hint = f"pip install duckdb-extension-{name}=={duckdb.__version__}"
     try:
         module = importlib.import_module(_EXTENSION_PACKAGES[name])
     except ImportError:
-        return None
+        raise StoreError(f"DuckDB's {name} extension is not installed: {hint}") from None
     found = sorted(Path(module.__file__).parent.glob(f"extensions/v{duckdb.__version__}/*.duckdb_extension"))
-    return found[0] if found else None
+    if not found:
+        raise StoreError(f"the duckdb-extension-{name} package has no extension file for DuckDB "
+                         f"{duckdb.__version__} (in {Path(module.__file__).parent}): {hint}")
+    return found[0]
+
+
+def extension_directory() -> Path:
+    """This process's DuckDB extension directory: a temporary folder (removed at exit) in DuckDB's layout
+    (``v<version>/<platform>/<canonical name>.duckdb_extension``) linking to the files the ``duckdb-extension-*``
+    packages installed. DuckDB connections use it instead of ``~/.duckdb``, so nothing outside the environment
+    (a user's home, the network) decides which extensions load. Files are linked as they are first needed."""
+    with _EXTENSION_LOCK:
+        if not _EXTENSION_DIR:
+            root = Path(tempfile.mkdtemp(prefix="simlens-duckdb-ext-"))
+            atexit.register(shutil.rmtree, root, True)
+            _EXTENSION_DIR.append(root)
+        return _EXTENSION_DIR[0]
+
+
+def duckdb_config() -> dict[str, object]:
+    """DuckDB ``connect`` options for every SimLens connection: extensions only from this environment."""
+    return {"extension_directory": str(extension_directory()), "autoinstall_known_extensions": False}
+
+
+def _linked_extension(con: duckdb.DuckDBPyConnection, name: str) -> Path:
+    """The packaged file of ``name`` linked into the extension directory under DuckDB's canonical name (the
+    name decides the entry point DuckDB looks for: ``sqlite`` is ``sqlite_scanner``)."""
+    source = _packaged_extension(name)
+    platform = con.execute("PRAGMA platform").fetchone()[0]
+    target = extension_directory() / f"v{duckdb.__version__}" / platform / f"{_CANONICAL.get(name, name)}.duckdb_extension"
+    with _EXTENSION_LOCK:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.symlink_to(source)
+            except FileExistsError:
+                pass
+            except OSError:  # no symlinks on this file system: a copy
+                shutil.copyfile(source, target)
+    return target
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
-    """LOAD a DuckDB extension: installed already, else from its PyPI package (``duckdb-extension-<name>``),
-    else DuckDB's own ``INSTALL`` (needs network)."""
-    with contextlib.suppress(duckdb.Error):
-        con.execute(f"LOAD {name}")
-        return
-    with _LOADED_LOCK:
-        packaged = _packaged_extension(name)
-        try:
-            con.execute(f"FORCE INSTALL {_literal(str(packaged))}" if packaged else f"INSTALL {name}")
-            con.execute(f"LOAD {name}")
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot load DuckDB's {name} extension ({exc}); pip install "
-                             f"duckdb-extension-{name}=={duckdb.__version__}") from None
+    """LOAD a DuckDB extension from the file its PyPI package (``duckdb-extension-<name>``) installed, by path:
+    never from ``~/.duckdb``, never DuckDB's ``INSTALL`` or autoinstall (no network, no per-user state). An
+    extension that cannot be loaded is a StoreError naming the package to install."""
+    path = _linked_extension(con, name)
+    try:
+        con.execute(f"LOAD {_literal(str(path))}")
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot load DuckDB's {name} extension from {path} "
+                         f"({str(exc).splitlines()[0][:200]}); reinstall it: pip install --force-reinstall "
+                         f"duckdb-extension-{name}=={duckdb.__version__}") from None
 
 
 def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
@@ -135,9 +181,10 @@ _ALIASES = itertools.count(1)
 
 def _instance() -> duckdb.DuckDBPyConnection:
     """The process's DuckDB instance with the extensions loaded (loading them costs ~1 s, once)."""
-    with _LOADED_LOCK:
+    with _INSTANCE_LOCK:
         if not _INSTANCE:
-            con = duckdb.connect(":memory:")
+            # no autoinstall: an extension comes from its package (load_extension) or is a clear error
+            con = duckdb.connect(":memory:", config=duckdb_config())
             for name in ("ducklake", "sqlite"):
                 load_extension(con, name)
             _INSTANCE.append(con)

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from core.store.catalog import StoreLocation
-from core.store.records import StoreError
+from core.store.catalog import StoreLocation, duckdb_config, load_extension
 from core.store.schema import SCHEMA
 
 CACHE_ENV = "SIMLENS_CACHE"
@@ -48,21 +47,8 @@ def vectors_path(location: StoreLocation, record: Mapping[str, Any]) -> Path:
     return cache_folder(location) / f"{record['index_id']}-{stamp}.duckdb"
 
 
-def vss_extension() -> str:
-    """The path of DuckDB's vss extension from its PyPI package."""
-    try:
-        import duckdb_extension_vss
-    except ImportError as exc:
-        raise StoreError("HNSW search needs DuckDB's vss extension: pip install duckdb-extension-vss"
-                         f"=={duckdb.__version__}") from exc
-    found = sorted(Path(duckdb_extension_vss.__file__).parent.glob("extensions/*/vss.duckdb_extension"))
-    if not found:
-        raise StoreError(f"the duckdb-extension-vss package has no extension file ({duckdb_extension_vss.__file__})")
-    return str(found[-1])
-
-
 def _load_vss(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(f"LOAD '{vss_extension()}'")
+    load_extension(con, "vss")
     con.execute("SET hnsw_enable_experimental_persistence = true")
 
 
@@ -75,7 +61,7 @@ def build_vectors(path: Path, batches: pa.RecordBatchReader, passages: pa.Table,
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}"
-    con = duckdb.connect(str(tmp))
+    con = duckdb.connect(str(tmp), config=duckdb_config())
     try:
         t0 = time.perf_counter()
         # stored uncompressed: every exact scan reads all embeddings, and decompressing them cost more than the
@@ -124,7 +110,7 @@ class LocalVectors:
 
     def __init__(self, path: Path, dim: int, similarity: str) -> None:
         self.path, self.dim, self.similarity = path, int(dim), similarity
-        self._con = duckdb.connect(":memory:")
+        self._con = duckdb.connect(":memory:", config=duckdb_config())
         _load_vss(self._con)
         # DuckDB's late materialization rewrites the HNSW top-n into a semi join on rowid with a full scan of the
         # table (every embedding read per query, slower than the exact scan); this connection only searches

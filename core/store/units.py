@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.store.catalog import duckdb_config
+
 
 @dataclass(frozen=True)
 class WordUnitRule:
@@ -104,7 +106,7 @@ _AGGREGATOR: list[duckdb.DuckDBPyConnection] = []
 def _aggregator() -> duckdb.DuckDBPyConnection:
     """The process's in-memory DuckDB for :func:`pos_pair_aggregate` (cursors of it are independent)."""
     if not _AGGREGATOR:
-        _AGGREGATOR.append(duckdb.connect())
+        _AGGREGATOR.append(duckdb.connect(config=duckdb_config()))
     return _AGGREGATOR[0]
 
 
