@@ -380,18 +380,29 @@ def evidence_bars_chart(df: pd.DataFrame, y_title: str, color: str | None = None
 
 
 def identity_scatter_chart(points: pd.DataFrame, x_title: str, y_title: str) -> alt.TopLevelMixin:
-    """y against x per row with the identity line, one panel per series."""
-    dots = alt.Chart(points).mark_circle(size=28, opacity=0.6).encode(
-        x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title),
-        tooltip=[alt.Tooltip("series:N"), alt.Tooltip("x:Q", format=".4f"), alt.Tooltip("y:Q", format=".4f")])
+    """y against x per row with the identity line, one panel per series.
+
+    Both layers read the facet's data (one frame: the points, ``kind`` "point", and two "identity" rows per
+    series spanning every panel's common range), so each panel draws exactly its own series' points; a layer
+    with data of its own would escape the facet and draw every series in every panel."""
+    tips = [alt.Tooltip("series:N"), alt.Tooltip("x:Q", format=".4f"), alt.Tooltip("y:Q", format=".4f")]
     if points.empty:
-        return dots
+        return alt.Chart(points).mark_circle(size=28, opacity=0.6).encode(
+            x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title), tooltip=tips)
+    order = list(dict.fromkeys(points["series"]))
     lo = float(min(points["x"].min(), points["y"].min()))
     hi = float(max(points["x"].max(), points["y"].max()))
-    ident = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(
-        color="gray", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q")
-    return alt.layer(ident, dots).properties(width=260, height=260).facet(
-        column=alt.Column("series:N", title=None, sort=list(dict.fromkeys(points["series"]))), data=points)
+    ident = pd.DataFrame({"series": [s for s in order for _ in (0, 1)], "x": [lo, hi] * len(order),
+                          "y": [lo, hi] * len(order), "kind": "identity"})
+    both = pd.concat([points[["series", "x", "y"]].assign(kind="point"), ident], ignore_index=True)
+    base = alt.Chart()
+    line = base.mark_line(color="gray", strokeDash=[4, 4]).encode(
+        x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title)).transform_filter(alt.datum.kind == "identity")
+    dots = base.mark_circle(size=28, opacity=0.6).encode(
+        x=alt.X("x:Q", title=x_title), y=alt.Y("y:Q", title=y_title), tooltip=tips,
+    ).transform_filter(alt.datum.kind == "point")
+    return alt.layer(line, dots, data=both).properties(width=260, height=260).facet(
+        column=alt.Column("series:N", title=None, sort=order))
 
 
 def histogram_chart(hist: pd.DataFrame, x_title: str) -> alt.Chart:
