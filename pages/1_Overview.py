@@ -28,14 +28,14 @@ with st.container(horizontal=True):
     st.metric("Models", len(models), border=True)
     st.metric("Datasets", len(datasets), border=True)
     st.metric("Runs", len(runs), border=True,
-              help="done / partial (a shard is missing) / running / failed: " +
-              " / ".join(str(counts.get(k, 0)) for k in ("done", "partial", "running", "failed")))
+              help="done / partial (a shard is missing) / running / interrupted (resume it with the same "
+                   "command) / failed: " + " / ".join(str(counts[k]) for k in views.RUN_STATUSES))
     st.metric("Methods", ", ".join(sorted(set(runs["method"]))) or "–", border=True)
     st.metric("Layers", ", ".join(str(int(x)) for x in sorted(set(token["layer"].dropna()))) or "–", border=True,
               help="hidden layers the attributions are taken at (0 = input embeddings)")
-if counts.get("running") or counts.get("failed") or counts.get("partial"):
-    st.info(f"{counts.get('running', 0)} run(s) still running, {counts.get('partial', 0)} partial, "
-            f"{counts.get('failed', 0)} failed — see the runs table. Pages show the chunks written so far; "
+if counts["running"] or counts["interrupted"] or counts["failed"] or counts["partial"]:
+    st.info(f"{counts['running']} run(s) still running, {counts['interrupted']} interrupted, {counts['partial']} "
+            f"partial, {counts['failed']} failed — see the runs table. Pages show the chunks written so far; "
             f"use “Reload store” in the sidebar to pick up new ones.")
 
 # ---- models x datasets -------------------------------------------------------------------------
@@ -83,7 +83,7 @@ with contextlib.suppress(KeyError, st.errors.StreamlitAPIException):
 # ---- runs ----------------------------------------------------------------------------------------
 st.header("Runs")
 table = views.runs_overview(views.order_runs(runs))
-statuses = [s for s in ("done", "partial", "running", "failed") if s in set(table["status"])]
+statuses = [s for s in views.RUN_STATUSES if s in set(table["status"])]
 shown = st.pills("Status", statuses, selection_mode="multi", default=statuses, key="ov_status") or statuses
 table = table[table["status"].isin(shown)]
 table.insert(0, "open", [views.example_url(r) for r in table["run_id"]])

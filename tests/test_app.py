@@ -464,3 +464,29 @@ def test_build_demo_button_on_an_empty_store(monkeypatch, tmp_path, tiny_folders
     at.button(key="_build_demo").click()
     ok(at)
     assert metric(at, "Runs") == "1"
+
+
+def test_an_interrupted_run_is_counted_and_filterable(monkeypatch, tmp_path):
+    """A writer SIGKILLed after its first chunk: the sidebar, the Runs metric's help, the notice and the Runs
+    table's Status filter all know the run as interrupted."""
+    import signal
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    cmd = [sys.executable, str(ROOT / "tests" / "store_writer_proc.py"), str(store), "--n-pairs", "6",
+           "--chunk-size", "2", "--sleep", "120"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            lines = [proc.stdout.readline().strip() for _ in range(2)]
+            assert lines[1] == "wrote 0", lines
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    at = open_app(monkeypatch, store)
+    assert views.status_counts(Store(store).runs())["interrupted"] == 1
+    assert "0 run(s) still running, 1 interrupted" in texts(at)
+    assert "1 interrupted" in " ".join(c.value for c in at.sidebar.caption)
+    status = at.button_group(key="ov_status")
+    assert "interrupted" in status.options and status.value == ["interrupted"]
+    assert table_with(at, "chunks")["status"].tolist() == ["interrupted"]

@@ -307,7 +307,7 @@ def test_run_labels_status_and_tables(hand):
     table = views.runs_overview(runs).set_index("run_id")
     assert table.at[hand["running"], "status"] == "running" and table.at[hand["running"], "chunks"] == "1 / 2"
     assert table.at[hand["running"], "progress"] == 0.5 and table.at[hand["a"], "progress"] == 1.0
-    assert views.status_counts(runs) == {"done": 2, "partial": 0, "running": 1, "failed": 0}
+    assert views.status_counts(runs) == {"done": 2, "partial": 0, "running": 1, "interrupted": 0, "failed": 0}
     assert views.short_model("/models/model-mA") == "model-mA" and views.short_model("all-MiniLM-L6-v2") == \
         "all-MiniLM-L6-v2"
     pivot = views.metrics_pivot(hand["store"].metrics_table(), "spearman")

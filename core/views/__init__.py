@@ -59,6 +59,7 @@ from core.views.pairs import (
 from core.views.runs import (
     ALL,
     OPEN_END,
+    RUN_STATUSES,
     band_arg,
     coverage_suffix,
     dataset_table,
@@ -96,7 +97,7 @@ __all__ = [
     "has_relevances", "help_markdown", "is_na", "languages", "metric_deltas", "metrics_pivot", "order_runs", "pair_option_labels",
     "pair_options", "parse_cell", "pos_label", "pos_value", "quartile_runs", "run_difference", "run_label",
     "run_labels", "runs_overview", "selected_cell", "setting_text", "short_model",
-    "should_autobuild", "signed_failures", "status_counts", "store_fingerprint", "store_location", "store_state",
+    "should_autobuild", "signed_failures", "RUN_STATUSES", "status_counts", "store_fingerprint", "store_location", "store_state",
     "token_runs", "top_token_pairs", "with_links", "own_maximum", "coverage_suffix", "empty_reason", "find_text",
     "comparison_caption", "unmatched_text", "progress_text", "is_partial", "partial_metrics_text", "partial_note", "cell_examples_table", "own_maximum_text",
 ]

@@ -32,8 +32,13 @@ def is_na(v: Any) -> bool:
         return False
 
 
+#: every status a run shows, in the order pages list them (the Runs filter, counts, the sidebar)
+RUN_STATUSES = ("done", "partial", "running", "interrupted", "failed")
+
+
 def display_status(row: Mapping[str, Any]) -> str:
-    """running / failed / partial (finished, but chunks of other shards are missing) / done."""
+    """One of RUN_STATUSES: done / partial (finished, but chunks of other shards are missing) / running /
+    interrupted (its writer is gone without finishing; resume it with the same command) / failed."""
     status = str(row.get("status") or "")
     if status == "done" and not is_na(row.get("complete")) and not bool(row.get("complete")):
         return "partial"
@@ -163,8 +168,8 @@ def runs_overview(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def status_counts(runs: pd.DataFrame) -> dict[str, int]:
-    """Number of runs per display status (done, partial, running, failed)."""
-    counts = {"done": 0, "partial": 0, "running": 0, "failed": 0}
+    """Number of runs per display status (every one of RUN_STATUSES, in its order)."""
+    counts = dict.fromkeys(RUN_STATUSES, 0)
     for r in runs.to_dict("records"):
         s = display_status(r)
         counts[s] = counts.get(s, 0) + 1
