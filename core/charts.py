@@ -468,7 +468,14 @@ def table_parquet(df: pd.DataFrame) -> bytes:
 def progress_chart(timeline: pd.DataFrame, n_pairs: int, title: str | None = None) -> alt.TopLevelMixin:
     """The run's committed pairs over time (a step line up to ``n_pairs``), each commit a point coloured by the
     worker that made it (``timeline``: core.views.progress.timeline_frame rows)."""
-    x = alt.X("committed_at:T", title="commit time (UTC)")
+    # whole seconds on the axis (commits within one second had Vega label its milliseconds: ".097"), over at
+    # least a minute around the commits
+    times = pd.to_datetime(timeline["committed_at"]) if len(timeline) else pd.Series([pd.Timestamp(0)])
+    lo, hi = times.min(), times.max()
+    pad = max(pd.Timedelta(seconds=30), (hi - lo) * 0.05) if hi - lo < pd.Timedelta(minutes=1) else (hi - lo) * 0.02
+    domain = [(lo - pad).isoformat(), (hi + pad).isoformat()]
+    x = alt.X("committed_at:T", title="commit time (UTC)", scale=alt.Scale(domain=domain),
+              axis=alt.Axis(format="%H:%M:%S", tickMinStep=1000, labelOverlap=True))
     y = alt.Y("pairs_done:Q", title="pairs committed", scale=alt.Scale(domain=[0, max(int(n_pairs), 1)]))
     tip = [alt.Tooltip("worker:N"), alt.Tooltip("committed_at:T", format="%H:%M:%S"),
            alt.Tooltip("n_pairs:Q", title="pairs in chunk"), alt.Tooltip("pairs_done:Q", title="pairs so far")]

@@ -182,10 +182,12 @@ if tab_pairs.open:
                     widgets.show_chart(ch, "simlens_compare_scores", "cmp_chart_scores")
                 with cs2:
                     st.caption("Pairs whose score changed most (links open run B's explanation).")
-                    widgets.show_table(views.with_links(changes.head(50), run_id=run_b), "simlens_compare_scores",
+                    widgets.show_table(views.with_links(changes.head(50), run_id=run_b, pair_col="pair_id_b"),
+                                       "simlens_compare_scores",
                                        "cmp_scores_table", link_col="open", height=360,
                                        column_config={c: st.column_config.NumberColumn(format="%.4f")
                                                     for c in ("score_a", "score_b", "delta", "error_a", "error_b")})
         else:
-            st.caption("Per-pair scores are compared when both runs are on the same dataset or on aligned "
-                       "datasets (the same rows, e.g. mstsb:en and mstsb:en-de).")
+            st.caption("Per-pair scores are compared on the pairs both runs share: the same text pair and gold "
+                       "(whatever the datasets), or aligned datasets (the same rows in two languages, e.g. "
+                       "mstsb:en and mstsb:en-de).")

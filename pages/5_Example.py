@@ -107,7 +107,9 @@ other_ids = list(other_labels)
 widgets.keep_valid("ex_side", other_ids)
 st.session_state.setdefault("ex_side", other_ids[:6])
 own = [run_id] if views.has_relevances(info["method"]) else []
-mats = data.pair_matrices(list(dict.fromkeys([*own, *st.session_state["ex_side"]])), pair_id, level=level,
+# the pair is its content: another run may hold it under another id (a subset or another dataset)
+ids_in_run = {str(r): int(p) for r, p in zip(others["run_id"], others["pair_id"], strict=True)} | {run_id: pair_id}
+mats = data.pair_matrices(list(dict.fromkeys([*own, *st.session_state["ex_side"]])), ids_in_run, level=level,
                           include_special=special)
 
 if not own:

@@ -5,7 +5,9 @@
   an ``ij`` run that is running and has written no chunk yet;
 - ``mstsb:en:test`` and ``mstsb:en-de:test`` (4 pairs each, rows aligned: same pair ids and gold; the German
   side has no POS tags), one ``bilrp`` run of ``mA`` on each, and a 2-pair ``bilrp`` run of ``mB`` on
-  ``mstsb:en:test`` (the only run of that model and dataset: its metrics cell is partial).
+  ``mstsb:en:test`` (the only run of that model and dataset: its metrics cell is partial);
+- ``stsb:test:picked`` (6 pairs): four stsb:test pairs renumbered and reordered, a new pair, and one pair's texts
+  with another gold; a ``bilrp`` run of ``mB`` on it (Compare matches pairs by content).
 
 Token relevances are deterministic functions of the words, so tests can recompute what they expect.
 """
@@ -39,6 +41,14 @@ MSTSB_EN = pd.DataFrame({
 })
 MSTSB_DE = MSTSB_EN.assign(sentence2=["der Mann in paris", "eine Katze rennt", "der große Hund schläft",
                                       "eine Katze sitzt"])
+# stsb:test:picked: four stsb:test pairs in another order and numbering, a new pair, and pair 0's texts with
+# another gold (not the same pair): Compare must match the four by content
+PICKED = "stsb:test:picked"
+PICKED_PAIRS = pd.concat([STSB_PAIRS.iloc[[5, 2, 7, 3]], pd.DataFrame({
+    "sentence1": ["a dog sits", STSB_PAIRS.sentence1[0]], "sentence2": ["the dog sits", STSB_PAIRS.sentence2[0]],
+    "gold": [3.0, 2.0]})], ignore_index=True)
+PICKED_OF_STSB = {5: 0, 2: 1, 7: 2, 3: 3}  # stsb:test pair id -> stsb:test:picked pair id
+SCORES_PICKED = [0.55, 0.72, 0.35, 0.65, 0.5, 0.6]
 SCORES_A = [0.95, 0.9, 0.7, 0.8, 0.3, 0.5, 0.2, 0.4]  # model mA on stsb (hxp covers the first 3)
 SCORES_B = [0.9, 0.8, 0.75, 0.6, 0.5, 0.2, 0.1, 0.3]
 
@@ -110,10 +120,12 @@ def _find(location: object, model: str, dataset: str, method: str) -> str:
 
 def build_corpus_store(path: Path) -> dict[str, str]:
     """Write the store at ``path``; returns {name: run_id} for full, subset, scores, running, en, en_de,
-    en_partial."""
+    en_partial, picked."""
     w = StoreWriter(path)
     w.put_dataset({"dataset_key": STSB, "name": "stsb", "split": "test", "lang_a": "en", "lang_b": "en",
                    "gold_min": 0.0, "gold_max": 5.0}, STSB_PAIRS)
+    w.put_dataset({"dataset_key": PICKED, "name": "stsb", "split": "test", "lang_a": "en", "lang_b": "en",
+                   "gold_min": 0.0, "gold_max": 5.0}, PICKED_PAIRS)
     w.put_dataset({"dataset_key": EN, "name": "mstsb", "split": "test", "lang_a": "en", "lang_b": "en",
                    "gold_min": 0.0, "gold_max": 5.0}, MSTSB_EN)
     w.put_dataset({"dataset_key": EN_DE, "name": "mstsb", "split": "test", "lang_a": "en", "lang_b": "de",
@@ -127,10 +139,11 @@ def build_corpus_store(path: Path) -> dict[str, str]:
     _run(w, "mA", EN, "bilrp", MSTSB_EN, [0.9, 0.5, 0.45, 0.1])
     _run(w, "mA", EN_DE, "bilrp", MSTSB_DE, [0.7, 0.4, 0.5, 0.2], tag_b=False, scale=0.8)
     _run(w, "mB", EN, "bilrp", MSTSB_EN, [0.8, 0.3, 0.6, 0.2], n_pairs=2, scale=1.2)
+    _run(w, "mB", PICKED, "bilrp", PICKED_PAIRS, SCORES_PICKED, scale=0.7)
     w.close()
     names = {"full": ("mA", STSB, "bilrp"), "subset": ("mA", STSB, "hxp"), "scores": ("mB", STSB, "predict"),
              "running": ("mB", STSB, "ij"), "en": ("mA", EN, "bilrp"), "en_de": ("mA", EN_DE, "bilrp"),
-             "en_partial": ("mB", EN, "bilrp")}
+             "en_partial": ("mB", EN, "bilrp"), "picked": ("mB", PICKED, "bilrp")}
     return {name: _find(path, *spec) for name, spec in names.items()}
 
 

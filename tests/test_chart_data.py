@@ -42,3 +42,20 @@ def test_evaluator_is_loud_about_what_it_cannot_evaluate():
     chart = alt.Chart(pd.DataFrame({"a": [1, 2]})).mark_point().encode(x="a:Q").transform_filter("datum.a > 1")
     with pytest.raises(ValueError, match="transform this evaluator does not know"):
         drawn_rows(chart)
+
+
+def test_progress_chart_labels_whole_seconds_when_commits_fall_within_one():
+    """Issue #21: three commits within one second had the time axis labelled with milliseconds (".097")."""
+    import re
+
+    t0 = pd.Timestamp("2026-12-07 20:00:00.050")
+    timeline = pd.DataFrame({"committed_at": [t0, t0 + pd.Timedelta("0.047s"), t0 + pd.Timedelta("0.9s")],
+                             "pairs_done": [8, 16, 24], "n_pairs": [8, 8, 8], "worker": ["w1"] * 3})
+    chart = charts.progress_chart(timeline, 24)
+    drawn = drawn_rows(chart)[None]
+    assert [len(rows) for _, rows, _ in drawn] == [3, 3]
+    svg = charts.chart_svg(chart).decode()
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+    times = [t for t in labels if re.fullmatch(r"\d\d:\d\d:\d\d", t)]
+    assert times, labels
+    assert not [t for t in labels if re.fullmatch(r"\.\d+", t)], labels

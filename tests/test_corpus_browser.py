@@ -98,7 +98,7 @@ def test_every_page_names_partial_runs(server, browser, corpus):  # noqa: F811
 
     page = open_page(browser, server + "/Compare", "corpus_compare", 3)
     shown = body(page)
-    assert "computed on the 3 pairs both runs cover (A 8, B 3)" in shown, shown[:3000]
+    assert "computed on the 3 shared pairs of A's 8 and B's 3" in shown, shown[:3000]
     assert SUBSET in shown  # the run B picker names its coverage
     check(page, "corpus_compare")
     page.close()

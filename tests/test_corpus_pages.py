@@ -29,7 +29,7 @@ def test_compare_states_the_shared_pairs_and_names_partial_runs(monkeypatch, cor
     at.selectbox(key="cmp_b").set_value(ids["subset"])
     ok(at)
     shown = texts(at)
-    assert "on the 3 pairs both runs cover (A 8, B 3)" in shown
+    assert "on the 3 shared pairs of A's 8 and B's 3" in shown
     assert "3 of 8 pairs" in at.selectbox(key="cmp_b").format_func(ids["subset"])
     delta = next(m for m in at.metric if m.label == "Spearman (B)")
     assert delta.proto.delta in ("", "0", "0.0")  # same model, same scores: no delta from the subset
@@ -218,3 +218,23 @@ def test_example_page_resets_the_pair_when_the_dataset_changes(monkeypatch, corp
     at.selectbox(key="ex_run").set_value(ids["en"])  # another dataset: pair 2 there is another pair
     ok(at)
     assert at.selectbox(key="ex_pair").value == 0
+
+
+def test_compare_matches_pairs_by_content_across_datasets(monkeypatch, corpus):
+    """Issue #21: runs on stsb:test and on a dataset holding four of its pairs under other ids are compared on
+    those four; the per-pair links open B's own pair."""
+    from corpus_store import PICKED_OF_STSB
+
+    ids = corpus["runs"]
+    at = open_app(monkeypatch, corpus["path"], "compare")
+    at.selectbox(key="cmp_a").set_value(ids["full"])
+    at.selectbox(key="cmp_b").set_value(ids["picked"])
+    at.session_state["cmp_tab"] = "Per-pair scores"
+    ok(at)
+    shown = texts(at)
+    assert "on the 4 shared pairs of A's 8 and B's 6 (matched by the same text pair and gold" in shown
+    assert "Not compared" not in shown
+    table = next(d.value for d in at.dataframe if "score_b" in d.value.columns)
+    assert dict(zip(table["pair_id"], table["pair_id_b"], strict=True)) == PICKED_OF_STSB
+    assert all(link.endswith(f"run={ids['picked']}&pair={b}") for link, b in
+               zip(table["open"], table["pair_id_b"], strict=True))

@@ -4,6 +4,7 @@ CLI's list and warnings. Runs on the synthetic store of :mod:`corpus_store`."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from corpus_store import EN, EN_DE, SCORES_A, STSB, STSB_PAIRS, build_corpus_store
 
@@ -54,7 +55,7 @@ def test_compare_metrics_on_the_shared_pairs(corpus):
     """Defect 2: a full and a subset run of one model with identical scores showed a Spearman delta."""
     s, ids, _ = corpus
     c = s.comparability(ids["full"], ids["subset"])
-    assert c.n_shared == 3 and c.same_dataset and not c.aligned and c.pairs_caption.startswith("on the 3 pairs")
+    assert c.n_shared == 3 and c.same_dataset and not c.aligned and c.pairs_caption == "on the 3 shared pairs of A's 8 and B's 3"
     cm = s.compare_metrics(ids["full"], ids["subset"]).set_index("metric")
     assert cm.loc["n_shared", "run_a"] == 3
     for m in ("spearman", "pearson", "mse", "mean_model_score"):
@@ -212,3 +213,72 @@ def test_compare_follows_the_gold_band(corpus):
     assert cm.loc["n_shared", "run_a"] == 2
     none = s.compare_metrics(ids["full"], ids["subset"], gold_band=(0.0, 0.05)).set_index("metric")
     assert none.loc["n_shared", "run_a"] == 0 and none["run_a"].loc[["spearman", "mse"]].isna().all()
+
+
+def test_runs_on_different_datasets_compare_on_the_pairs_they_share_by_content(corpus):
+    """Issue #21: A on stsb:test, B on a dataset holding four of its pairs under other ids (plus a new pair and
+    one pair's texts with another gold): compared on exactly those four, every number on them."""
+    import numpy as np
+    from corpus_store import PICKED_OF_STSB, PICKED_PAIRS, SCORES_PICKED
+
+    from core import views
+
+    s, ids, _ = corpus
+    a, b = ids["full"], ids["picked"]
+    c = s.comparability(a, b)
+    assert c.matched_by == "content" and not c.same_dataset and not c.aligned and not c.reason
+    assert c.pair_ids_a == sorted(PICKED_OF_STSB) and c.pair_ids_b == [PICKED_OF_STSB[p] for p in c.pair_ids_a]
+    assert (c.n_a, c.n_b, c.n_shared) == (8, 6, 4)
+    assert c.pairs_caption == "on the 4 shared pairs of A's 8 and B's 6"
+    assert "matched by the same text pair and gold" in views.comparison_caption(c)
+    # metrics: recomputed on the shared pairs of each side, with numpy as the reference
+    ia, ib = c.pair_ids_a, c.pair_ids_b
+    gold = STSB_PAIRS["gold"].to_numpy()[ia]
+    assert np.array_equal(gold, PICKED_PAIRS["gold"].to_numpy()[ib])
+    sa, sb = np.asarray(SCORES_A)[ia], np.asarray(SCORES_PICKED)[ib]
+    cm = s.compare_metrics(a, b).set_index("metric")
+    for side, scores in (("run_a", sa), ("run_b", sb)):
+        ref = score_metrics(scores, gold, gold / 5)
+        for m in ("spearman", "pearson", "mse"):
+            assert cm.loc[m, side] == pytest.approx(ref[m]), (side, m)
+        assert cm.loc["mean_model_score", side] == pytest.approx(scores.mean())
+    assert cm.loc["n_shared", "run_a"] == 4 and cm.loc["n_predictions", ["run_a", "run_b"]].tolist() == [8, 6]
+    assert cm.loc["score_pearson", "run_a"] == pytest.approx(100 * np.corrcoef(sa, sb)[0, 1])
+    # per-pair scores: A's id, B's id of the same pair, the delta
+    sc = s.compare_scores(a, b).set_index("pair_id")
+    assert sorted(sc.index) == ia and sc["pair_id_b"].to_dict() == dict(zip(ia, ib, strict=True))
+    for pa, pb in zip(ia, ib, strict=True):
+        assert sc.at[pa, "delta"] == pytest.approx(SCORES_PICKED[pb] - SCORES_A[pa])
+        assert sc.at[pa, "sentence1_b"] == sc.at[pa, "sentence1_a"]
+    # POS maps and token pairs: each side on its own ids of the shared pairs
+    cp = s.compare_pos(a, b).set_index(["pos_a", "pos_b"])
+    hb = s.pos_heatmap(b, pair_ids=ib).set_index(["pos_a", "pos_b"])
+    ha = s.pos_heatmap(a, pair_ids=ia).set_index(["pos_a", "pos_b"])
+    for key in hb.index:
+        assert cp.at[key, "relevance_b"] == pytest.approx(hb.at[key, "relevance"], abs=1e-5)
+        assert cp.at[key, "relevance_a"] == pytest.approx(ha.at[key, "relevance"], abs=1e-5)
+    tok = s.compare_token_pairs(a, b, limit=500)
+    assert (tok["match"] == "both").all() and (tok["count_a"] == tok["count_b"]).all()  # the same texts
+    assert tok["relevance_b"].sum() == pytest.approx(0.7 * tok["relevance_a"].sum(), rel=1e-5)  # B's scale
+    band = s.compare_token_pairs(a, b, limit=500, gold_band=(0.0, 0.45))  # stsb 5, 7 (gold 1.5, 0.5)
+    assert (band["count_a"] == band["count_b"]).all() and 0 < band["count_a"].sum() < tok["count_a"].sum()
+    assert len(s.compare_scores(a, b, gold_band=(0.0, 0.45))) == 2
+
+
+def test_a_pairs_runs_are_found_by_its_content(corpus):
+    """Issue #21: the Example page's other runs of a pair include a run holding it under another id in another
+    dataset, with that id, and its matrix is that run's matrix of its own pair."""
+    from corpus_store import PICKED_OF_STSB
+
+    s, ids, _ = corpus
+    runs = s.pair_runs(STSB, 5).set_index("run_id")
+    assert {ids["full"], ids["scores"], ids["picked"]} <= set(runs.index) and ids["subset"] not in runs.index
+    assert runs.at[ids["picked"], "pair_id"] == PICKED_OF_STSB[5] and runs.at[ids["full"], "pair_id"] == 5
+    assert runs.at[ids["picked"], "gold"] == runs.at[ids["full"], "gold"]
+    assert ids["picked"] not in set(s.pair_runs(STSB, 0)["run_id"])  # its pair 5 has pair 0's texts, another gold
+    mats = s.pair_matrices([ids["full"], ids["picked"]], {ids["full"]: 5, ids["picked"]: PICKED_OF_STSB[5]})
+    own = s.pair_matrix(ids["picked"], PICKED_OF_STSB[5])
+    assert not own.empty
+    pd.testing.assert_frame_equal(mats[ids["picked"]], own)
+    pd.testing.assert_frame_equal(mats[ids["full"]], s.pair_matrix(ids["full"], 5))
+    assert mats[ids["picked"]]["relevance"].sum() == pytest.approx(0.7 * mats[ids["full"]]["relevance"].sum())

@@ -9,7 +9,7 @@ no SQL. Store methods are referenced as attributes (``Store.runs``), so a rename
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,10 +158,12 @@ def pair_matrix(run_id: str, pair_id: int, level: str = "token", include_special
     return _query(Store.pair_matrix, run_id, int(pair_id), level=level, include_special=include_special)
 
 
-def pair_matrices(run_ids: Sequence[str], pair_id: int, level: str = "token",
+def pair_matrices(run_ids: Sequence[str], pair_id: int | Mapping[str, int], level: str = "token",
                   include_special: bool = True) -> dict[str, pd.DataFrame]:
-    """:func:`pair_matrix` of one pair in several runs, read at once: run_id -> frame."""
-    return _query(Store.pair_matrices, list(run_ids), int(pair_id), level=level, include_special=include_special)
+    """:func:`pair_matrix` of one pair in several runs, read at once: run_id -> frame. ``pair_id``: its id in
+    every run, or run id -> its id in that run's dataset (``pair_runs``' pair_id column)."""
+    ids = {str(k): int(v) for k, v in pair_id.items()} if isinstance(pair_id, Mapping) else int(pair_id)
+    return _query(Store.pair_matrices, list(run_ids), ids, level=level, include_special=include_special)
 
 
 def failures(run_id: str, kind: str = "over", limit: int = 10, top_k: int = 3, include_special: bool = False,

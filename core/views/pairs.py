@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
+from core.store.queries.comparisons import MATCHED_BY
 from core.views.runs import is_na, order_runs, short_model, token_runs
 
 
@@ -145,12 +146,12 @@ def default_comparison(runs: pd.DataFrame) -> tuple[str, str] | None:
 
 def comparison_caption(comp: Any, gold_band: Any = None) -> str:
     """What Compare's numbers are computed on, from a ``Store.comparability`` result: "Metrics, POS maps, token
-    pairs and per-pair scores are computed on the 300 pairs both runs cover (A 1,379, B 300)…"."""
+    pairs and per-pair scores are computed on the 300 shared pairs of A's 1,379 and B's 300 (matched by …)"."""
     text = "Metrics, POS maps, token pairs and per-pair scores are computed " + comp.pairs_caption
     if gold_band is not None:
         text += ", within the gold band"
-    if comp.aligned:
-        text += " (aligned datasets: the same rows in two languages, compared pair by pair)"
+    if comp.matched_by and comp.matched_by != "dataset":
+        text += f" (matched by {MATCHED_BY[comp.matched_by]})"
     return text + "."
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -31,14 +31,25 @@ def check_band(band: Any, what: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+def run_pairs_sql(params: dict[str, Any], pair_ids: Mapping[str, Iterable[int]], prefix: str = "") -> str:
+    """A condition on run_id and pair_id (columns of ``prefix``): each run's own pairs (adds parameters)."""
+    parts = []
+    for n, (run, ids) in enumerate(pair_ids.items()):
+        params[f"fpr{n}"], params[f"fpids{n}"] = str(run), [int(p) for p in ids]
+        parts.append(f"({prefix}run_id = $fpr{n} AND {prefix}pair_id IN (SELECT unnest($fpids{n})))")
+    return "(" + (" OR ".join(parts) or "false") + ")"
+
+
 def pair_filter_sql(params: dict[str, Any], runs: list[str], gold_band: Any = None, error_band: Any = None,
-                    text: str | None = None, word: str | None = None, pair_ids: Iterable[int] | None = None) -> str:
+                    text: str | None = None, word: str | None = None,
+                    pair_ids: Iterable[int] | Mapping[str, Iterable[int]] | None = None) -> str:
     """SQL selecting (run_id, pair_id) of the runs in ``$runs`` whose pairs pass every filter (adds its
     parameters to ``params``); one definition for every page's filters.
 
     gold_band (lo, hi) on gold_norm and error_band on error, inclusive; text: a case-insensitive substring of
     either sentence; word: a whole word of either sentence (or a token/word of the run's tokens, so "##s"
-    finds word pieces); pair_ids: only these pairs (the pairs two compared runs share)."""
+    finds word pieces); pair_ids: only these pairs, or run id -> that run's pairs (the pairs two compared runs
+    share, each under its own id)."""
     gold_band = check_band(gold_band, "gold_band")
     error_band = check_band(error_band, "error_band")
     params["runs"] = [str(r) for r in runs]
@@ -57,7 +68,9 @@ def pair_filter_sql(params: dict[str, Any], runs: list[str], gold_band: Any = No
             OR EXISTS (SELECT 1 FROM tokens k WHERE k.run_id = r.run_id AND k.pair_id = r.pair_id
                        AND (lower(k.token) = lower($fword) OR lower(k.word) = lower($fword))))""")
         params.update(fword=str(word).strip(), fword_re=r"(^|\W)" + re.escape(str(word).strip()) + r"(\W|$)")
-    if pair_ids is not None:
+    if isinstance(pair_ids, Mapping):
+        where.append(run_pairs_sql(params, pair_ids, "r."))
+    elif pair_ids is not None:
         where.append("r.pair_id IN (SELECT unnest($fpids))")
         params["fpids"] = [int(p) for p in pair_ids]
     return f"""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from core.store.queries.corpus import has_filter, pair_filter_sql
+from core.store.queries.corpus import has_filter, pair_filter_sql, run_pairs_sql
 from core.store.records import StoreError, decode_factor, quote
 from core.store.units import word_matrix
 
@@ -21,7 +21,7 @@ class PairQueries:
 
     def _pair_params(self, run_id: str, pair_id: int) -> dict[str, Any] | None:
         """{run, chunk, pid} query parameters for one pair of a run (chunk: for file pruning)."""
-        chunk = self._pair_chunks([str(run_id)], pair_id).get(str(run_id))
+        chunk = self._pair_chunks({str(run_id): int(pair_id)}).get(str(run_id))
         return None if chunk is None else {"run": str(run_id), "chunk": chunk, "pid": int(pair_id)}
 
     def predictions(self, run_id: str, gold_band: tuple[float, float] | None = None,
@@ -52,20 +52,27 @@ class PairQueries:
         """, {"ds": str(dataset_key), "pid": int(pair_id)})
 
     def pair_runs(self, dataset_key: str, pair_id: int) -> pd.DataFrame:
-        """Every stored run that has this pair: run/model columns + the pair's prediction."""
+        """Every stored run that has this pair, on any dataset: the pair is its content (sentence1, sentence2,
+        gold), so a run on a prefix, a subset or another dataset holding the same pair under another id counts.
+        Run/model columns + pair_id (the pair's id in that run's dataset) + the pair's prediction."""
         cols = ["run_id", "model_id", "model_name", "method", "layer", "steps", "quadrature", "status"]
         pcols = ["model_score", "explained_score", "matrix_sum", "residual", "gold", "gold_norm", "error",
                  "n_tokens_a", "n_tokens_b", "truncated"]
         with self._snapshot():
-            runs = self.runs()
-            runs = runs[runs["dataset_key"] == dataset_key]
+            same = self._df("""
+                SELECT o.dataset_hash, min(o.pair_id) AS pair_id
+                FROM pairs p JOIN _pairs_all o
+                  ON o.sentence1 = p.sentence1 AND o.sentence2 = p.sentence2 AND o.gold = p.gold
+                WHERE p.dataset_key = $ds AND p.pair_id = $pid GROUP BY o.dataset_hash
+            """, {"ds": str(dataset_key), "pid": int(pair_id)})
+            runs = self.runs().merge(same, on="dataset_hash", how="inner")
             if runs.empty:
                 return pd.DataFrame(columns=[*cols, "pair_id", *pcols])
-            preds = self._df(f"""
-                SELECT run_id, pair_id, {', '.join(quote(c) for c in pcols)} FROM predictions
-                WHERE run_id IN (SELECT unnest($runs)) AND pair_id = $pid
-            """, {"runs": runs["run_id"].tolist(), "pid": int(pair_id)})
-        out = runs[cols].merge(preds, on="run_id", how="inner")
+            params: dict[str, Any] = {}
+            where = run_pairs_sql(params, {r: [int(p)] for r, p in zip(runs["run_id"], runs["pair_id"], strict=True)})
+            preds = self._df(f"SELECT run_id, pair_id, {', '.join(quote(c) for c in pcols)} FROM predictions "
+                             f"WHERE {where}", params)
+        out = runs[[*cols, "pair_id"]].merge(preds, on=["run_id", "pair_id"], how="inner")
         return out.sort_values(["model_name", "method", "layer", "run_id"], kind="stable").reset_index(drop=True)
 
     def tokens(self, run_id: str, pair_id: int) -> pd.DataFrame:
@@ -119,25 +126,29 @@ class PairQueries:
         """
         return self.pair_matrices([run_id], pair_id, level=level, include_special=include_special)[str(run_id)]
 
-    def pair_matrices(self, run_ids: Sequence[str], pair_id: int, level: str = "token",
+    def pair_matrices(self, run_ids: Sequence[str], pair_id: int | Mapping[str, int], level: str = "token",
                       include_special: bool = True) -> dict[str, pd.DataFrame]:
         """:meth:`pair_matrix` of one pair in each of several runs (one scan per table): run_id -> frame (an
-        empty frame for a run without the pair)."""
+        empty frame for a run without the pair). ``pair_id``: the pair's id in every run, or run id -> the
+        pair's id in that run's dataset (the same pair under other ids: ``pair_runs``' pair_id column)."""
         if level not in ("token", "word"):
             raise StoreError("level must be 'token' or 'word'")
         cols = _MATRIX_COLS + (["n_token_pairs"] if level == "word" else [])
         runs = [str(r) for r in dict.fromkeys(run_ids)]
+        ids = {str(k): int(v) for k, v in pair_id.items()} if isinstance(pair_id, Mapping) else {}
+        wanted = {r: ids.get(r, pair_id if not isinstance(pair_id, Mapping) else None) for r in runs}
+        wanted = {r: int(p) for r, p in wanted.items() if p is not None}
         with self._snapshot():
-            chunks = self._pair_chunks(runs, pair_id)
+            chunks = self._pair_chunks(wanted)
             out = {r: pd.DataFrame(columns=cols) for r in runs}
             if not chunks:
                 return out
-            params: dict[str, Any] = {"pid": int(pair_id)}
+            params: dict[str, Any] = {}
             where = []
             for n, (r, c) in enumerate(chunks.items()):  # (run, chunk) literals per run: DuckLake prunes files by them
-                where.append(f"(run_id = $r{n} AND chunk_index = {int(c)})")
-                params[f"r{n}"] = r
-            found = f"pair_id = $pid AND ({' OR '.join(where)})"
+                where.append(f"(run_id = $r{n} AND chunk_index = {int(c)} AND pair_id = $p{n})")
+                params[f"r{n}"], params[f"p{n}"] = r, wanted[r]
+            found = f"({' OR '.join(where)})"
             special = "" if include_special else " AND NOT special_a AND NOT special_b"
             tp = self._df(f"""
                 SELECT run_id, {', '.join(quote(c) for c in _MATRIX_COLS)} FROM token_pairs
@@ -150,16 +161,19 @@ class PairQueries:
             out[str(r)] = g if toks is None else word_matrix(g, toks[toks["run_id"] == r].drop(columns="run_id"))
         return out
 
-    def _pair_chunks(self, run_ids: Sequence[str], pair_id: int) -> dict[str, int]:
-        """run_id -> the chunk holding ``pair_id`` for each of the runs whose dataset has the pair."""
-        index = self._pair_index(pair_id)
+    def _pair_chunks(self, pair_ids: Mapping[str, int]) -> dict[str, int]:
+        """run_id -> the chunk holding the run's pair (``pair_ids``: run id -> pair id) for each of the runs
+        whose dataset has it."""
         runs = self._df("""
             SELECT run_id, first(dataset_hash) AS dh, first(chunk_size) AS chunk_size FROM runs
             WHERE run_id IN (SELECT unnest($runs)) GROUP BY run_id
-        """, {"runs": list(run_ids)})
-        return {str(r): int(index[dh]) // int(size) for r, dh, size in zip(runs["run_id"], runs["dh"],
-                                                                         runs["chunk_size"], strict=True)
-                if dh in index}
+        """, {"runs": list(pair_ids)})
+        out = {}
+        for r, dh, size in zip(runs["run_id"], runs["dh"], runs["chunk_size"], strict=True):
+            index = self._pair_index(pair_ids[str(r)])
+            if dh in index:
+                out[str(r)] = int(index[dh]) // int(size)
+        return out
 
     def _pair_index(self, pair_id: int) -> dict[str, int]:
         """dataset_hash -> pair_index of ``pair_id`` in every stored dataset revision that has it (one lake
