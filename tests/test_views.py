@@ -252,11 +252,11 @@ def test_store_state(tmp_path, hand):
     assert views.store_state(tmp_path / "fresh").state == "empty"
     st = views.store_state(hand["path"])
     assert st.state == "ok" and st.n_runs == 3
-    md = views.help_markdown(tmp_path / "nope", views.store_state(tmp_path / "nope"))
+    md = views.store_help(tmp_path / "nope", views.store_state(tmp_path / "nope")).markdown
     assert "python -m precompute attribute --dataset stsb:test --store " + str(tmp_path / "nope") in md
     assert "No audit results yet" in md
-    md = views.help_markdown("store", views.StoreState("invalid", "broken"))
-    assert "cannot be read" in md and "--dataset stsb:test\n" in md
+    md = views.store_help("store", views.StoreState("invalid", "broken")).markdown
+    assert "cannot be read" in md and f"--dataset stsb:test --store {Path('store').absolute()}\n" in md
 
 
 @pytest.mark.parametrize("state,explicit,env,expected", [
@@ -489,3 +489,23 @@ def test_evidence_pair_matrix_is_symmetric_on_the_signed_scale():
     assert bars["category"].tolist() == ["layer 3", "layer 5"] and set(bars["metric_label"]) == {"the share"}
     spec = charts.evidence_bars_chart(ev.with_band(bars), "share", color="metric_label").to_dict()
     assert spec["layer"][0]["encoding"]["xOffset"]["field"] == "metric_label"
+
+
+@pytest.mark.slow
+def test_empty_store_help_commands_work_from_another_folder(tmp_path):
+    """Issue #21: the help's commands named .venv/bin/python and data/ relative to the server's folder. They
+    now carry the project folder, this Python and the store's absolute path: run from elsewhere, the demo
+    command (on 2 pairs instead of 10) fills the store."""
+    store = tmp_path / "empty"
+    store.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    howto = views.store_help(store, views.store_state(store))
+    lines = howto.commands.splitlines()
+    assert lines[0].startswith("cd ") and all(sys.executable in line for line in lines[1:])
+    demo = next(line for line in lines if "demo_pairs.tsv" in line).replace("--limit 10", "--limit 2")
+    done = subprocess.run(["bash", "-c", f"{lines[0]} && {demo}"], cwd=elsewhere, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert views.store_state(store).state == "ok"
+    assert not any(elsewhere.iterdir())

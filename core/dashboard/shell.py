@@ -23,9 +23,9 @@ from core.views.location import (
     DEMO_MODEL,
     ROOT,
     STORE_ENV,
-    help_markdown,
     progress_text,
     should_autobuild,
+    store_help,
     store_location,
 )
 from core.views.runs import status_counts
@@ -124,7 +124,10 @@ def require_store() -> Path:
     if should_autobuild(state, explicit) and "build" in _DEMO and _bootstrap(path, first_launch=True):
         st.rerun()
     st.warning("This page needs audit results.", icon=":material/info:")
-    st.markdown(help_markdown(path, state))
+    howto = store_help(path, state)
+    st.markdown(howto.head)
+    st.code(howto.commands, language="bash", wrap_lines=True)
+    st.markdown(howto.footer)
     if state.state in ("missing", "empty") and "build" in _DEMO:
         st.markdown(f"Or build a small demo store here: {DEMO_MODEL} on the project's {_demo_pairs()} demo pairs "
                     f"(a few minutes on a CPU; the progress bar shows the expected time and the time left).")

@@ -1,13 +1,15 @@
 """Where the dashboard's store is and what state it is in (pure: no Streamlit).
 
 ``$SIMLENS_STORE`` (default ``./store``) names the store; :func:`store_state` classifies it without raising,
-:func:`should_autobuild` decides whether a first launch builds the demo store, :func:`help_markdown` says what
+:func:`should_autobuild` decides whether a first launch builds the demo store, :func:`store_help` says what
 to run when there is nothing to show, and :func:`store_fingerprint` is the cheap token the page caches key on.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +77,30 @@ def should_autobuild(state: StoreState | str, explicit: bool, env: Mapping[str, 
     return flag in ("1", "true", "yes", "on") or not explicit
 
 
-def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
-    """What to run when the store cannot be shown (Markdown)."""
+@dataclass(frozen=True)
+class StoreHelp:
+    """What to run when the store cannot be shown: ``head`` (Markdown), ``commands`` (bash lines that work from
+    any folder: the project folder, this server's Python and the store's absolute location), ``footer``
+    (Markdown)."""
+
+    head: str
+    commands: str
+    footer: str
+
+    @property
+    def markdown(self) -> str:
+        """All of it as one Markdown text (the commands as a code block)."""
+        return f"{self.head}\n\n```bash\n{self.commands}\n```\n\n{self.footer}"
+
+
+def store_help(path: str | os.PathLike, state: StoreState, python: str | None = None) -> StoreHelp:
+    """What to run when the store at ``path`` cannot be shown (``python``: the interpreter the commands use,
+    default this process's)."""
     p = str(path)
-    store_arg = "" if p == DEFAULT_STORE else f" --store {p}"
+    loc = parse_location(p) if p else None
+    where = str(loc.root.absolute()) if loc is not None and loc.root is not None else p
+    python = shlex.quote(python or sys.executable)
+    store_arg = f" --store {shlex.quote(where)}"
     if state.state == "invalid":
         head = f"**The store at `{p}` cannot be read.** {literal(state.message)}."
         fix = (f"Point `{STORE_ENV}` at a SimLens store (a directory made by `python -m precompute`), or "
@@ -86,17 +108,16 @@ def help_markdown(path: str | os.PathLike, state: StoreState) -> str:
     else:
         head = f"**No audit results yet** in `{p}` ({literal(state.message)})."
         fix = "Fill the store with a precompute run, then reload this page:"
-    return (
-        f"{head}\n\n{fix}\n\n"
-        "```bash\n"
-        f".venv/bin/python -m precompute attribute --dataset stsb:test{store_arg}\n"
-        f".venv/bin/python -m precompute predict --dataset stsb:test{store_arg}\n"
-        f".venv/bin/python -m precompute attribute --dataset data/demo_pairs.tsv --lang en --gold-range 0,5"
-        f" --limit 10{store_arg}\n"
-        "```\n\n"
-        f"`python -m precompute list{store_arg}` shows what a store holds. The dashboard reads the store named by "
-        f"`{STORE_ENV}` (default `./{DEFAULT_STORE}`)."
-    )
+    demo = shlex.quote(str(DEMO_DATASET.relative_to(ROOT)))
+    commands = "\n".join([
+        f"cd {shlex.quote(str(ROOT))}",
+        f"{python} -m precompute attribute --dataset stsb:test{store_arg}",
+        f"{python} -m precompute predict --dataset stsb:test{store_arg}",
+        f"{python} -m precompute attribute --dataset {demo} --lang en --gold-range 0,5 --limit 10{store_arg}",
+    ])
+    footer = (f"`python -m precompute list{store_arg}` shows what a store holds. The dashboard reads the store "
+              f"named by `{STORE_ENV}` (default `./{DEFAULT_STORE}`, in the folder the server was started from).")
+    return StoreHelp(f"{head}\n\n{fix}", commands, footer)
 
 
 def progress_text(text: str, fraction: float, elapsed_s: float, start: tuple[float, float] = (0.0, 0.0)) -> str:
