@@ -72,19 +72,23 @@ PACKAGED_MODELS: dict[str, Callable[[], Path | None]] = {
 }
 
 
+def local_model_path(name_or_path: str | os.PathLike) -> Path | None:
+    """The folder of a model given as a folder or a packaged offline name, without the hub; None otherwise."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    key = str(name_or_path).lower().removeprefix("sentence-transformers/")
+    return PACKAGED_MODELS[key]() if key in PACKAGED_MODELS else None
+
+
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     """A local folder for a model given as a folder, a packaged offline model name, or a hub id."""
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"model must be a name or a path, got {name_or_path!r}")
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
+    folder = local_model_path(name_or_path)
+    if folder is not None:
+        return folder
     name = str(name_or_path)
-    key = name.lower().removeprefix("sentence-transformers/")
-    if key in PACKAGED_MODELS:
-        folder = PACKAGED_MODELS[key]()
-        if folder is not None:
-            return folder
     try:
         from huggingface_hub import snapshot_download
 
@@ -100,10 +104,7 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
 def local_prompts(name_or_path: str | os.PathLike) -> dict[str, str]:
     """The prompts (name -> text) of a model that is a local folder or a packaged model, read from its
     ``config_sentence_transformers.json`` without loading it; {} for others (nothing is downloaded)."""
-    path = Path(str(name_or_path)).expanduser()
-    key = str(name_or_path).lower().removeprefix("sentence-transformers/")
-    if not path.is_dir():
-        path = PACKAGED_MODELS[key]() if key in PACKAGED_MODELS else None
+    path = local_model_path(name_or_path)
     config = read_json(path / "config_sentence_transformers.json") if path is not None else None
     return {str(k): str(v or "") for k, v in ((config or {}).get("prompts") or {}).items()}
 
