@@ -14,6 +14,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,13 +415,14 @@ def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: obj
 def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
-    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "",
+    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "", revision: str | None = None,
 ) -> SimilarityModel:
     """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones).
 
     ``pipeline`` (the modules after the encoder) defaults to ``pooling``, optional normalisation and
     ``similarity``; ``variant`` names a setting that makes these embeddings differ from the folder's own (a
-    plain Hugging Face model's chosen pooling), so that stores keep them apart.
+    plain Hugging Face model's chosen pooling), so that stores keep them apart. ``revision``: the content hash
+    of ``folder`` (default: computed here; that of the encoder's parameters when there is no folder).
     """
     arch = get_architecture(encoder.config.model_type)
     if pipeline is None:
@@ -439,7 +441,8 @@ def from_parts(
         param.requires_grad_(False)
     return SimilarityModel(
         name=name, path=folder, encoder=encoder,
-        revision=content_revision(folder) if folder.exists() else _in_memory_revision(encoder, tokenizer, pipeline),
+        revision=revision or (content_revision(folder) if folder.exists() else
+                              _in_memory_revision(encoder, tokenizer, pipeline)),
         tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
         max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer), device=dev,
         shifted=shifted, variant=variant,
@@ -484,6 +487,15 @@ def _pipeline_for(folder: Path, pooling: str | None) -> tuple[SentencePipeline, 
     return pipeline, ""
 
 
+def _hashed_meanwhile(folder: Path) -> Future[str]:
+    """The content hash of ``folder``, computed in a thread of its own while the caller loads the model."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simlens-model-hash")
+    try:
+        return pool.submit(content_revision, folder)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
                pooling: str | None = None) -> SimilarityModel:
     """Load a sentence-transformers model (a local folder, a packaged offline name, or a hub id).
@@ -497,6 +509,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     from transformers.utils import logging as hf_logging
 
     folder = resolve_model_path(name_or_path)
+    revision = _hashed_meanwhile(folder)
     pipeline, variant = _pipeline_for(folder, pooling)
     transformer = folder / pipeline.transformer_path
     config = AutoConfig.from_pretrained(transformer, trust_remote_code=False)
@@ -510,7 +523,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
         if bars:
             hf_logging.enable_progress_bar()
     return from_parts(
-        str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant,
+        str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant, revision=revision.result(),
         max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
         shifted=bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
     )
