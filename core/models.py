@@ -11,8 +11,10 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +27,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from core.architectures import Architecture, get_architecture
 from core.model_files import (
     SIMLENS_CONFIG,
+    content_revision,
+    model_id_of,
     read_json,
     resolve_model_path,
-    weights_revision,
 )
 from core.rules import traced
 from core.sentence_modules import (
@@ -45,6 +48,17 @@ POOLINGS = tuple(POOLING_MODES)
 SIMILARITIES = ("cosine", "dot")
 #: Keyword names under which blocks receive their hidden-state input when it is not passed positionally.
 _HIDDEN_KWARGS = ("hidden_states", "hidden_state", "x")
+
+
+def set_variant(variant: str, key: str, value: object | None) -> str:
+    """``variant`` (``key=value`` settings joined by ``;``) with ``key`` set to ``value`` (None: removed).
+
+    The one place where a setting that makes a model's outputs differ from its folder's own (a plain model's
+    pooling, prompts, ...) enters its ``model_id``: every such loader option must be set here."""
+    kept = [v for v in re.split(r";(?=[a-z_]+=)", variant) if v and not v.startswith(f"{key}=")]
+    if value is not None:
+        kept.append(f"{key}={value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
+    return ";".join(kept)
 
 
 class _Captured(Exception):
@@ -104,11 +118,9 @@ class SimilarityModel:
         (names or texts, see ``SentencePipeline.resolve_prompt``; None = the default prompt). Prompts other than
         the default make a variant, with its own ``model_id``, so that stores keep its runs apart."""
         texts = (self.pipeline.resolve_prompt(prompt_a), self.pipeline.resolve_prompt(prompt_b))
-        kept = [v for v in self.variant.split(";") if v and not v.startswith("prompts=")]
         default = self.pipeline.default_prompt
-        if texts != (default, default):
-            kept.append("prompts=" + json.dumps(list(texts), ensure_ascii=False))
-        return dataclasses.replace(self, side_prompts=texts, variant=";".join(kept))
+        variant = set_variant(self.variant, "prompts", None if texts == (default, default) else list(texts))
+        return dataclasses.replace(self, side_prompts=texts, variant=variant)
 
     @property
     def dim(self) -> int:
@@ -125,9 +137,9 @@ class SimilarityModel:
 
     @property
     def model_id(self) -> str:
-        """A short stable id for stores: the name, the weights' revision and the variant (if any)."""
-        key = f"{self.name}|{self.revision}" + (f"|{self.variant}" if self.variant else "")
-        return hashlib.sha256(key.encode()).hexdigest()[:12]
+        """A short stable id for stores, from what decides the outputs: the content of the model's files
+        (``revision``) and its variant; the same files by any name, path or copy have the same id."""
+        return model_id_of(self.revision, self.variant)
 
     def check_layer(self, layer: int) -> int:
         if not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer <= self.num_layers:
@@ -403,13 +415,14 @@ def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: obj
 def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
-    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "",
+    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "", revision: str | None = None,
 ) -> SimilarityModel:
     """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones).
 
     ``pipeline`` (the modules after the encoder) defaults to ``pooling``, optional normalisation and
     ``similarity``; ``variant`` names a setting that makes these embeddings differ from the folder's own (a
-    plain Hugging Face model's chosen pooling), so that stores keep them apart.
+    plain Hugging Face model's chosen pooling), so that stores keep them apart. ``revision``: the content hash
+    of ``folder`` (default: computed here; that of the encoder's parameters when there is no folder).
     """
     arch = get_architecture(encoder.config.model_type)
     if pipeline is None:
@@ -427,11 +440,28 @@ def from_parts(
     for param in encoder.parameters():
         param.requires_grad_(False)
     return SimilarityModel(
-        name=name, path=folder, revision=weights_revision(folder) if folder.exists() else "in-memory", encoder=encoder,
+        name=name, path=folder, encoder=encoder,
+        revision=revision or (content_revision(folder) if folder.exists() else
+                              _in_memory_revision(encoder, tokenizer, pipeline)),
         tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
         max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer), device=dev,
         shifted=shifted, variant=variant,
     )
+
+
+def _in_memory_revision(encoder: nn.Module, tokenizer: object, pipeline: SentencePipeline) -> str:
+    """The content hash of a model that has no folder: its encoder's config and parameters, its tokenizer and
+    its pipeline (modules with their parameters, prompts, similarity)."""
+    digest = hashlib.sha256(encoder.config.to_json_string(use_diff=False).encode())
+    digest.update(tokenizer.backend_tokenizer.to_str().encode())
+    digest.update(repr((pipeline.modules, pipeline.normalize, pipeline.similarity, pipeline.prompts,
+                        pipeline.default_prompt_name, pipeline.max_seq_length)).encode())
+    parts = [encoder] + [p for m in pipeline.modules for p in vars(m).values() if isinstance(p, nn.Module)]
+    for part in parts:
+        for key, tensor in sorted(part.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "mem-" + digest.hexdigest()[:12]
 
 
 def architecture_class(model_type: str) -> type:
@@ -448,13 +478,22 @@ def _pipeline_for(folder: Path, pooling: str | None) -> tuple[SentencePipeline, 
     pipeline = read_pipeline(folder)
     if pipeline is None:
         mode = pooling_mode(pooling or "mean")
-        return plain_pipeline(mode), "" if mode == "mean" else f"pooling={mode}"
+        return plain_pipeline(mode), set_variant("", "pooling", None if mode == "mean" else mode)
     if pooling is not None and pooling_mode(pooling) != pipeline.pooling.name:
         raise ValueError(
             f"model {folder} is a sentence-transformers model with {pipeline.pooling.name} pooling, which is part "
             f"of the model; pooling={pooling!r} chooses the pooling of plain Hugging Face models only"
         )
     return pipeline, ""
+
+
+def _hashed_meanwhile(folder: Path) -> Future[str]:
+    """The content hash of ``folder``, computed in a thread of its own while the caller loads the model."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="simlens-model-hash")
+    try:
+        return pool.submit(content_revision, folder)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
@@ -470,6 +509,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     from transformers.utils import logging as hf_logging
 
     folder = resolve_model_path(name_or_path)
+    revision = _hashed_meanwhile(folder)
     pipeline, variant = _pipeline_for(folder, pooling)
     transformer = folder / pipeline.transformer_path
     config = AutoConfig.from_pretrained(transformer, trust_remote_code=False)
@@ -483,7 +523,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
         if bars:
             hf_logging.enable_progress_bar()
     return from_parts(
-        str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant,
+        str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant, revision=revision.result(),
         max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
         shifted=bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
     )

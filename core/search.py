@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from core.attribution import Explanation, SentenceFactors, Settings, pair_explanation
+from core.model_files import legacy_model_id
 from core.models import SimilarityModel
 
 
@@ -295,14 +296,26 @@ def check_query(query: object) -> str:
     return query
 
 
+def index_model_source(record: dict) -> str:
+    """Where to load an index's model from: the folder it was built from, or its name when that folder is gone
+    (:func:`check_model` then checks that the name gives the same model)."""
+    return record["model_path"] if record.get("model_path") and Path(record["model_path"]).is_dir() else \
+        record["model_name"]
+
+
 def check_model(model: SimilarityModel, record: dict) -> None:
-    """A SearchError when ``model`` is not the model the index was built with."""
-    if model.model_id != record["model_id"]:
-        raise SearchError(
-            f"index {record['index_id']} was built with {record['model_name']} (model id {record['model_id']}); "
-            f"the query model {model.name} (model id {model.model_id}) is a different model, whose embeddings "
-            f"are not comparable: search with --model {record['model_path']}, or build an index with this model"
-        )
+    """A SearchError when ``model`` is not the model the index was built with: the same content (the same
+    ``model_id``) by any name or path; an index written before ids were content hashes recorded the name-based
+    id of :func:`core.model_files.legacy_model_id` (``python -m precompute migrate STORE`` rewrites it)."""
+    if model.model_id == record["model_id"]:
+        return
+    if model.path.is_dir() and legacy_model_id(record["model_name"], model.path, model.variant) == record["model_id"]:
+        return
+    raise SearchError(
+        f"index {record['index_id']} was built with {record['model_name']} (model id {record['model_id']}); "
+        f"the query model {model.name} (model id {model.model_id}) is a different model, whose embeddings "
+        f"are not comparable: search with --model {record['model_path']}, or build an index with this model"
+    )
 
 
 def index_settings(model: SimilarityModel, record: dict) -> Settings:

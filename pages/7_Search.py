@@ -33,11 +33,11 @@ def load_model(path: str):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_search(path: str, index_id: str, query: str, k: int, mode: str):
-    from core.search import search_index
+    from core.search import index_model_source, search_index
 
     reader = open_indexes(path)
     record = reader.index_info(index_id)
-    return search_index(load_model(record["model_path"]), reader, index_id, query, k=k, mode=mode)
+    return search_index(load_model(index_model_source(record)), reader, index_id, query, k=k, mode=mode)
 
 
 path = str(data.current_store_path())

@@ -174,11 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--dry-run", action="store_true", help="only say what would be done")
     comp.add_argument("--keep-hours", type=float, default=1.0,
                       help="keep snapshots (and their files) younger than this (default 1 hour)")
-    mig = verbs.add_parser("migrate", help="convert a store of the old Parquet-directory layout",
-                           description="Copy a store of the Parquet-directory layout (SIMLENS_STORE.json) into a "
-                                       "DuckLake store; resumable, and running it again changes nothing.")
-    mig.add_argument("old", help="the old store folder")
-    mig.add_argument("new", help="the new store (folder or DuckLake connection string)")
+    mig = verbs.add_parser("migrate", help="convert a store of the old Parquet-directory layout; record old "
+                                           "model ids by content",
+                           description="With OLD NEW: copy a store of the Parquet-directory layout "
+                                       "(SIMLENS_STORE.json) into a DuckLake store. With one STORE: record the "
+                                       "models of a store written before model ids were content hashes under "
+                                       "their content ids (docs/model-identity.md); a copy does this too. "
+                                       "Resumable, and running it again changes nothing.")
+    mig.add_argument("old", help="the old store folder (or, alone, the store whose model ids to migrate)")
+    mig.add_argument("new", nargs="?", default=None,
+                     help="the new store (folder or DuckLake connection string)")
     _add_evaluation_verbs(verbs)
     search_cli.add_verbs(verbs, opt.DEFAULT_STORE)
     return parser
@@ -315,6 +320,13 @@ def _main(argv: list[str] | None) -> int:
             print(f"{'dry run: ' if args.dry_run else ''}compact {args.store}")
             for line in report.lines():
                 print(f"  {line}")
+            return 0
+        if args.verb == "migrate" and args.new is None:
+            from core.store.migrate import migrate_model_ids
+
+            mapped = migrate_model_ids(args.old)
+            print(f"migrated {len(mapped)} model id(s) of {args.old} to content ids"
+                  + "".join(f"\n  {old} -> {new}" for old, new in mapped.items()))
             return 0
         if args.verb == "migrate":
             counts = migrate_store(args.old, args.new)

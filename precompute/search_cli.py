@@ -110,7 +110,7 @@ def _choose_index(reader: IndexStore, wanted: str | None) -> str:
 
 def _search(args: argparse.Namespace) -> int:
     from core.models import load_model
-    from core.search import SearchError, check_query, search_index, top_pairs
+    from core.search import SearchError, check_query, index_model_source, search_index, top_pairs
 
     reader = IndexStore(args.store)
     if not args.list:
@@ -122,7 +122,7 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     index_id = _choose_index(reader, args.index)
     record = reader.index_info(index_id)
-    model = load_model(args.model or record["model_path"], device=args.device)
+    model = load_model(args.model or index_model_source(record), device=args.device)
     result = search_index(model, reader, index_id, args.query, k=args.k, mode=args.mode, query_prompt=args.query_prompt)
     s = result.seconds
     print(f"index {index_id} ({record['corpus_key']}, {record['model_name']}, {record['method']} layer "

@@ -1,5 +1,6 @@
 """Converting a store of the Parquet-directory layout (format 1, ``SIMLENS_STORE.json``) into a DuckLake store
-(``python -m precompute migrate OLD NEW``).
+(``python -m precompute migrate OLD NEW``), and recording the models of stores written before model ids were
+content hashes under their content ids (``python -m precompute migrate STORE``; ``docs/model-identity.md``).
 
 Only this module knows the old layout, and only to read it: the latest revision ``<stem>@<rev>.parquet`` of
 every record under ``meta/<table>/`` and ``runs/<run_id>/``, and the complete chunk directories
@@ -13,12 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from core.model_files import content_revision, legacy_model_id, local_model_path, model_id_of
 from core.store.catalog import LEGACY_MARKER, StoreLocation, is_legacy, parse_location, transaction
 from core.store.kinds import kind_of_method
 from core.store.prepare import content_hash
@@ -95,7 +98,93 @@ def migrate_store(old: str | os.PathLike, new: str | os.PathLike | StoreLocation
                         f"migrate run {seg['run_id']}")
             counts["segments"] += 1
         counts["summaries"] = len(summarize_runs(new, writer=w))
+        counts["model_ids"] = len(_map_model_ids(w))
     return counts
+
+
+# --------------------------------------------------------------------------------------------------
+# model ids by content
+# --------------------------------------------------------------------------------------------------
+
+
+def _name_variants(name: str) -> list[tuple[str, str]]:
+    """(name, variant) readings of a stored display name ``name`` or ``name [variant]``."""
+    found = [(name, "")]
+    cut = name.rfind(" [")
+    if name.endswith("]") and cut > 0:
+        found.append((name[:cut], name[cut + 2 : -1]))
+    return found
+
+
+def _hub_cache(name: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not in this machine's hub cache (or not a hub id): nothing to compare
+        return None
+
+
+def _folders(row: dict[str, Any], name: str) -> Iterator[Path]:
+    """Where the model of a models record may be on this machine: its recorded folder, the folder or packaged
+    model its name gives, or the hub cache (offline)."""
+    for source in (row.get("path"), name):
+        folder = local_model_path(source) if source else None
+        if folder is not None:
+            yield folder
+    folder = _hub_cache(name)
+    if folder is not None:
+        yield folder
+
+
+def content_identity(row: dict[str, Any]) -> tuple[str, str] | None:
+    """(content id, content revision) of a models record written under the name-based id of older SimLens, or
+    None when the record's id is not such an id or its model is not on this machine with the same weights
+    (the recorded revision: :func:`core.model_files.legacy_model_id` of that folder matches)."""
+    for name, variant in _name_variants(str(row["name"])):
+        for folder in _folders(row, name):
+            if legacy_model_id(name, folder, variant) == row["model_id"]:
+                revision = content_revision(folder)
+                return model_id_of(revision, variant), revision
+    return None
+
+
+def _map_model_ids(w: StoreWriter) -> dict[str, str]:
+    """Rewrite every name-based model id of the store to its content id (:func:`content_identity`), one model per
+    transaction: its models record moves to the new id and the runs, evaluations and indexes of the old id
+    follow (their own ids stay). Returns old -> new id; records whose model is not here stay as they were."""
+    models = w._con.execute(f"SELECT * EXCLUDE (written_at) FROM {w._lake}.models QUALIFY row_number() OVER ("
+                            f"PARTITION BY model_id ORDER BY written_at DESC, write_id DESC) = 1").df()
+    referencing = [t for t, cols in SCHEMA.items() if "model_id" in cols and t != "models"]
+    mapped = {}
+    for row in models.to_dict("records"):
+        found = content_identity(row)
+        if found is None or found[0] == row["model_id"]:
+            continue
+        ids = {"old": row["model_id"], "new": found[0]}
+        record = {**{c: row.get(c) for c in SCHEMA["models"]}, "model_id": found[0], "revision": found[1]}
+        rows = None if w._latest("models", "model_id", found[0]) else \
+            to_arrow("models", pd.DataFrame([record]), f"migrate model {ids['old']}")
+
+        def body(c: Any, ids: dict[str, str] = ids, rows: Any = rows) -> None:
+            if rows is not None:
+                insert(c, w._lake, "models", rows, *new_write())
+            for table in referencing:
+                c.execute(f"UPDATE {w._lake}.{table} SET model_id = $new WHERE model_id = $old", ids)
+            c.execute(f"DELETE FROM {w._lake}.models WHERE model_id = $old", {"old": ids["old"]})
+
+        transaction(w._con, body, f"migrate model id {ids['old']} -> {ids['new']}")
+        mapped[ids["old"]] = ids["new"]
+    return mapped
+
+
+def migrate_model_ids(store: str | os.PathLike | StoreLocation) -> dict[str, str]:
+    """Record the models of a store written before model ids were content hashes under their content ids, so
+    that their runs, evaluations and indexes meet those of the same model written now; returns old -> new id.
+    Running it again changes nothing; a model that is not on this machine keeps its old id (run it again where
+    it is)."""
+    with StoreWriter(store, create=False) as w:
+        return _map_model_ids(w)
 
 
 def _datasets(src: Path, w: StoreWriter, counts: dict[str, int]) -> dict[str, str]:

@@ -153,11 +153,15 @@ class StoreWriter:
         return "written"
 
     def put_model(self, meta: Mapping[str, Any], *, replace: bool = False) -> str:
-        """Store a model's metadata (model_id, name required). Returns "written" or "unchanged"."""
+        """Store a model's metadata (model_id, name required). Returns "written" or "unchanged".
+
+        A model id is its content, so the same model loaded by another name or from another folder (a record
+        that differs only in name and path) is unchanged: the first name stays, unless ``replace``."""
         row = model_row(meta)
         old = self._latest("models", "model_id", row["model_id"])
         if old is not None:
-            if all(same_value(old.get(c), row.get(c)) for c in SCHEMA["models"]):
+            same = [c for c in SCHEMA["models"] if same_value(old.get(c), row.get(c))]
+            if len(same) == len(SCHEMA["models"]) or (not replace and set(SCHEMA["models"]) - set(same) <= {"name", "path"}):
                 return "unchanged"
             if not replace:
                 raise StoreError(f"put_model({row['model_id']}): the store holds different content for this model; "
