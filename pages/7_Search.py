@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import charts, views
 from core.dashboard import data, shell, widgets
+from core.safe_text import literal
 from core.store import StoreError
 from core.store.index import SEARCH_MODES
 from core.store.index_search import IndexStore
@@ -91,10 +92,10 @@ shown_record = indexes.set_index("index_id").loc[shown[0]].to_dict()
 
 s = result.seconds
 st.caption(f"{len(result.hits)} best of {shown_record['n_passages']:,} passages ({shown_record['n_windows']:,} "
-           f"windows) of `{shown_record['corpus_key']}` · {result.mode} search · "
+           f"windows) of {literal(shown_record['corpus_key'])} · {result.mode} search · "
            f"{shown_record['similarity']} similarity · query encoded in {s['encode'] * 1000:.0f} ms, searched in "
            f"{s['search'] * 1000:.0f} ms, explained in {s['explain'] * 1000:.0f} ms"
-           + (f" · query prompt {result.query_prompt!r}" if result.query_prompt else ""))
+           + (f" · query prompt {literal(repr(result.query_prompt))}" if result.query_prompt else ""))
 
 runs = data.runs() if data.store_ok() else pd.DataFrame()
 
@@ -115,13 +116,13 @@ special = st.toggle("Special tokens", value=False, key="sr_special")
 for hit in result.hits:
     exp = hit.explanation
     title = f"#{hit.rank} · {hit.score:.4f} · {hit.passage[:110]}"
-    with st.expander(title, expanded=hit.rank <= 2):
+    with st.expander(literal(title), expanded=hit.rank <= 2):  # indexed corpora are untrusted text
         window = "" if hit.window_start == 0 and hit.window_end == len(hit.passage) else \
             f" · best window {hit.window_index} (characters {hit.window_start}–{hit.window_end})"
         where = f"{hit.dataset_key} · pair {hit.pair_id} · sentence {'1' if hit.side == 'a' else '2'}" \
             if hit.dataset_key else f"passage {hit.passage_id}"
-        st.markdown(hit.passage if not window else f"…{hit.passage[hit.window_start:hit.window_end]}…")
-        st.caption(where + window)
+        st.markdown(literal(hit.passage if not window else f"…{hit.passage[hit.window_start:hit.window_end]}…"))
+        st.caption(literal(where + window))
         with st.container(horizontal=True):
             st.metric("score", f"{hit.score:.4f}", border=True, help="the model's similarity, computed in the store")
             st.metric("explained score", f"{exp.score:.4f}", border=True, help="the quantity the matrix decomposes")
@@ -143,8 +144,8 @@ for hit in result.hits:
             if run_id is not None:
                 widgets.example_link(run_id, int(hit.pair_id), label="Open its pair in Example", key=f"sr_ex_{hit.rank}")
             elif hit.dataset_key:
-                st.caption(f"No attribution run of `{hit.dataset_key}` in this store to open the pair in "
-                           f"(`python -m precompute attribute --dataset {hit.dataset_key}`).")
+                st.caption(literal(f"No attribution run of {hit.dataset_key} in this store to open the pair in "
+                                   f"(python -m precompute attribute --dataset {hit.dataset_key})."))
 
 # ---- contrast two hits -----------------------------------------------------------------------------------
 if len(result.hits) < 2:

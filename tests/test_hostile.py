@@ -212,3 +212,28 @@ def test_failures_page_shows_hostile_sentences_as_text(monkeypatch, hostile_stor
     strings = assert_no_markup(at)
     shown = "\n".join(strings)
     assert any(literal(s) in shown for s in hostile_store["sentences"]), shown[:2000]
+
+
+def test_search_page_shows_hostile_indexed_passages_as_text(monkeypatch, hostile_store, tmp_path):
+    """Issue #21: indexed corpora are untrusted text: hit passages, expander titles and captions on the Search
+    page are literal (every hostile sentence of the index is a hit of a query for it)."""
+    from core import load_model
+    from precompute.index import build_index, dataset_corpus
+
+    model_folder = next(p for p in hostile_store["path"].parent.iterdir() if p.name.startswith("m **b**"))
+    data_file = next(p for p in hostile_store["path"].parent.iterdir() if p.suffix == ".tsv")
+    store = tmp_path / "search_store"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(model_folder, device="cpu")
+        build_index(model, dataset_corpus([str(data_file)]), store, chunk_size=8, progress=False)
+    at = open_page(monkeypatch, store, "pages/7_Search.py")
+    at.text_input(key="sr_query").set_value(hostile_store["sentences"][0])
+    at.button[0].click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    strings = assert_no_markup(at)
+    titles = [unliteral(e.label) for e in at.expander if unliteral(e.label).startswith("#")]
+    assert len(titles) == 5
+    shown = "\n".join(strings)
+    assert any(literal(s) in shown for s in hostile_store["sentences"]), shown[:2000]
