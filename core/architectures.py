@@ -225,8 +225,8 @@ def discover_architecture(model: nn.Module, model_type: str) -> Architecture:
 
     the blocks are the ``nn.ModuleList`` of modules of one class holding the most parameters; the embeddings, the
     module that owns ``get_input_embeddings()`` (the embedding itself when the model owns it directly); the final
-    norm, a parameterised norm (``*Norm*``, ``ln_f``) that is a direct child of the model or of the blocks' parent
-    (None for post-norm models). Positions are the model's ``own`` (no position ids passed) and no query/key
+    norm, a parameterised norm (``*Norm*``, ``ln_f``) registered after the blocks as a direct child of the model or
+    of the blocks' parent (None for post-norm models). Positions are the model's ``own`` (no position ids passed) and no query/key
     projections are cut (the softmax rule detaches the scores), so the LRP rules (``core.rules``) see everything
     the custom code computes, and an operation they do not cover is an error. A model without such blocks is a
     ValueError naming its class."""
@@ -244,9 +244,10 @@ def discover_architecture(model: nn.Module, model_type: str) -> Architecture:
     embed_path = names[embedding]
     owner = embed_path.rpartition(".")[0] or embed_path
     parent = blocks_path.rpartition(".")[0]
-    norms = [name for name, m in model.named_modules()
-             if name.rpartition(".")[0] in {"", parent} and _is_norm(name, m) and _size(m)
-             and not name.startswith(blocks_path) and not name.startswith(owner + ".")]
+    order = [name for name, _ in model.named_modules()]
+    after = order[order.index(blocks_path) + 1 :]  # registered after the blocks, outside them
+    norms = [name for name, m in model.named_modules() if name in after and not name.startswith(blocks_path + ".")
+             and name.rpartition(".")[0] in {"", parent} and _is_norm(name, m) and _size(m)]
     if len(norms) > 1:
         raise ValueError(f"{cls} ({model_type!r}): cannot tell its final norm among {', '.join(norms)}")
     use_cache = "use_cache" in inspect.signature(model.forward).parameters
