@@ -220,16 +220,39 @@ def _is_norm(name: str, module: nn.Module) -> bool:
     return any(word in label for word in _NORM_WORDS) and not list(module.children())
 
 
+def _called_after(model: nn.Module, blocks_path: str, run_kwargs: dict) -> list[str]:
+    """The norms outside the blocks that run after the last block, in one forward pass of three tokens."""
+    blocks = _path(blocks_path)(model)
+    norms = [(name, m) for name, m in model.named_modules()
+             if _is_norm(name, m) and _size(m) and not name.startswith(blocks_path + ".")]
+    calls: list[str] = []
+    handles = [m.register_forward_hook(lambda _m, _a, _o, name=name: calls.append(name))
+               for name, m in [*norms, ("", blocks[-1])]]
+    try:
+        device = next(model.parameters()).device
+        ids = torch.ones((1, 3), dtype=torch.long, device=device)
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), **run_kwargs)
+    except Exception as exc:  # noqa: BLE001  (any failure of foreign code: say which model)
+        raise ValueError(f"{type(model).__name__}: cannot run it on input_ids and attention_mask to find its parts "
+                         f"({type(exc).__name__}: {exc})") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    last = len(calls) - 1 - calls[::-1].index("") if "" in calls else len(calls)
+    return list(dict.fromkeys(calls[last + 1 :]))
+
+
 def discover_architecture(model: nn.Module, model_type: str) -> Architecture:
     """An entry for a model that has none (custom code, a new family), found from its module structure:
 
     the blocks are the ``nn.ModuleList`` of modules of one class holding the most parameters; the embeddings, the
     module that owns ``get_input_embeddings()`` (the embedding itself when the model owns it directly); the final
-    norm, a parameterised norm (``*Norm*``, ``ln_f``) registered after the blocks as a direct child of the model or
-    of the blocks' parent (None for post-norm models). Positions are the model's ``own`` (no position ids passed) and no query/key
-    projections are cut (the softmax rule detaches the scores), so the LRP rules (``core.rules``) see everything
-    the custom code computes, and an operation they do not cover is an error. A model without such blocks is a
-    ValueError naming its class."""
+    norm, the parameterised norm (``*Norm*``, ``ln_f``) outside the blocks that runs after the last block (seen
+    in one short forward pass; None for post-norm models). Positions are the model's ``own`` (no position ids
+    passed) and no query/key projections are cut (the softmax rule detaches the scores), so the LRP rules
+    (``core.rules``) see everything the custom code computes, and an operation they do not cover is an error. A
+    model without such blocks is a ValueError naming its class."""
     cls = type(model).__name__
     lists = [(name, m) for name, m in model.named_modules()
              if isinstance(m, nn.ModuleList) and len(m) and len({type(b) for b in m}) == 1]
@@ -243,18 +266,15 @@ def discover_architecture(model: nn.Module, model_type: str) -> Architecture:
         raise ValueError(f"{cls} ({model_type!r}): cannot find its input embeddings (get_input_embeddings)")
     embed_path = names[embedding]
     owner = embed_path.rpartition(".")[0] or embed_path
-    parent = blocks_path.rpartition(".")[0]
-    order = [name for name, _ in model.named_modules()]
-    after = order[order.index(blocks_path) + 1 :]  # registered after the blocks, outside them
-    norms = [name for name, m in model.named_modules() if name in after and not name.startswith(blocks_path + ".")
-             and name.rpartition(".")[0] in {"", parent} and _is_norm(name, m) and _size(m)]
+    use_cache = "use_cache" in inspect.signature(model.forward).parameters
+    run_kwargs = {"use_cache": False} if use_cache else {}
+    norms = _called_after(model, blocks_path, run_kwargs)
     if len(norms) > 1:
         raise ValueError(f"{cls} ({model_type!r}): cannot tell its final norm among {', '.join(norms)}")
-    use_cache = "use_cache" in inspect.signature(model.forward).parameters
     arch = Architecture(
         name=f"{model_type} ({cls}, found by structure)", embeddings=_path(owner), blocks=_path(blocks_path),
         final_norm=_path(norms[0]) if norms else None, score_projections=_no_projections, positions="own",
-        run_kwargs={"use_cache": False} if use_cache else {},
+        run_kwargs=run_kwargs,
         causal=bool(getattr(getattr(model, "config", None), "is_decoder", False)),
     )
     arch.check(model)
