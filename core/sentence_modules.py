@@ -455,3 +455,16 @@ def read_routes(folder: Path) -> Routes | None:
     allow_empty = bool(parameters.get("allow_empty_key", True))
     default = parameters.get("default_route") or (next(iter(routes)) if allow_empty else None)
     return Routes(modules=routes, default_route=default, route_mappings=mappings, allow_empty_key=allow_empty)
+
+
+def local_route_names(name_or_path: str) -> list[str]:
+    """The routes of a model that is a local folder with a Router/Asym module, read without loading it; [] for
+    others (and for a folder whose router cannot be read: loading it says why)."""
+    folder = Path(str(name_or_path)).expanduser()
+    if not folder.is_dir():
+        return []
+    try:
+        routes = read_routes(folder)
+    except (ValueError, OSError):
+        return []
+    return routes.names if routes is not None else []

@@ -19,6 +19,7 @@ from tiny_models import TINY_CONFIGS, tiny_encoder
 from core import compute_factors, explain, explain_pairs, load_model
 from core.architectures import ARCHITECTURES, discover_architecture
 from core.rules import UncoveredOperationError
+from core.safe_text import unliteral
 
 TEXTS = ["A man is playing a guitar.", "Two dogs run through the snow!", "The cat sat.", "A child rides a bike."]
 PAIRS = [(TEXTS[0], TEXTS[1]), (TEXTS[2], TEXTS[3])]
@@ -137,3 +138,19 @@ def test_precompute_takes_trust_remote_code(folders, tmp_path, capsys):
     assert main([*common, "--trust-remote-code"]) == 0
     runs = Store(tmp_path / "s").runs()
     assert len(runs) == 1 and runs.loc[0, "status"] == "done"
+
+
+def test_explain_page_runs_custom_code_only_when_trusted(folders, monkeypatch, tmp_path):
+    from test_routes import explain_page, page_metric
+
+    at = explain_page(monkeypatch, tmp_path, folders["plain"])
+    at.button(key="xp_go").click()
+    at.run()
+    assert any("auto_map" in unliteral(e.value) for e in at.error), [e.value for e in at.error]
+    at.checkbox(key="xp_trust_remote_code").check()
+    at.button(key="xp_go").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    st = _st(folders["plain"])
+    a, b = st.encode(PAIRS[0][:1]), st.encode(PAIRS[0][1:])
+    assert page_metric(at, "model score") == f"{float(st.similarity(a, b)[0, 0]):.4f}"

@@ -233,3 +233,43 @@ def test_precompute_run_with_routes(folders, tmp_path):
     expected = _st_pair_scores(st, list(zip(source["sentence1"], source["sentence2"], strict=True)),
                                {"task": "query", "prompt": ""}, {"task": "document", "prompt": ""})
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def explain_page(monkeypatch, tmp_path, folder):
+    """The Explain page with ``folder`` typed as the model (no store)."""
+    from streamlit.testing.v1 import AppTest
+
+    from core import views
+    from tests.conftest import ROOT
+
+    monkeypatch.setenv(views.STORE_ENV, str(tmp_path / "no-store"))
+    monkeypatch.setenv(views.AUTO_DEMO_ENV, "0")
+    at = AppTest.from_file(str(ROOT / "pages" / "6_Explain.py"), default_timeout=120)
+    at.run()
+    at.selectbox(key="xp_model_choice").set_value("Other (folder path or hub id)…")
+    at.run()
+    at.text_input(key="xp_model_path").input(str(folder))
+    at.text_area(key="xp_text_a").input(PAIRS[0][0])
+    at.text_area(key="xp_text_b").input(PAIRS[0][1])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def page_metric(at, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def test_explain_page_routes_each_side(folders, monkeypatch, tmp_path):
+    folder = folders[("two-encoders", False)]
+    at = explain_page(monkeypatch, tmp_path, folder)
+    at.selectbox(key="xp_route_a").set_value("query")
+    at.selectbox(key="xp_route_b").set_value("document")
+    at.selectbox(key="xp_prompt_a").set_value("query")
+    at.selectbox(key="xp_prompt_b").set_value("document")
+    at.button(key="xp_go").click()
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    st = _st(folder)
+    expected = float(st.similarity(st.encode_query(PAIRS[0][:1]), st.encode_document(PAIRS[0][1:]))[0, 0])
+    assert page_metric(at, "model score") == f"{expected:.4f}"
