@@ -606,6 +606,19 @@ def _load_encoder(folder: Path, transformer: Path, trust_remote_code: bool) -> _
     return _Encoder(encoder, tokenizer, config, arch)
 
 
+def _refuse_custom_activations(folder: Path, specs: list[dict] | None) -> None:
+    """With ``trust_remote_code`` sentence-transformers imports a Dense ``activation_function`` that is not a torch
+    class (custom code); SimLens does not run it, so such a module is refused, naming it."""
+    for spec in specs or []:
+        if str(spec.get("type", "")).rsplit(".", 1)[-1] != "Dense":
+            continue
+        path = str((read_json(folder / spec.get("path", "") / "config.json") or {}).get("activation_function", ""))
+        if path and not path.startswith("torch."):
+            raise ValueError(f"model {folder}: Dense module {spec.get('path')} has activation_function {path!r}, "
+                             f"custom code that sentence-transformers imports with trust_remote_code=True; SimLens "
+                             f"does not run custom activations (without trust_remote_code both use Tanh)")
+
+
 def _routes_revision(folder: Path, routes: Routes) -> str:
     """The content hash of a Router model: every route's Transformer weights (its own folder's revision)."""
     paths = sorted({specs[0].get("path", "") for specs in routes.modules.values()})
@@ -626,6 +639,9 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     folder = resolve_model_path(name_or_path)
     shifted = bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False))
     routes = read_routes(folder)
+    if trust_remote_code:
+        for specs in routes.modules.values() if routes else [read_json(folder / "modules.json")]:
+            _refuse_custom_activations(folder, specs)
     if routes is None:
         pipeline, variant = _pipeline_for(folder, pooling)
         parts = _load_encoder(folder, folder / pipeline.transformer_path, trust_remote_code)

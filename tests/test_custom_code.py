@@ -154,3 +154,13 @@ def test_explain_page_runs_custom_code_only_when_trusted(folders, monkeypatch, t
     st = _st(folders["plain"])
     a, b = st.encode(PAIRS[0][:1]), st.encode(PAIRS[0][1:])
     assert page_metric(at, "model score") == f"{float(st.similarity(a, b)[0, 0]):.4f}"
+
+
+def test_a_custom_dense_activation_is_refused_with_trust_remote_code(tmp_path):
+    """sentence-transformers imports a non-torch Dense activation only with trust_remote_code: SimLens refuses
+    to run that code rather than give another function."""
+    from st_folders import DenseSpec, Pipeline, save_st_folder
+
+    folder = save_st_folder(tmp_path / "dense", "bert", Pipeline(dense=[DenseSpec(activation="my_pkg.MyAct")]))
+    with pytest.raises(ValueError, match=r"Dense module 2_Dense has activation_function 'my_pkg\.MyAct'"):
+        load_model(folder, device="cpu", trust_remote_code=True)
