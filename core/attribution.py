@@ -85,7 +85,8 @@ class SentenceFactors:
     sentence's multiplier of pair products; ``embedding``: (D,), the model's own sentence embedding;
     ``offsets``: (start, end) character spans, (0, 0) for special and prompt tokens; ``word_ids``: the
     pre-tokenizer word of each token (None for special and prompt tokens); ``prompt``: per token, whether it
-    belongs to the prompt prepended to the text; ``prompt_text``: that prompt ("" for none).
+    belongs to the prompt prepended to the text; ``prompt_text``: that prompt ("" for none); ``route``: the route
+    of a Router/Asym model the text went through (None for other models).
     """
 
     text: str
@@ -101,6 +102,7 @@ class SentenceFactors:
     prompt: list[bool] = field(default_factory=list)
     prompt_text: str = ""
     autodiff: str = ""  # the mode its batch ran in (forward or reverse)
+    route: str | None = None
 
 
 @dataclass
@@ -111,7 +113,8 @@ class Explanation:
     (cosine for BiLRP/H x P/embedding on cosine models, the shifted dot product for integrated Jacobians);
     ``model_score``: the model's own similarity; ``residual`` = score - matrix.sum(); ``level``: "token" or
     "word"; ``truncated``: whether either text was cut at the model's maximum length; ``prompt_a``/``prompt_b``:
-    per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none).
+    per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none);
+    ``route_a``/``route_b``: the route of a Router/Asym model each side went through (None for other models).
     """
 
     matrix: np.ndarray
@@ -138,6 +141,8 @@ class Explanation:
     prompt_b: list[bool] = field(default_factory=list)
     prompt_text_a: str = ""
     prompt_text_b: str = ""
+    route_a: str | None = None
+    route_b: str | None = None
 
     @property
     def relative_residual(self) -> float:
@@ -290,6 +295,7 @@ def _route_factors(model: SimilarityModel, keys: list[tuple[str, str]], settings
                 target=out.targets[row].detach().float().cpu().numpy(), scale=float(out.scales[row]),
                 embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
                 prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row], autodiff=plan.mode,
+                route=model.route,
             )
     return [done[key] for key in keys]
 
@@ -320,7 +326,7 @@ def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFact
         quadrature=settings.quadrature, truncated=a.truncated or b.truncated, text_a=a.text, text_b=b.text,
         special_a=a.special, special_b=b.special, offsets_a=a.offsets, offsets_b=b.offsets,
         word_ids_a=a.word_ids, word_ids_b=b.word_ids, prompt_a=a.prompt, prompt_b=b.prompt,
-        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text,
+        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text, route_a=a.route, route_b=b.route,
     )
 
 

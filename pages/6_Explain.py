@@ -215,6 +215,9 @@ with st.container(horizontal=True):
     for side, text in (("1", exp.prompt_text_a), ("2", exp.prompt_text_b)):
         if text:
             st.metric(f"prompt of text {side}", repr(text), border=True)
+    for side, route in (("1", exp.route_a), ("2", exp.route_b)):
+        if route is not None:
+            st.metric(f"route of text {side}", route, border=True, help="the Router route the text went through")
     if exp.steps:
         st.metric("steps", str(exp.steps), border=True)
 if exp.truncated:

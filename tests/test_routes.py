@@ -139,6 +139,7 @@ def test_routes_with_prompts_equal_encode_query_and_encode_document(folders):
     ea, eb = st.encode_query([a for a, _ in PAIRS]), st.encode_document([b for _, b in PAIRS])
     np.testing.assert_allclose([e.model_score for e in exps], st.similarity_pairwise(ea, eb).numpy(), rtol=1e-5)
     assert exps[0].prompt_text_a == "query: " and exps[0].prompt_text_b == "doc: "
+    assert (exps[0].route_a, exps[0].route_b) == ("query", "document")
     # the same through a model whose side routes and prompts are set once (what a run does)
     routed = model.with_routes("query", "document").with_prompts("query", "document")
     assert explain(routed, *PAIRS[0], method="bilrp").model_score == pytest.approx(exps[0].model_score, rel=1e-7)
@@ -273,3 +274,4 @@ def test_explain_page_routes_each_side(folders, monkeypatch, tmp_path):
     st = _st(folder)
     expected = float(st.similarity(st.encode_query(PAIRS[0][:1]), st.encode_document(PAIRS[0][1:]))[0, 0])
     assert page_metric(at, "model score") == f"{expected:.4f}"
+    assert page_metric(at, "route of text 1") == "query" and page_metric(at, "route of text 2") == "document"
