@@ -164,3 +164,43 @@ def test_a_custom_dense_activation_is_refused_with_trust_remote_code(tmp_path):
     folder = save_st_folder(tmp_path / "dense", "bert", Pipeline(dense=[DenseSpec(activation="my_pkg.MyAct")]))
     with pytest.raises(ValueError, match=r"Dense module 2_Dense has activation_function 'my_pkg\.MyAct'"):
         load_model(folder, device="cpu", trust_remote_code=True)
+
+
+def test_a_family_without_an_entry_is_found_generically(tmp_path):
+    """megatron-bert (pre-norm BERT with a final norm, a stock transformers class) has no entry in
+    core/architectures.py: it is found from its structure, scores equal sentence-transformers', BiLRP conserves."""
+    import torch
+    import transformers
+    from tiny_models import minilm_tokenizer
+
+    tokenizer = minilm_tokenizer()
+    torch.manual_seed(0)
+    config = transformers.MegatronBertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=32, max_position_embeddings=64)
+    assert config.model_type not in ARCHITECTURES
+    encoder = transformers.MegatronBertModel(config, add_pooling_layer=False)
+    with torch.no_grad():
+        for name, param in encoder.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif "LayerNorm" in name or name.endswith("ln.weight"):
+                param.add_(0.1 * torch.randn_like(param))
+    folder = tmp_path / "megatron"
+    encoder.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 16,
+                                                                  "pooling_mode": "mean"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(folder, device="cpu")
+    assert model.architecture.final_norm(model.encoder) is model.encoder.encoder.ln
+    st = _st(folder)
+    np.testing.assert_allclose(model.embed(TEXTS), st.encode(TEXTS), rtol=1e-4, atol=1e-5)
+    model.encoder.double()
+    exp = explain(model, *PAIRS[0], method="bilrp", layer=0)
+    assert exp.score == pytest.approx(exp.model_score, rel=1e-6)
+    assert abs(exp.residual) <= 1e-6 * np.abs(exp.matrix).sum()

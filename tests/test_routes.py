@@ -275,3 +275,29 @@ def test_explain_page_routes_each_side(folders, monkeypatch, tmp_path):
     expected = float(st.similarity(st.encode_query(PAIRS[0][:1]), st.encode_document(PAIRS[0][1:]))[0, 0])
     assert page_metric(at, "model score") == f"{expected:.4f}"
     assert page_metric(at, "route of text 1") == "query" and page_metric(at, "route of text 2") == "document"
+
+
+def test_attribute_run_explains_each_side_through_its_route(folders, tmp_path):
+    import pandas as pd
+    from test_precompute import write_pairs
+
+    from core.store import Store
+    from precompute.cli import main
+
+    folder = folders[("shared-dense", False)]
+    pairs = write_pairs(tmp_path / "pairs.tsv", 3)
+    store = tmp_path / "store"
+    assert main(["attribute", "--model", str(folder), "--dataset", str(pairs), "--store", str(store), "--gold-range",
+                 "0,5", "--method", "hxp", "--route-a", "query", "--route-b", "document", "--lang", "en"]) == 0
+    reader = Store(store)
+    run_id = reader.runs().loc[0, "run_id"]
+    predictions = reader.predictions(run_id).set_index("pair_id")
+    source = pd.read_csv(pairs, sep="\t")
+    model = _load(folder)
+    for pid in range(3):
+        exp = explain(model, source.loc[pid, "sentence1"], source.loc[pid, "sentence2"], method="hxp",
+                      route_a="query", route_b="document")
+        assert predictions.loc[pid, "model_score"] == pytest.approx(exp.model_score, rel=1e-6)
+        assert predictions.loc[pid, "explained_score"] == pytest.approx(exp.score, rel=1e-6)
+        stored = reader.pair_matrix(run_id, pid).pivot(index="i", columns="j", values="relevance").to_numpy()
+        np.testing.assert_allclose(stored, exp.matrix, rtol=1e-5, atol=1e-7)
