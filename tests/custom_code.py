@@ -40,14 +40,16 @@ class AlibiSelfAttention(nn.Module):
         self.heads, self.size = config.num_attention_heads, config.hidden_size // config.num_attention_heads
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
-        slopes = torch.tensor([2.0 ** (-8.0 * (h + 1) / self.heads) for h in range(self.heads)])
-        self.register_buffer("slopes", slopes, persistent=False)
+        # computed in forward, not a non-persistent buffer: transformers 5 builds models on the meta device and
+        # leaves buffers that are not in the checkpoint uninitialised
+        self.slopes = [2.0 ** (-8.0 * (h + 1) / self.heads) for h in range(self.heads)]
 
     def forward(self, hidden, mask):
         b, s, _ = hidden.shape
         q, k, v = self.qkv(hidden).view(b, s, 3, self.heads, self.size).permute(2, 0, 3, 1, 4)
         pos = torch.arange(s, device=hidden.device)
-        alibi = -self.slopes.view(1, -1, 1, 1) * (pos.view(1, -1) - pos.view(-1, 1)).abs().to(hidden.dtype)
+        slopes = torch.tensor(self.slopes, dtype=hidden.dtype, device=hidden.device).view(1, -1, 1, 1)
+        alibi = -slopes * (pos.view(1, -1) - pos.view(-1, 1)).abs().to(hidden.dtype)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.size) + alibi + mask
         context = torch.softmax(scores, dim=-1) @ v
         return self.out(context.transpose(1, 2).reshape(b, s, -1))
