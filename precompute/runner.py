@@ -19,7 +19,7 @@ from core.attribution import (
     Settings,
     compute_factors,
     pair_explanation,
-    resolve_settings,
+    route_settings,
     with_options,
 )
 from core.datasets import PairDataset
@@ -118,8 +118,9 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, job: ChunkJob,
     settings = job.settings
     a_texts, b_texts = rows["sentence1"].tolist(), rows["sentence2"].tolist()
     prompts = [model.side_prompts[0]] * len(a_texts) + [model.side_prompts[1]] * len(b_texts)
+    routes = [model.side_routes[0]] * len(a_texts) + [model.side_routes[1]] * len(b_texts)
     factors = compute_factors(model, a_texts + b_texts, settings.method, settings.layer, settings.steps,
-                              settings.quadrature, prompts=prompts, engine=engine)
+                              settings.quadrature, prompts=prompts, engine=engine, routes=routes)
     fa, fb = factors[: len(a_texts)], factors[len(a_texts) :]
     pair_ids = rows["pair_id"].astype(int).tolist()
     predictions, token_pairs = [], []
@@ -147,8 +148,10 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, job: ChunkJob,
 
 def prediction_tables(model: SimilarityModel, rows: pd.DataFrame, batch_size: int) -> dict[str, pd.DataFrame]:
     """The store tables of one chunk of a scores-only run."""
-    emb_a, cut_a = model.embed_with_flags(rows["sentence1"].tolist(), batch_size, model.side_prompts[0])
-    emb_b, cut_b = model.embed_with_flags(rows["sentence2"].tolist(), batch_size, model.side_prompts[1])
+    emb_a, cut_a = model.embed_with_flags(rows["sentence1"].tolist(), batch_size, model.side_prompts[0],
+                                          model.side_routes[0])
+    emb_b, cut_b = model.embed_with_flags(rows["sentence2"].tolist(), batch_size, model.side_prompts[1],
+                                          model.side_routes[1])
     return {"predictions": pd.DataFrame({
         "pair_id": rows["pair_id"].astype(int).to_numpy(), "model_score": model.similarity_of(emb_a, emb_b),
         "truncated": np.array(cut_a, dtype=bool) | np.array(cut_b, dtype=bool),
@@ -168,7 +171,9 @@ class RunSettings:
     recompute a finished run (and register an edited dataset file as the dataset's next revision);
     ``save_factors``: also store per-token factors. ``pooling``: a plain Hugging Face model's pooling;
     ``prompt_a``/``prompt_b``: the prompts of sentence1/sentence2 (names or texts; default: the model's default
-    prompt); ``tagger_a``/``tagger_b``: their spaCy pipelines (see ``core.pos.get_tagger``).
+    prompt); ``route_a``/``route_b``: the routes (tasks, e.g. query and document) of sentence1/sentence2 through a
+    Router/Asym model (default: plain ``encode``'s); ``tagger_a``/``tagger_b``: their spaCy pipelines (see
+    ``core.pos.get_tagger``); ``trust_remote_code``: run a model folder's custom code (``auto_map``).
     """
 
     method: str = "bilrp"
@@ -186,6 +191,9 @@ class RunSettings:
     prompt_b: str | None = None
     tagger_a: str | None = None
     tagger_b: str | None = None
+    route_a: str | None = None
+    route_b: str | None = None
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "chunk_size"):
@@ -207,6 +215,11 @@ class RunSettings:
         """The prompts to apply to the model (None: keep its own)."""
         return None if self.prompt_a is None and self.prompt_b is None else (self.prompt_a, self.prompt_b)
 
+    @property
+    def routes(self) -> tuple[str | None, str | None] | None:
+        """The routes to apply to the model (None: plain ``encode``'s)."""
+        return None if self.route_a is None and self.route_b is None else (self.route_a, self.route_b)
+
 
 @dataclass(frozen=True)
 class ChunkJob:
@@ -224,10 +237,13 @@ class ChunkJob:
     pooling: str | None = None
     prompts: tuple[str | None, str | None] | None = None
     max_memory: int = DEFAULT_MAX_MEMORY
+    routes: tuple[str | None, str | None] | None = None
+    trust_remote_code: bool = False
 
     def prepare(self, model: SimilarityModel) -> SimilarityModel:
-        """``model`` with this job's prompts (a worker that loaded the model itself applies them here)."""
-        return model if self.prompts is None else model.with_prompts(*self.prompts)
+        """``model`` with this job's prompts and routes (a worker that loaded the model itself applies them here)."""
+        model = model if self.prompts is None else model.with_prompts(*self.prompts)
+        return model if self.routes is None else model.with_routes(*self.routes)
 
 
 @dataclass
@@ -262,8 +278,8 @@ def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, settin
     ds = ds.head(settings.limit)  # the store records only the pairs the run covers (a prefix is keyed :firstN)
     method = settings.method
     scores_only = kind_of_method(method) is PREDICT
-    resolved = None if scores_only else resolve_settings(model, method, settings.layer, settings.steps,
-                                                         settings.quadrature)
+    resolved = None if scores_only else route_settings(model, model.side_routes, method, settings.layer,
+                                                       settings.steps, settings.quadrature)
     writer = StoreWriter(store, shard)
     writer.put_dataset(_dataset_meta(ds), ds.frame, replace=settings.force)
     writer.put_model(_model_meta(model))
@@ -278,7 +294,7 @@ def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, settin
                                 force=settings.force)
     job = ChunkJob(run_id, resolved, ds.lang_a, ds.lang_b, settings.batch_size, settings.save_factors,
                    (settings.tagger_a, settings.tagger_b), settings.pooling, settings.prompts,
-                   parse_memory(settings.max_memory))
+                   parse_memory(settings.max_memory), settings.routes, settings.trust_remote_code)
     skipped = previous == "done" and not settings.force
     pending = [] if skipped else writer.pending_chunks(run_id)
     if skipped:
@@ -304,11 +320,12 @@ def process_chunk(writer: StoreWriter, model: SimilarityModel, job: ChunkJob, ch
 
 
 def model_for_run(model: SimilarityModel, settings: RunSettings) -> SimilarityModel:
-    """The model a run uses (its prompts applied); a ``pooling`` that the model's own configuration contradicts
-    is an error."""
+    """The model a run uses (its prompts and routes applied); a ``pooling`` that the model's own configuration
+    contradicts is an error."""
     if settings.pooling is not None and model.pooling != pooling_mode(settings.pooling):
         raise ValueError(f"model {model.name} has {model.pooling} pooling, not {settings.pooling}")
-    return model if settings.prompts is None else model.with_prompts(*settings.prompts)
+    model = model if settings.prompts is None else model.with_prompts(*settings.prompts)
+    return model if settings.routes is None else model.with_routes(*settings.routes)
 
 
 def finish_run(started: StartedRun, store: str | Path, written: int, seconds: float) -> RunResult:
@@ -353,7 +370,8 @@ def run(
     settings = RunSettings.of(settings, options)
     parse_shard(shard)
     ds = as_dataset(dataset, data_dir)
-    model = model_for_run(as_model(model, device=device, pooling=settings.pooling), settings)
+    model = model_for_run(as_model(model, device=device, pooling=settings.pooling,
+                                   trust_remote_code=settings.trust_remote_code), settings)
     started = start_run(model, ds, store, settings, shard)
     if started.skipped:
         return RunResult(run_id=started.job.run_id, status="skipped", pairs_written=0, seconds=0.0)
