@@ -16,6 +16,7 @@ from conftest import ROOT
 from core import load_model
 from core.model_files import content_revision, legacy_model_id, legacy_revision, model_id_of
 from core.models import from_parts
+from core.safe_text import unliteral
 from core.search import search_index
 from core.store import Store
 from core.store.index_search import IndexStore
@@ -175,7 +176,7 @@ def test_index_then_search_with_defaults_returns_hits_on_the_search_page(default
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    hits = [e.label for e in at.expander if e.label.startswith("#")]
+    hits = [unliteral(e.label) for e in at.expander if unliteral(e.label).startswith("#")]
     assert len(hits) == 5 and "guitar" in hits[0]
 
 

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+from core.safe_text import unliteral
 from core.search import (
     SearchError,
     candidate_count,
@@ -544,7 +545,7 @@ def test_search_page_shows_hits_heatmaps_links_and_contrast(monkeypatch, search_
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    hits = [e.label for e in at.expander if e.label.startswith("#")]
+    hits = [unliteral(e.label) for e in at.expander if unliteral(e.label).startswith("#")]
     assert len(hits) == 5 and hits[0].startswith("#1 · ")
     specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
     assert len(specs) >= 6  # 5 heatmaps + the contrast bars
