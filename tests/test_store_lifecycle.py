@@ -76,15 +76,18 @@ def test_bench_predict_repeats_in_one_process(tmp_path, tiny_folders):
     """bench/bench_predict.py's pattern: a predict run into a fresh temporary store, read back by a Store that is
     never closed, the folder removed; twice in one process (the second repeat used to fail with "Unable to open
     database <the first store>/catalog.sqlite")."""
+    from core import load_model
+    from core.datasets import load_dataset
     from precompute.runner import run
 
     pairs = tmp_path / "pairs.tsv"
     PAIRS.rename(columns={"gold": "score"}).to_csv(pairs, sep="\t", index=False)
+    dataset = load_dataset(str(pairs), gold_range=(0, 5))
+    model = load_model(tiny_folders["bert"], device="cpu")
     scores = []
     for _ in range(2):
         with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
-            result = run(str(tiny_folders["bert"]), str(pairs), Path(tmp) / "store", method="predict",
-                         progress=False)
+            result = run(model, dataset, Path(tmp) / "store", method="predict", progress=False)
             scores.append(Store(Path(tmp) / "store").predictions(result.run_id)["model_score"].tolist())
     assert len(scores[0]) == 2 and scores[0] == scores[1]
 

@@ -25,9 +25,19 @@ Band = tuple[float, float] | None
 QUERY_LOG: list[tuple[str, float]] = []  # (query, seconds) of the latest queries (bench/bench_pages.py reads it)
 
 
-@st.cache_resource(show_spinner=False)
+def still_current(store: Store) -> bool:
+    """Whether a cached Store still reads the store at its location; one whose store was deleted or rebuilt
+    since is closed (the next call opens the store that is there now)."""
+    if store.is_current():
+        return True
+    store.close()
+    return False
+
+
+@st.cache_resource(show_spinner=False, validate=still_current, on_release=Store.close)
 def open_store(path: str) -> Store:
-    """One Store per path and server process (it is thread-safe and sees new chunks by itself)."""
+    """One Store per path and server process (it is thread-safe and sees new chunks by itself), reopened when
+    the store at ``path`` was deleted or rebuilt (:func:`still_current`)."""
     return Store(path)
 
 
