@@ -1,5 +1,6 @@
 """Row-by-row validation of a pair table: nothing is changed silently. A row is rejected for its first problem
-(missing, non-numeric or out-of-range gold, an empty or non-text sentence, a repeated pair); rejected rows
+(missing, non-numeric or out-of-range gold, an empty or non-text sentence, a sentence with a control character
+such as NUL (tab and line breaks are text), a repeated pair); rejected rows
 raise a DatasetError naming them, or are dropped and counted, as the caller chooses."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.safe_text import has_visible_character, parse_ascii_decimal
+from core.safe_text import control_character, has_visible_character, parse_ascii_decimal
 
 ROLES = ("sentence1", "sentence2", "score")
 ON_BAD = ("error", "skip")
@@ -26,6 +27,7 @@ NON_NUMERIC_GOLD = "non-numeric gold"
 GOLD_OUT_OF_RANGE = "gold out of range"
 EMPTY_SENTENCE = "empty sentence"  # no visible character: blank, or only zero-width/format characters
 NON_TEXT_SENTENCE = "non-text sentence"
+CONTROL_CHARACTER = "control character in a sentence"  # NUL, escape, DEL ...: not tab or line breaks
 DUPLICATE_PAIR = "duplicate pair"
 REASONS = (
     MISSING_GOLD,
@@ -33,6 +35,7 @@ REASONS = (
     GOLD_OUT_OF_RANGE,
     EMPTY_SENTENCE,
     NON_TEXT_SENTENCE,
+    CONTROL_CHARACTER,
     DUPLICATE_PAIR,
 )
 _SHOWN_ROWS = 5
@@ -83,7 +86,9 @@ def _gold_value(value: object) -> tuple[float, str | None]:
 
 def _text_problem(value: object) -> str | None:
     if isinstance(value, str):
-        return None if has_visible_character(value) else EMPTY_SENTENCE
+        if not has_visible_character(value):
+            return EMPTY_SENTENCE
+        return CONTROL_CHARACTER if control_character(value) is not None else None
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return EMPTY_SENTENCE
     return NON_TEXT_SENTENCE

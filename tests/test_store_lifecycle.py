@@ -266,3 +266,40 @@ def test_every_dashboard_page_reads_a_read_only_store(read_only_store, monkeypat
     at.run()
     assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
     assert len([e.label for e in at.expander if e.label.startswith("#")]) == 5
+
+
+# --------------------------------------------------------------------------------------------------
+# bad input that used to reach the store
+# --------------------------------------------------------------------------------------------------
+
+
+def test_control_characters_in_a_text_are_bad_input_naming_the_row(tmp_path, tiny_folders, capsys):
+    """NUL, escape and other control characters are refused (row named) or dropped with --on-bad skip; tab
+    inside a quoted field and line breaks are text."""
+    path = tmp_path / "controls.tsv"
+    rows = ['A man plays.\tA woman sings.\t1', 'A dog\x00 runs.\tA cat sleeps.\t2', 'Two kids.\tA bird \x1b[31m.\t3',
+            '"A tab\there."\t"Two\nlines."\t4', 'Nothing odd.\tDEL \x7f here.\t5']
+    path.write_text("sentence1\tsentence2\tscore\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    store = tmp_path / "s"
+    base = ["predict", "--dataset", str(path), "--store", str(store), "--model", str(tiny_folders["bert"]),
+            "--gold-range", "0,5"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(path) in err and "control character in a sentence: 3 row(s), e.g. 1, 2, 4" in err, err
+    assert "--on-bad skip" in err and not store.exists(), err
+    assert main([*base, "--on-bad", "skip"]) == 0
+    assert "3 rows skipped (3 control character in a sentence)" in capsys.readouterr().err
+    with Store(store) as s:
+        pairs = s.table("pairs")
+    assert pairs["pair_id"].tolist() == [0, 3]
+    assert pairs["sentence1"].tolist() == ["A man plays.", "A tab\there."]
+    assert pairs["sentence2"].tolist() == ["A woman sings.", "Two\nlines."]
+
+
+def test_the_python_api_refuses_a_control_character(tiny_models):
+    from core import explain
+
+    model = tiny_models["bert"]
+    with pytest.raises(ValueError, match=r"text_a holds the control character U\+0000"):
+        explain(model, "A dog\x00 runs.", "A cat sleeps.")
+    assert explain(model, "A dog\truns.", "A cat\nsleeps.").matrix.size > 0
