@@ -18,12 +18,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import store_writer_proc as proc
+import test_store_remote
 from conftest import ROOT
 
 from core.store import Store, StoreError, StoreWriter
 from core.store.catalog import WAIT_ENV
 from precompute.cli import main
 
+postgres = test_store_remote.postgres  # a PostgreSQL server of its own (skipped where none is installed)
 PAIRS = pd.DataFrame({"sentence1": ["A man plays.", "A dog runs."], "sentence2": ["A woman sings.", "A cat sleeps."],
                       "gold": [1.0, 2.0]})
 
@@ -303,3 +305,27 @@ def test_the_python_api_refuses_a_control_character(tiny_models):
     with pytest.raises(ValueError, match=r"text_a holds the control character U\+0000"):
         explain(model, "A dog\x00 runs.", "A cat sleeps.")
     assert explain(model, "A dog\truns.", "A cat\nsleeps.").matrix.size > 0
+
+
+def test_a_postgres_catalog_opens_for_a_read_only_role(tmp_path, postgres):
+    """A PostgreSQL catalog read by a role that may only SELECT (a team's published store): Store reads it, and
+    a writer's first write is a StoreError naming what it tried."""
+    owner = f"ducklake:postgres:dbname=postgres host=127.0.0.1 port={postgres} user=postgres"
+    writer = StoreWriter(f"{owner} data_path={tmp_path / 'data'}/")
+    rid = proc.write_run(writer, 4, 2)
+    writer.finish_run(rid, {"spearman": 1.0})
+    writer.close()
+    grants = ("CREATE ROLE reader LOGIN; GRANT USAGE ON SCHEMA public TO reader; "
+              "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader;")
+    psql = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))
+    if not psql:
+        pytest.skip("psql is not installed")
+    subprocess.run([str(psql[-1]), "-h", "127.0.0.1", "-p", str(postgres), "-U", "postgres", "-d", "postgres",
+                    "-v", "ON_ERROR_STOP=1", "-c", grants], check=True, capture_output=True)
+    reader_spec = f"ducklake:postgres:dbname=postgres host=127.0.0.1 port={postgres} user=reader"
+    with Store(reader_spec) as s:
+        assert s.runs()["run_id"].tolist() == [rid] and len(s.predictions(rid)) == 4
+    start = time.monotonic()
+    with pytest.raises(StoreError, match="(?s)put_model\\(another\\): .*permission denied"), StoreWriter(reader_spec) as w:
+        w.put_model({**proc.MODEL, "model_id": "another"})
+    assert time.monotonic() - start < 60  # refused, not retried as if another writer held the catalog

@@ -459,8 +459,12 @@ _TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|d
                         r"duplicate key value|already exists", re.I)
 
 
+#: causes that no wait cures (a read-only role or file), also inside a "Failed to commit"
+_PERMANENT = re.compile(r"permission denied|read-only|readonly|access denied", re.I)
+
+
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, duckdb.Error) and bool(_TRANSIENT.search(str(exc)))
+    return isinstance(exc, duckdb.Error) and bool(_TRANSIENT.search(str(exc))) and not _PERMANENT.search(str(exc))
 
 
 def retry(fn: Callable[[], T], what: str) -> T:
