@@ -143,10 +143,12 @@ def validate_rows(
     gold_range: tuple[float, float] | None,
     duplicate_policy: str,
     on_bad: str,
+    control_policy: str | None = None,
 ) -> ValidRows:
     """Validate ``table`` (its ``roles`` columns) row by row; ``where`` names the source in messages. Bad rows
     raise a DatasetError listing them by reason, or are dropped and counted, as ``on_bad`` and
-    ``duplicate_policy`` say."""
+    ``duplicate_policy`` say. ``control_policy``: what to do with a text holding a control character (default
+    ``on_bad``); ``"keep"`` (a published benchmark split that has one) keeps such rows with a warning."""
     require_columns(table, [roles[role] for role in ROLES], where)
     if table.empty:
         raise DatasetError(f"{where}: no data rows (only a header); a dataset needs at least one pair")
@@ -161,10 +163,16 @@ def validate_rows(
 
     seen: set[tuple[str, str]] = set()
     duplicates_kept = 0
+    controls_kept: list[int] = []
     for row, (a, b) in enumerate(zip(first, second, strict=True)):
         if reasons[row] is None and not low <= gold[row] <= high:
             reasons[row] = GOLD_OUT_OF_RANGE
-        reasons[row] = reasons[row] or _text_problem(a) or _text_problem(b)
+        text = [p for p in (_text_problem(a), _text_problem(b)) if p is not None]
+        if control_policy == "keep" and CONTROL_CHARACTER in text:
+            text = [p for p in text if p != CONTROL_CHARACTER]
+            if reasons[row] is None and not text:
+                controls_kept.append(row)
+        reasons[row] = reasons[row] or (text[0] if text else None)
         if reasons[row] is None:
             if (a, b) not in seen:
                 seen.add((a, b))
@@ -178,7 +186,7 @@ def validate_rows(
     fatal = {
         reason: rows
         for reason, rows in bad.items()
-        if (duplicate_policy if reason == DUPLICATE_PAIR else on_bad) == "error"
+        if {DUPLICATE_PAIR: duplicate_policy, CONTROL_CHARACTER: control_policy or on_bad}.get(reason, on_bad) == "error"
     }
     if fatal:
         details = "; ".join(
@@ -198,6 +206,10 @@ def validate_rows(
             f"{where}: skipped {sum(skipped.values())} of {len(table)} rows ({summary})", stacklevel=5
         )
 
+    if controls_kept:
+        warnings.warn(f"{where}: kept {len(controls_kept)} row(s) whose text holds a control character, as the "
+                      f"published split has them (e.g. {shown_rows(controls_kept)}); on_bad='skip' (--on-bad skip) "
+                      f"drops them", stacklevel=5)
     keep = np.array([reason is None for reason in reasons], dtype=bool)
     frame = pd.DataFrame(
         {

@@ -329,3 +329,21 @@ def test_a_postgres_catalog_opens_for_a_read_only_role(tmp_path, postgres):
     with pytest.raises(StoreError, match="(?s)put_model\\(another\\): .*permission denied"), StoreWriter(reader_spec) as w:
         w.put_model({**proc.MODEL, "model_id": "another"})
     assert time.monotonic() - start < 60  # refused, not retried as if another writer held the catalog
+
+
+def test_a_benchmark_split_with_a_control_character_keeps_it_loudly():
+    """STS-b train row 2918 holds U+0012 (a mangled apostrophe) in the published split: kept with a warning
+    naming the row (as the split's repeated pairs are), dropped with on_bad='skip'."""
+    from conftest import SHARED_DATA
+
+    from core.datasets import load_dataset
+
+    if not (SHARED_DATA / "stsb" / "train.tsv").is_file():
+        pytest.skip(f"the STS-b data is not in {SHARED_DATA}")
+    with pytest.warns(UserWarning, match=r"kept 1 row\(s\) whose text holds a control character.*e\.g\. 2918"):
+        kept = load_dataset("stsb:train", data_dir=SHARED_DATA)
+    assert "\x12" in kept.frame.loc[kept.frame["pair_id"] == 2918, "sentence1"].item()
+    with pytest.warns(UserWarning, match="skipped 1 of"):
+        skipped = load_dataset("stsb:train", data_dir=SHARED_DATA, on_bad="skip")
+    assert len(skipped) == len(kept) - 1 and 2918 not in set(skipped.frame["pair_id"])
+    assert skipped.skipped == {"control character in a sentence": 1}
