@@ -21,7 +21,7 @@ import store_writer_proc as proc
 import test_store_remote
 from conftest import ROOT
 
-from core.store import Store, StoreError, StoreWriter
+from core.store import Store, StoreError, StoreWriter, merge_stores
 from core.store.catalog import WAIT_ENV
 from precompute.cli import main
 
@@ -241,6 +241,8 @@ def test_a_read_only_store_opens_for_reading_and_refuses_writes(read_only_store,
     assert len(err) == 1 and err[0].startswith("error: ") and store in err[0] and "cannot be written" in err[0], err
     with pytest.raises(StoreError, match="readers can open it, writers need write access"):
         StoreWriter(store)
+    counts = merge_stores([store], Path(store).parents[2] / "merged")  # a read-only source merges
+    assert counts["chunks_copied"] == 2 and counts["segments_copied"] == 1, counts
     assert sorted(p.name for p in Path(store).iterdir()) == files  # nothing was written (no -shm, no -wal)
 
 

@@ -217,7 +217,7 @@ def _take_instance() -> duckdb.DuckDBPyConnection:
 
 
 def _release(instance: duckdb.DuckDBPyConnection, con: duckdb.DuckDBPyConnection, alias: str,
-             copy: tempfile.TemporaryDirectory | None, catalog_fd: int | None) -> None:
+             copies: list[tempfile.TemporaryDirectory], catalog_fd: int | None) -> None:
     """DETACH the store, close its connection and keep ``instance`` for the next store when nothing is attached
     to it any more (else close it); remove the catalog copy. Also run by the garbage collector for a store that
     was never closed, so it never waits for the idle list's lock (no lock is taken twice)."""
@@ -239,7 +239,7 @@ def _release(instance: duckdb.DuckDBPyConnection, con: duckdb.DuckDBPyConnection
             _IDLE_LOCK.release()
     if not kept:
         instance.close()
-    if copy is not None:
+    for copy in copies:
         copy.cleanup()
     if catalog_fd is not None:
         os.close(catalog_fd)
@@ -326,10 +326,6 @@ class Attachment:
     def __init__(self, loc: StoreLocation, *, read_only: bool) -> None:
         if loc.root is not None:
             _check_folder(loc, read_only)
-        catalog, copy = None, None
-        if read_only and loc.root is not None and not (_writable(loc.root) and _writable(loc.root / CATALOG_FILE)):
-            copy = _read_only_copy(loc.root / CATALOG_FILE)
-            catalog = f"ducklake:sqlite:{Path(copy.name) / CATALOG_FILE}"
         self.alias = f"lake{next(_ALIASES)}"
         # the catalog file held open: its inode stays this store's while the store is open (a store deleted and
         # built again at the same path gets another one)
@@ -339,18 +335,19 @@ class Attachment:
         except BaseException:
             if self._catalog_fd is not None:
                 os.close(self._catalog_fd)
-            if copy is not None:
-                copy.cleanup()
             raise
         self.con = instance.cursor()
-        self._release = weakref.finalize(self, _release, instance, self.con, self.alias, copy, self._catalog_fd)
+        copies: list[tempfile.TemporaryDirectory] = []  # the catalog copy of a read-only store
+        self._release = weakref.finalize(self, _release, instance, self.con, self.alias, copies, self._catalog_fd)
         try:
             if loc.kind == "postgres":
                 load_extension(self.con, "postgres")
             if loc.root is None:
                 load_extension(self.con, "httpfs")
                 _s3_secret(self.con)
-            attach(self.con, loc, self.alias, read_only=read_only, catalog=catalog)
+            copy = attach(self.con, loc, self.alias, read_only=read_only)
+            if copy is not None:
+                copies.append(copy)
         except duckdb.Error as exc:
             self.close()
             raise StoreError(f"cannot open the store {loc}: {_attach_error(exc, loc)}") from None
@@ -405,12 +402,17 @@ def connect(loc: StoreLocation, *, read_only: bool) -> Attachment:
     return Attachment(loc, read_only=read_only)
 
 
-def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, read_only: bool,
-           catalog: str | None = None) -> None:
-    """ATTACH the store at ``loc`` as ``alias`` (extensions loaded already); ``catalog``: the DuckLake catalog
-    to attach instead of ``loc``'s (a read-only store's copy). A folder store reads and writes the
+def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *,
+           read_only: bool) -> tempfile.TemporaryDirectory | None:
+    """ATTACH the store at ``loc`` as ``alias`` (extensions loaded already). A folder store reads and writes the
     files of its own ``data/`` folder: its catalog records the folder it was created in, and a copied or moved
-    store would otherwise read (or miss) the files of that original folder."""
+    store would otherwise read (or miss) the files of that original folder. A folder store that this process
+    cannot write is attached (for reading) from a private copy of its catalog (:func:`_read_only_copy`), which
+    is returned: remove it (``cleanup()``) once the store is detached."""
+    catalog, copy = loc.catalog, None
+    if read_only and loc.root is not None and not (_writable(loc.root) and _writable(loc.root / CATALOG_FILE)):
+        copy = _read_only_copy(loc.root / CATALOG_FILE)
+        catalog = f"ducklake:sqlite:{Path(copy.name) / CATALOG_FILE}"
     options = ["READ_ONLY"] if read_only else []
     if loc.root is not None:  # a folder store's data is its own data/ folder, wherever the folder is now
         options += [f"DATA_PATH {_literal(str(loc.root.absolute() / DATA_DIR) + os.sep)}", "OVERRIDE_DATA_PATH true"]
@@ -419,9 +421,15 @@ def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, re
     suffix = f" ({', '.join(options)})" if options else ""
     def attempt() -> None:
         con.execute(f"DETACH DATABASE IF EXISTS {alias}")
-        con.execute(f"ATTACH {_literal(catalog or loc.catalog)} AS {alias}{suffix}")
+        con.execute(f"ATTACH {_literal(catalog)} AS {alias}{suffix}")
 
-    retry(attempt, f"open {loc}")  # retried too when another writer is creating the catalog right now
+    try:
+        retry(attempt, f"open {loc}")  # retried too when another writer is creating the catalog right now
+    except BaseException:
+        if copy is not None:
+            copy.cleanup()
+        raise
+    return copy
 
 
 def existing_columns(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, list[str]]:
