@@ -19,15 +19,16 @@ import streamlit as st
 from core.store import Store, StoreError
 from core.store.queries.comparisons import Comparability
 from core.store.queries.quartiles import QUARTILE_TOP_MAX  # noqa: F401  (the Failures page's slider)
+from core.store.reader import StoreReader
 from core.views.location import StoreState, store_location, store_state
 
 Band = tuple[float, float] | None
 QUERY_LOG: list[tuple[str, float]] = []  # (query, seconds) of the latest queries (bench/bench_pages.py reads it)
 
 
-def still_current(store: Store) -> bool:
-    """Whether a cached Store still reads the store at its location; one whose store was deleted or rebuilt
-    since is closed (the next call opens the store that is there now)."""
+def still_current(store: StoreReader) -> bool:
+    """Whether a cached Store (or IndexStore) still reads the store at its location; one whose store was deleted
+    or rebuilt since is closed (the next call opens the store that is there now)."""
     if store.is_current():
         return True
     store.close()
