@@ -1,5 +1,6 @@
 """Row-by-row validation of a pair table: nothing is changed silently. A row is rejected for its first problem
-(missing, non-numeric or out-of-range gold, an empty or non-text sentence, a repeated pair); rejected rows
+(missing, non-numeric or out-of-range gold, an empty or non-text sentence, a sentence with a control character
+such as NUL (tab and line breaks are text), a repeated pair); rejected rows
 raise a DatasetError naming them, or are dropped and counted, as the caller chooses."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from core.safe_text import has_visible_character, parse_ascii_decimal
+from core.safe_text import control_character, has_visible_character, parse_ascii_decimal
 
 ROLES = ("sentence1", "sentence2", "score")
 ON_BAD = ("error", "skip")
@@ -26,6 +27,7 @@ NON_NUMERIC_GOLD = "non-numeric gold"
 GOLD_OUT_OF_RANGE = "gold out of range"
 EMPTY_SENTENCE = "empty sentence"  # no visible character: blank, or only zero-width/format characters
 NON_TEXT_SENTENCE = "non-text sentence"
+CONTROL_CHARACTER = "control character in a sentence"  # NUL, escape, DEL ...: not tab or line breaks
 DUPLICATE_PAIR = "duplicate pair"
 REASONS = (
     MISSING_GOLD,
@@ -33,6 +35,7 @@ REASONS = (
     GOLD_OUT_OF_RANGE,
     EMPTY_SENTENCE,
     NON_TEXT_SENTENCE,
+    CONTROL_CHARACTER,
     DUPLICATE_PAIR,
 )
 _SHOWN_ROWS = 5
@@ -83,7 +86,9 @@ def _gold_value(value: object) -> tuple[float, str | None]:
 
 def _text_problem(value: object) -> str | None:
     if isinstance(value, str):
-        return None if has_visible_character(value) else EMPTY_SENTENCE
+        if not has_visible_character(value):
+            return EMPTY_SENTENCE
+        return CONTROL_CHARACTER if control_character(value) is not None else None
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return EMPTY_SENTENCE
     return NON_TEXT_SENTENCE
@@ -138,10 +143,12 @@ def validate_rows(
     gold_range: tuple[float, float] | None,
     duplicate_policy: str,
     on_bad: str,
+    control_policy: str | None = None,
 ) -> ValidRows:
     """Validate ``table`` (its ``roles`` columns) row by row; ``where`` names the source in messages. Bad rows
     raise a DatasetError listing them by reason, or are dropped and counted, as ``on_bad`` and
-    ``duplicate_policy`` say."""
+    ``duplicate_policy`` say. ``control_policy``: what to do with a text holding a control character (default
+    ``on_bad``); ``"keep"`` (a published benchmark split that has one) keeps such rows with a warning."""
     require_columns(table, [roles[role] for role in ROLES], where)
     if table.empty:
         raise DatasetError(f"{where}: no data rows (only a header); a dataset needs at least one pair")
@@ -156,10 +163,16 @@ def validate_rows(
 
     seen: set[tuple[str, str]] = set()
     duplicates_kept = 0
+    controls_kept: list[int] = []
     for row, (a, b) in enumerate(zip(first, second, strict=True)):
         if reasons[row] is None and not low <= gold[row] <= high:
             reasons[row] = GOLD_OUT_OF_RANGE
-        reasons[row] = reasons[row] or _text_problem(a) or _text_problem(b)
+        text = [p for p in (_text_problem(a), _text_problem(b)) if p is not None]
+        if control_policy == "keep" and CONTROL_CHARACTER in text:
+            text = [p for p in text if p != CONTROL_CHARACTER]
+            if reasons[row] is None and not text:
+                controls_kept.append(row)
+        reasons[row] = reasons[row] or (text[0] if text else None)
         if reasons[row] is None:
             if (a, b) not in seen:
                 seen.add((a, b))
@@ -173,7 +186,7 @@ def validate_rows(
     fatal = {
         reason: rows
         for reason, rows in bad.items()
-        if (duplicate_policy if reason == DUPLICATE_PAIR else on_bad) == "error"
+        if {DUPLICATE_PAIR: duplicate_policy, CONTROL_CHARACTER: control_policy or on_bad}.get(reason, on_bad) == "error"
     }
     if fatal:
         details = "; ".join(
@@ -193,6 +206,10 @@ def validate_rows(
             f"{where}: skipped {sum(skipped.values())} of {len(table)} rows ({summary})", stacklevel=5
         )
 
+    if controls_kept:
+        warnings.warn(f"{where}: kept {len(controls_kept)} row(s) whose text holds a control character, as the "
+                      f"published split has them (e.g. {shown_rows(controls_kept)}); on_bad='skip' (--on-bad skip) "
+                      f"drops them", stacklevel=5)
     keep = np.array([reason is None for reason in reasons], dtype=bool)
     frame = pd.DataFrame(
         {

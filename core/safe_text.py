@@ -74,6 +74,19 @@ def parse_ascii_decimal(text: str) -> float | None:
     return None
 
 
+#: control characters a text may hold: tab and line breaks (line feed, carriage return)
+TEXT_CONTROLS = frozenset("\t\n\r")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` (Unicode category Cc: NUL, escape, DEL, C1 controls ...) other
+    than :data:`TEXT_CONTROLS`, written as ``U+0000``; None when it has none."""
+    for ch in text:
+        if unicodedata.category(ch) == "Cc" and ch not in TEXT_CONTROLS:
+            return f"U+{ord(ch):04X}"
+    return None
+
+
 def has_visible_character(text: str) -> bool:
     """Whether ``text`` holds at least one character that shows on screen (not only spaces, zero-width and
     other format or control characters)."""

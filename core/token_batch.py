@@ -6,16 +6,21 @@ from dataclasses import dataclass
 
 import torch
 
-from core.safe_text import has_visible_character
+from core.safe_text import control_character, has_visible_character
 from core.sentence_modules import PoolingContext
 
 
 def check_text(value: object, argument: str) -> str:
-    """``value`` if it is a non-blank string, else a ValueError naming ``argument``."""
+    """``value`` if it is a non-blank string without control characters (but tab and line breaks), else a
+    ValueError naming ``argument``."""
     if not isinstance(value, str):
         raise ValueError(f"{argument} must be a string, got {type(value).__name__}")
     if not has_visible_character(value):
         raise ValueError(f"{argument} is empty or has no visible character (only spaces or zero-width characters)")
+    control = control_character(value)
+    if control is not None:
+        raise ValueError(f"{argument} holds the control character {control} (only tab and line breaks may be in a "
+                         f"text)")
     return value
 
 

@@ -20,7 +20,7 @@ st.caption("Type a query: the index's model embeds it (with the model's query pr
            "from the query's live factor and the passage's stored factor.")
 
 
-@st.cache_resource(show_spinner=False)
+@st.cache_resource(show_spinner=False, validate=data.still_current, on_release=IndexStore.close)
 def open_indexes(path: str) -> IndexStore:
     return IndexStore(path)
 

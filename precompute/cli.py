@@ -197,7 +197,8 @@ def _fmt(value: object) -> str:
 
 
 def _list(store: str) -> int:
-    runs = Store(store).runs()
+    with Store(store) as reader:
+        runs = reader.runs()
     if runs.empty:
         print(f"{store}: no runs yet (python -m precompute attribute --dataset stsb:test --store {store})")
         return 0
@@ -210,7 +211,8 @@ def _list(store: str) -> int:
 
 
 def _evaluations(store: str, kind: str | None) -> int:
-    found = Store(store).evaluation_list(kind)
+    with Store(store) as reader:
+        found = reader.evaluation_list(kind)
     if found.empty:
         print(f"{store}: no evaluations yet (python -m precompute perturbation --limit 100 --store {store})")
         return 0
@@ -317,6 +319,8 @@ def _main(argv: list[str] | None) -> int:
             print(f"merged into {args.store}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
         if args.verb == "compact":
+            if not args.dry_run:
+                check_store_path(args.store)  # a read-only store: the one-line "cannot be written"
             report = compact(args.store, dry_run=args.dry_run, keep=timedelta(hours=args.keep_hours))
             print(f"{'dry run: ' if args.dry_run else ''}compact {args.store}")
             for line in report.lines():

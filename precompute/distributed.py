@@ -320,8 +320,9 @@ def run_on_ray(
                             progress(done, total)
                         if on_chunk is not None:
                             on_chunk(report)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # the committed chunks stay: the run resumes
             bar.close()
+            started.writer.close()
             raise
         except Exception as exc:
             bar.close()

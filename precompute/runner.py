@@ -281,6 +281,18 @@ def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, settin
     resolved = None if scores_only else route_settings(model, model.side_routes, method, settings.layer,
                                                        settings.steps, settings.quadrature)
     writer = StoreWriter(store, shard)
+    try:
+        return _register(writer, model, ds, settings, resolved, device)
+    except BaseException:
+        writer.close()
+        raise
+
+
+def _register(writer: StoreWriter, model: SimilarityModel, ds: PairDataset, settings: RunSettings,
+              resolved: Settings | None, device: str | None) -> StartedRun:
+    """:func:`start_run`'s writes through ``writer`` (closed when the run is skipped)."""
+    method = settings.method
+    scores_only = resolved is None
     writer.put_dataset(_dataset_meta(ds), ds.frame, replace=settings.force)
     writer.put_model(_model_meta(model))
     n_pairs = len(ds)
@@ -332,16 +344,16 @@ def finish_run(started: StartedRun, store: str | Path, written: int, seconds: fl
     """Store the run's metrics and status (and close its writer) after this run wrote ``written`` pairs in
     ``seconds``; the stored seconds and pairs/s cover every process that worked on the run."""
     run_id = started.job.run_id
-    with Store(store) as reader:
-        predictions = reader.predictions(run_id)
-    metrics = score_metrics(predictions["model_score"].to_numpy(), predictions["gold"].to_numpy(),
-                            predictions["gold_norm"].to_numpy())
-    started.writer.finish_run(run_id, metrics)
-    complete = len(started.writer.completed_chunks(run_id)) >= len(chunk_range_all(started.n_pairs,
-                                                                                    started.chunk_size))
-    if complete:  # the pages' corpus aggregates, computed once (whichever shard or worker finishes last)
-        summarize_runs(store, [run_id], writer=started.writer)
-    started.writer.close()
+    with started.writer:
+        with Store(store) as reader:
+            predictions = reader.predictions(run_id)
+        metrics = score_metrics(predictions["model_score"].to_numpy(), predictions["gold"].to_numpy(),
+                                predictions["gold_norm"].to_numpy())
+        started.writer.finish_run(run_id, metrics)
+        complete = len(started.writer.completed_chunks(run_id)) >= len(chunk_range_all(started.n_pairs,
+                                                                                        started.chunk_size))
+        if complete:  # the pages' corpus aggregates, computed once (whichever shard or worker finishes last)
+            summarize_runs(store, [run_id], writer=started.writer)
     return RunResult(run_id=run_id, status="done" if complete else "partial", pairs_written=written,
                      seconds=seconds, metrics=metrics)
 
@@ -381,10 +393,13 @@ def run(
 
     def failed(exc: Exception, seconds: float) -> None:
         started.writer.fail_run(started.job.run_id, f"{type(exc).__name__}: {exc}")
-        started.writer.close()
 
-    written, seconds = commit_chunks(started.pending, commit, started.pending_pairs, "pair",
-                                     f"{settings.method} {ds.key}", progress, failed)
+    try:
+        written, seconds = commit_chunks(started.pending, commit, started.pending_pairs, "pair",
+                                         f"{settings.method} {ds.key}", progress, failed)
+    except BaseException:  # an error (recorded by ``failed``) or Ctrl-C: the committed chunks stay
+        started.writer.close()
+        raise
     return finish_run(started, store, written, seconds)
 
 

@@ -109,10 +109,14 @@ def _choose_index(reader: IndexStore, wanted: str | None) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
+    with IndexStore(args.store) as reader:
+        return _search_in(reader, args)
+
+
+def _search_in(reader: IndexStore, args: argparse.Namespace) -> int:
     from core.models import load_model
     from core.search import SearchError, check_query, index_model_source, search_index, top_pairs
 
-    reader = IndexStore(args.store)
     if not args.list:
         check_query(args.query)
         if args.k < 1:

@@ -19,15 +19,26 @@ import streamlit as st
 from core.store import Store, StoreError
 from core.store.queries.comparisons import Comparability
 from core.store.queries.quartiles import QUARTILE_TOP_MAX  # noqa: F401  (the Failures page's slider)
+from core.store.reader import StoreReader
 from core.views.location import StoreState, store_location, store_state
 
 Band = tuple[float, float] | None
 QUERY_LOG: list[tuple[str, float]] = []  # (query, seconds) of the latest queries (bench/bench_pages.py reads it)
 
 
-@st.cache_resource(show_spinner=False)
+def still_current(store: StoreReader) -> bool:
+    """Whether a cached Store (or IndexStore) still reads the store at its location; one whose store was deleted
+    or rebuilt since is closed (the next call opens the store that is there now)."""
+    if store.is_current():
+        return True
+    store.close()
+    return False
+
+
+@st.cache_resource(show_spinner=False, validate=still_current, on_release=Store.close)
 def open_store(path: str) -> Store:
-    """One Store per path and server process (it is thread-safe and sees new chunks by itself)."""
+    """One Store per path and server process (it is thread-safe and sees new chunks by itself), reopened when
+    the store at ``path`` was deleted or rebuilt (:func:`still_current`)."""
     return Store(path)
 
 

@@ -21,6 +21,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,6 @@ _EXTENSION_PACKAGES = {"ducklake": "duckdb_extension_ducklake", "sqlite": "duckd
 _CANONICAL = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 _EXTENSION_DIR: list[Path] = []
 _EXTENSION_LOCK = threading.Lock()  # concurrent first LOADs of an extension
-_INSTANCE_LOCK = threading.Lock()  # creating the process's DuckDB instance
 T = TypeVar("T")
 
 
@@ -173,79 +173,246 @@ def _s3_secret(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE OR REPLACE SECRET simlens_s3 (TYPE s3, {', '.join(parts)})")
 
 
-_INSTANCE: list[duckdb.DuckDBPyConnection] = []
-#: seconds a writer waits for another process that is creating the same store's catalog
-CREATE_WAIT_S = 120.0
+#: seconds a writer waits for another process that is creating the same store's catalog, and any store
+#: operation for another writer that holds the catalog (``$SIMLENS_STORE_WAIT_S`` overrides it)
+WAIT_ENV = "SIMLENS_STORE_WAIT_S"
+DEFAULT_WAIT_S = 120.0
+IDLE_INSTANCES = 4  # DuckDB instances of closed stores kept for the next store this process opens
+_IDLE: list[duckdb.DuckDBPyConnection] = []
+_IDLE_LOCK = threading.Lock()  # the list of idle instances (held for list operations only)
 _ALIASES = itertools.count(1)
 
 
-def _instance() -> duckdb.DuckDBPyConnection:
-    """The process's DuckDB instance with the extensions loaded (loading them costs ~1 s, once)."""
-    with _INSTANCE_LOCK:
-        if not _INSTANCE:
-            # no autoinstall: an extension comes from its package (load_extension) or is a clear error
-            con = duckdb.connect(":memory:", config=duckdb_config())
-            for name in ("ducklake", "sqlite"):
-                load_extension(con, name)
-            _INSTANCE.append(con)
-        return _INSTANCE[0]
-
-
-def connect(loc: StoreLocation, *, read_only: bool) -> tuple[duckdb.DuckDBPyConnection, str]:
-    """A connection (a cursor of the process's DuckDB instance) with the store attached under a fresh alias
-    (created when writable): (connection, alias)."""
-    if loc.root is not None:
-        if is_legacy(loc):
-            raise StoreError(f"{str(loc.root)!r} is a SimLens store in the old Parquet-directory layout; convert it "
-                             f"with: python -m precompute migrate {loc.root} NEW_STORE")
-        if loc.root.exists() and not loc.root.is_dir():
-            raise StoreError(f"store path {str(loc.root)!r} exists and is not a directory")
-        catalog = loc.root / CATALOG_FILE
-        if read_only and not loc.root.exists():
-            raise StoreError(f"SimLens store {str(loc.root)!r} does not exist")
-        if not catalog.exists() and loc.root.is_dir() and any(True for _ in loc.root.iterdir()):
-            raise StoreError(f"{str(loc.root)!r} is a non-empty directory that is not a SimLens store (no {CATALOG_FILE})")
-        if read_only and not catalog.exists():
-            raise StoreError(f"{str(loc.root)!r} is not a SimLens store (no {CATALOG_FILE})")
-        if not read_only:
-            try:
-                (loc.root / DATA_DIR).mkdir(parents=True, exist_ok=True)
-                if not catalog.exists():  # WAL: a writer's open transaction does not block the others' commits
-                    # another process may be creating the same store right now (two shards started at once)
-                    # and hold the catalog's lock while DuckLake initialises it: wait for it, as SQLite does
-                    with contextlib.closing(sqlite3.connect(catalog, timeout=CREATE_WAIT_S)) as db:
-                        db.execute("PRAGMA journal_mode=WAL")
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc}") from None
-    con = _instance().cursor()
-    alias = f"lake{next(_ALIASES)}"
+def wait_limit() -> float:
+    """Seconds a store operation waits for another writer (``$SIMLENS_STORE_WAIT_S``, default 120)."""
+    text = os.environ.get(WAIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_WAIT_S
     try:
-        if loc.kind == "postgres":
-            load_extension(con, "postgres")
-        if loc.root is None:
-            load_extension(con, "httpfs")
-            _s3_secret(con)
-        attach(con, loc, alias, read_only=read_only)
-    except duckdb.Error as exc:
-        con.close()
-        raise StoreError(f"cannot open the store {loc}: {exc}") from None
+        value = float(text)
+    except ValueError:
+        raise StoreError(f"${WAIT_ENV} must be a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise StoreError(f"${WAIT_ENV} must be a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _new_instance() -> duckdb.DuckDBPyConnection:
+    """A DuckDB instance of its own with the store extensions loaded (~0.25 s: DuckDB checks their signatures)."""
+    con = duckdb.connect(":memory:", config=duckdb_config())
+    try:
+        for name in ("ducklake", "sqlite"):
+            load_extension(con, name)
     except BaseException:
         con.close()
         raise
-    return con, alias
+    return con
 
 
-def disconnect(con: duckdb.DuckDBPyConnection, alias: str) -> None:
-    """DETACH the store and close the connection."""
-    with contextlib.suppress(duckdb.Error):
-        con.execute(f"DETACH {alias}")
-    con.close()
+def _take_instance() -> duckdb.DuckDBPyConnection:
+    with _IDLE_LOCK:
+        if _IDLE:
+            return _IDLE.pop()
+    return _new_instance()
 
 
-def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, read_only: bool) -> None:
+def _release(instance: duckdb.DuckDBPyConnection, con: duckdb.DuckDBPyConnection, alias: str,
+             copies: list[tempfile.TemporaryDirectory], catalog_fd: int | None) -> None:
+    """DETACH the store, close its connection and keep ``instance`` for the next store when nothing is attached
+    to it any more (else close it); remove the catalog copy. Also run by the garbage collector for a store that
+    was never closed, so it never waits for the idle list's lock (no lock is taken twice)."""
+    try:
+        con.execute(f"DETACH DATABASE IF EXISTS {alias}")
+        con.close()
+        instance.execute("DROP SECRET IF EXISTS simlens_s3")
+        clean = not instance.execute("SELECT database_name FROM duckdb_databases() WHERE NOT internal "
+                                     "AND database_name <> 'memory'").fetchall()
+    except duckdb.Error:
+        clean = False
+    kept = False
+    if clean and _IDLE_LOCK.acquire(blocking=False):
+        try:
+            if len(_IDLE) < IDLE_INSTANCES:
+                _IDLE.append(instance)
+                kept = True
+        finally:
+            _IDLE_LOCK.release()
+    if not kept:
+        instance.close()
+    for copy in copies:
+        copy.cleanup()
+    if catalog_fd is not None:
+        os.close(catalog_fd)
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def _read_only_copy(catalog: Path) -> tempfile.TemporaryDirectory:
+    """A private copy of a folder store's catalog that this process cannot write (a read-only mount, a
+    published store of another user): SQLite opens a catalog in WAL mode only where it can create the
+    ``-shm`` file next to it. The copy is SQLite's own backup of the catalog (a consistent state even while its
+    owner writes) or, where SQLite cannot open it in place at all (a read-only medium: nothing writes it), a
+    copy of its files. Removed when the store closes (or the returned object is collected)."""
+    folder = tempfile.TemporaryDirectory(prefix="simlens-catalog-")
+    target = Path(folder.name) / CATALOG_FILE
+    try:
+        try:
+            with contextlib.closing(sqlite3.connect(f"{catalog.absolute().as_uri()}?mode=ro", uri=True,
+                                                    timeout=wait_limit())) as src, \
+                    contextlib.closing(sqlite3.connect(target)) as dst:
+                src.backup(dst)
+        except sqlite3.Error:
+            target.unlink(missing_ok=True)
+            for suffix in ("", "-wal"):
+                if Path(f"{catalog}{suffix}").exists():
+                    shutil.copyfile(f"{catalog}{suffix}", f"{target}{suffix}")
+    except (OSError, sqlite3.Error) as exc:
+        folder.cleanup()
+        raise StoreError(f"cannot read the catalog {catalog}: {exc}") from None
+    return folder
+
+
+def _check_folder(loc: StoreLocation, read_only: bool) -> None:
+    """The checks of a folder store before it is attached; a writer creates the folder (and waits, bounded, for
+    another process creating the same catalog)."""
+    if is_legacy(loc):
+        raise StoreError(f"{str(loc.root)!r} is a SimLens store in the old Parquet-directory layout; convert it "
+                         f"with: python -m precompute migrate {loc.root} NEW_STORE")
+    if loc.root.exists() and not loc.root.is_dir():
+        raise StoreError(f"store path {str(loc.root)!r} exists and is not a directory")
+    catalog = loc.root / CATALOG_FILE
+    if read_only and not loc.root.exists():
+        raise StoreError(f"SimLens store {str(loc.root)!r} does not exist")
+    if not catalog.exists() and loc.root.is_dir() and any(True for _ in loc.root.iterdir()):
+        raise StoreError(f"{str(loc.root)!r} is a non-empty directory that is not a SimLens store (no {CATALOG_FILE})")
+    if read_only and not catalog.exists():
+        raise StoreError(f"{str(loc.root)!r} is not a SimLens store (no {CATALOG_FILE})")
+    if read_only:
+        return
+    for path in (loc.root, catalog):
+        if path.exists() and not _writable(path):
+            raise StoreError(f"cannot write the store {str(loc.root)!r}: {path} is read-only (no write permission "
+                             f"or a read-only file system); readers can open it, writers need write access")
+    patience = wait_limit()
+    try:
+        (loc.root / DATA_DIR).mkdir(parents=True, exist_ok=True)
+        if not catalog.exists():  # WAL: a writer's open transaction does not block the others' commits
+            # another process may be creating the same store right now (two shards started at once)
+            # and hold the catalog's lock while DuckLake initialises it: wait for it, as SQLite does
+            with contextlib.closing(sqlite3.connect(catalog, timeout=patience)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise StoreError(f"cannot create the store {str(loc.root)!r}: gave up after waiting {patience:.0f} s "
+                             f"for another process that holds the lock of {catalog} (${WAIT_ENV} sets the "
+                             f"wait)") from None
+        raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc}") from None
+    except (OSError, sqlite3.Error) as exc:
+        raise StoreError(f"cannot create the store folder {str(loc.root)!r}: {exc}") from None
+
+
+class Attachment:
+    """One open store: a DuckDB instance of its own (extensions loaded) with the store attached as ``alias``,
+    and ``con``, a connection of that instance. Nothing else is ever attached to the instance, so a store that
+    is closed, deleted or unreadable cannot affect another store of the process. :meth:`close` detaches the
+    store and keeps the instance for the next store the process opens; an attachment that is never closed
+    frees its instance when it is collected.
+
+    A folder store that this process cannot write is read from a private copy of its catalog
+    (:func:`_read_only_copy`), so read-only mounts and other users' published stores open for reading."""
+
+    def __init__(self, loc: StoreLocation, *, read_only: bool) -> None:
+        if loc.root is not None:
+            _check_folder(loc, read_only)
+        self.alias = f"lake{next(_ALIASES)}"
+        # the catalog file held open: its inode stays this store's while the store is open (a store deleted and
+        # built again at the same path gets another one)
+        self._catalog_fd = _open_catalog(loc)
+        try:
+            instance = _take_instance()
+        except BaseException:
+            if self._catalog_fd is not None:
+                os.close(self._catalog_fd)
+            raise
+        self.con = instance.cursor()
+        copies: list[tempfile.TemporaryDirectory] = []  # the catalog copy of a read-only store
+        self._release = weakref.finalize(self, _release, instance, self.con, self.alias, copies, self._catalog_fd)
+        try:
+            if loc.kind == "postgres":
+                load_extension(self.con, "postgres")
+            if loc.root is None:
+                load_extension(self.con, "httpfs")
+                _s3_secret(self.con)
+            copy = attach(self.con, loc, self.alias, read_only=read_only)
+            if copy is not None:
+                copies.append(copy)
+        except duckdb.Error as exc:
+            self.close()
+            raise StoreError(f"cannot open the store {loc}: {_attach_error(exc, loc)}") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """DETACH the store, close the connection and remove the catalog copy; closing again does nothing."""
+        self._release()
+
+    @property
+    def closed(self) -> bool:
+        return not self._release.alive
+
+    def is_current(self, loc: StoreLocation) -> bool:
+        """Whether this attachment still reads the store now at ``loc``: open, and (a folder store) the catalog
+        file it opened is still there (not deleted, not replaced by a rebuilt store)."""
+        if self.closed:
+            return False
+        if self._catalog_fd is None:
+            return True
+        try:
+            now, opened = (loc.root / CATALOG_FILE).stat(), os.fstat(self._catalog_fd)
+        except OSError:
+            return False
+        return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+def _open_catalog(loc: StoreLocation) -> int | None:
+    """A read-only descriptor of a folder store's catalog file (None for other catalogs)."""
+    if loc.root is None:
+        return None
+    try:
+        return os.open(loc.root / CATALOG_FILE, os.O_RDONLY)
+    except OSError as exc:
+        raise StoreError(f"cannot read the catalog of the store {str(loc.root)!r}: {exc}") from None
+
+
+def _attach_error(exc: duckdb.Error, loc: StoreLocation) -> str:
+    """DuckDB's error of an ATTACH in the store's words."""
+    text = str(exc)
+    if "creating a new DuckLake is explicitly disabled" in text or "not initialized" in text.lower():
+        return (f"its catalog holds no DuckLake metadata yet (a store whose creation did not finish?); write to it "
+                f"(python -m precompute predict ... --store {loc}) or delete it")
+    return text
+
+
+def connect(loc: StoreLocation, *, read_only: bool) -> Attachment:
+    """The store at ``loc`` attached in a DuckDB instance of its own (created when writable): close it when
+    done (:meth:`Attachment.close`)."""
+    return Attachment(loc, read_only=read_only)
+
+
+def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *,
+           read_only: bool) -> tempfile.TemporaryDirectory | None:
     """ATTACH the store at ``loc`` as ``alias`` (extensions loaded already). A folder store reads and writes the
     files of its own ``data/`` folder: its catalog records the folder it was created in, and a copied or moved
-    store would otherwise read (or miss) the files of that original folder."""
+    store would otherwise read (or miss) the files of that original folder. A folder store that this process
+    cannot write is attached (for reading) from a private copy of its catalog (:func:`_read_only_copy`), which
+    is returned: remove it (``cleanup()``) once the store is detached."""
+    catalog, copy = loc.catalog, None
+    if read_only and loc.root is not None and not (_writable(loc.root) and _writable(loc.root / CATALOG_FILE)):
+        copy = _read_only_copy(loc.root / CATALOG_FILE)
+        catalog = f"ducklake:sqlite:{Path(copy.name) / CATALOG_FILE}"
     options = ["READ_ONLY"] if read_only else []
     if loc.root is not None:  # a folder store's data is its own data/ folder, wherever the folder is now
         options += [f"DATA_PATH {_literal(str(loc.root.absolute() / DATA_DIR) + os.sep)}", "OVERRIDE_DATA_PATH true"]
@@ -254,9 +421,15 @@ def attach(con: duckdb.DuckDBPyConnection, loc: StoreLocation, alias: str, *, re
     suffix = f" ({', '.join(options)})" if options else ""
     def attempt() -> None:
         con.execute(f"DETACH DATABASE IF EXISTS {alias}")
-        con.execute(f"ATTACH {_literal(loc.catalog)} AS {alias}{suffix}")
+        con.execute(f"ATTACH {_literal(catalog)} AS {alias}{suffix}")
 
-    _retry(attempt, f"open {loc}")  # retried too when another writer is creating the catalog right now
+    try:
+        retry(attempt, f"open {loc}")  # retried too when another writer is creating the catalog right now
+    except BaseException:
+        if copy is not None:
+            copy.cleanup()
+        raise
+    return copy
 
 
 def existing_columns(con: duckdb.DuckDBPyConnection, lake: str) -> dict[str, list[str]]:
@@ -294,19 +467,35 @@ _TRANSIENT = re.compile(r"database is locked|busy|conflict|could not serialize|d
                         r"duplicate key value|already exists", re.I)
 
 
+#: causes that no wait cures (a read-only role or file), also inside a "Failed to commit"
+_PERMANENT = re.compile(r"permission denied|read-only|readonly|access denied", re.I)
+
+
 def _transient(exc: BaseException) -> bool:
-    return isinstance(exc, duckdb.Error) and bool(_TRANSIENT.search(str(exc)))
+    return isinstance(exc, duckdb.Error) and bool(_TRANSIENT.search(str(exc))) and not _PERMANENT.search(str(exc))
 
 
-def _retry(fn: Callable[[], T], what: str, patience: float = 120.0) -> T:
-    delay, deadline = 0.005, time.monotonic() + patience
+def retry(fn: Callable[[], T], what: str) -> T:
+    """``fn()``, retried (with a growing pause) while another writer holds the catalog or a concurrent commit
+    conflicts, for at most :func:`wait_limit` seconds; then a StoreError that says what it waited for and how
+    long. Any other DuckDB error is raised at once."""
+    patience = wait_limit()
+    start = time.monotonic()
+    delay, attempts = 0.005, 0
     while True:
+        attempts += 1
         try:
             return fn()
         except duckdb.Error as exc:
-            if not _transient(exc) or time.monotonic() > deadline:
+            if not _transient(exc):
                 raise
-            time.sleep(delay * (0.5 + random.random()))
+            waited = time.monotonic() - start
+            if waited >= patience:
+                raise StoreError(
+                    f"{what}: gave up after waiting {waited:.1f} s ({attempts} attempts) for the store's catalog, "
+                    f"which another writer held or changed at the same time (last error: "
+                    f"{' '.join(str(exc).split())[:300]}); ${WAIT_ENV} sets the wait (now {patience:g} s)") from None
+            time.sleep(min(delay * (0.5 + random.random()), max(0.0, patience - waited)))
             delay = min(delay * 1.5, 0.5)
 
 
@@ -325,7 +514,7 @@ def transaction(con: duckdb.DuckDBPyConnection, body: Callable[[duckdb.DuckDBPyC
             raise
 
     try:
-        return _retry(attempt, what)
+        return retry(attempt, what)
     except duckdb.Error as exc:
         raise StoreError(f"{what}: {exc}") from None
 

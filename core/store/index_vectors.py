@@ -35,9 +35,12 @@ _KEY = ("passage_id", "window_index", "chunk_index")
 
 
 def cache_folder(location: StoreLocation) -> Path:
-    """Where the local vectors files of a store's indexes live."""
+    """Where the local vectors files of a store's indexes live: the store folder's ``cache/`` (the user's cache
+    for a store this process cannot write, such as a read-only mount, and for remote stores)."""
     if location.root is not None:
-        return location.root / "cache"
+        own = location.root / "cache"
+        if os.access(own if own.exists() else location.root, os.W_OK):
+            return own
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "simlens")
 
 

@@ -171,8 +171,8 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
         writer._write_records({"evaluations": reader.evaluations(eval_id=eid)}, f"merge evaluation {eid}")
         counts["meta_copied"] += 1
     con = writer._con
-    for i, loc in enumerate(r.location for r in readers):
-        attach(con, loc, f"{writer._lake}_src{i}", read_only=True)
+    copies = [attach(con, loc, f"{writer._lake}_src{i}", read_only=True)  # (a read-only source: its catalog copy)
+              for i, loc in enumerate(r.location for r in readers)]
     try:
         for (rid, k), (i, rec, src_wid) in sorted(chunk_plan.items()):
             _copy_chunk(con, writer._lake, f"{writer._lake}_src{i}", ("chunks", "run_id", CHUNK_TABLES),
@@ -191,6 +191,9 @@ def _merge(writer: StoreWriter, target: Store, readers: list[Store]) -> dict[str
     finally:
         for i in range(len(readers)):
             con.execute(f"DETACH {writer._lake}_src{i}")
+        for copy in copies:
+            if copy is not None:
+                copy.cleanup()
     return counts
 
 

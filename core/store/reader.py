@@ -13,14 +13,13 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from core.store.catalog import StoreLocation, connect, data_file_error, disconnect, parse_location
+from core.store.catalog import StoreLocation, connect, data_file_error, parse_location, retry
 from core.store.records import StoreError, quote
 from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
 
@@ -90,13 +89,14 @@ class StoreReader:
     def __init__(self, path: str | os.PathLike | StoreLocation, *, snapshot: int | None = None) -> None:
         self.location = parse_location(path)
         self.root = self.location.root if self.location.root is not None else self.location.spec
-        self._con, self._lake = connect(self.location, read_only=True)
+        self._attachment = connect(self.location, read_only=True)
+        self._con, self._lake = self._attachment.con, self._attachment.alias
         self._lock = threading.RLock()
         self._views: dict[str, Any] = {"snapshot": None, "schema_version": None, "columns": {}}
         self._pin = snapshot
         self._scope: list[int] = []
         if not self._has_tables():
-            disconnect(self._con, self._lake)
+            self._attachment.close()
             raise StoreError(f"{self.location} is not a SimLens store (its catalog has no SimLens tables)")
 
     def _has_tables(self) -> bool:
@@ -107,7 +107,12 @@ class StoreReader:
     def close(self) -> None:
         """Close the DuckDB connection (of this reader and every reader made by :meth:`at`)."""
         with self._lock:
-            disconnect(self._con, self._lake)
+            self._attachment.close()
+
+    def is_current(self) -> bool:
+        """Whether this reader is open and still reads the store now at its location (a folder store that was
+        deleted or replaced by a rebuilt one since it was opened is not: open the location anew)."""
+        return self._attachment.is_current(self.location)
 
     def __enter__(self) -> StoreReader:
         return self
@@ -118,7 +123,8 @@ class StoreReader:
     def snapshot_id(self) -> int:
         """The newest committed snapshot of the store."""
         with self._lock:
-            return int(self._retry(lambda: self._con.execute(f"FROM {self._lake}.current_snapshot()").fetchone()[0]))
+            return int(retry(lambda: self._con.execute(f"FROM {self._lake}.current_snapshot()").fetchone()[0],
+                             f"read the newest snapshot of {self.location}"))
 
     def forget_snapshot(self) -> None:
         """Drop what this reader holds of its snapshot (the catalogue copy of :data:`CATALOG_VIEWS`): the next
@@ -147,16 +153,6 @@ class StoreReader:
         clone.__dict__.update(self.__dict__)
         clone._pin = None if snapshot is None else int(snapshot)
         return clone
-
-    def _retry(self, fn: Any) -> Any:
-        for attempt in range(50):
-            try:
-                return fn()
-            except duckdb.Error as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 49:
-                    raise
-                time.sleep(0.02)
-        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[int]:
@@ -269,7 +265,7 @@ class StoreReader:
     def _df(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
         with self._snapshot():
             try:
-                return self._retry(lambda: self._con.execute(sql, params or {}).df())
+                return retry(lambda: self._con.execute(sql, params or {}).df(), f"read {self.location}")
             except duckdb.Error as exc:
                 clear = data_file_error(exc, f"reading {self.location}")
                 if clear is not None:

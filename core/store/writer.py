@@ -19,7 +19,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from core.store.catalog import StoreLocation, connect, disconnect, ensure_tables, parse_location, transaction
+from core.store.catalog import StoreLocation, connect, ensure_tables, parse_location, transaction
 from core.store.kinds import RUN_KINDS, kind_of_method, method_names, methodless_kinds
 from core.store.meta import dataset_rows, evaluation_rows, model_row, run_segment
 from core.store.prepare import content_hash, prepare_chunk
@@ -87,8 +87,13 @@ class StoreWriter:
         if not create and self.location.root is not None and not self.location.root.exists():
             raise StoreError(f"SimLens store {str(self.location.root)!r} does not exist")
         self.shard = parse_shard(shard)
-        self._con, self._lake = connect(self.location, read_only=False)
-        ensure_tables(self._con, self._lake)
+        self._attachment = connect(self.location, read_only=False)
+        self._con, self._lake = self._attachment.con, self._attachment.alias
+        try:
+            ensure_tables(self._con, self._lake)
+        except BaseException:
+            self._attachment.close()
+            raise
         self._segments: dict[str, dict[str, Any]] = {}
         self._pairs_cache: dict[str, pd.DataFrame] = {}
         self._owned: set[str] = set()  # runs this writer started or resumed: its host/pid mark their liveness
@@ -103,7 +108,8 @@ class StoreWriter:
                     f"merge the small files of {self.location}")
 
     def close(self) -> None:
-        disconnect(self._con, self._lake)
+        """Close the store (closing again does nothing)."""
+        self._attachment.close()
 
     def __enter__(self) -> StoreWriter:
         return self
