@@ -17,7 +17,7 @@ import store_writer_proc as proc
 from test_store_lake import LEGACY, check_run
 from test_store_remote import postgres, s3  # noqa: F401  (fixtures)
 
-from core.store import Store, StoreError, StoreWriter, compact, merge_stores, migrate_store
+from core.store import Store, StoreError, StoreWriter, compact, integrity, merge_stores, migrate_store
 from core.store.integrity import DEFAULT_INLINING_ROW_LIMIT
 from core.store.schema import CHUNK_TABLES
 from core.store.summaries import summarize_runs
@@ -84,6 +84,8 @@ def test_a_clean_store_verifies_and_every_data_file_has_a_checksum(base, capsys)
     with Store(store) as s:
         checks = s.table("file_checksums")
         report = s.verify()
+        listed = integrity.data_files(s._con, s._lake, integrity.checked_tables(), s.snapshot_id())
+    assert sorted(f.path for f in listed) == sorted(files["path"])  # the catalog query resolves as DuckLake does
     assert report.ok and report.files == len(files) and report.bytes > 0
     assert set(checks["file"]) == {os.path.basename(p) for p in files["path"]}  # none missed (inlining rule)
     chunked = checks[checks["table_name"].isin(CHUNK_TABLES)]

@@ -30,7 +30,9 @@ _NOT_FOUND = re.compile(r"No files found|not found|does not exist|No such file|4
 DEFAULT_INLINING_ROW_LIMIT = 10
 _INLINING: dict[str, int] = {}  # lake alias -> its smallest inlining limit (aliases are unique in a process)
 _DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime ns) -> SHA-256 computed by this process
+_VERIFIED: set[tuple[str, int, int]] = set()  # (path, size, mtime ns) of files that matched their checksum
 _DIGESTS_LOCK = threading.Lock()
+_FOLDERS: dict[tuple[str, str], str] = {}  # (lake alias, table) -> the folder DuckLake resolves its relative paths in
 
 
 def checked_tables() -> tuple[str, ...]:
@@ -135,13 +137,33 @@ class DataFile:
 
 def data_files(con: duckdb.DuckDBPyConnection, lake: str, tables: Iterable[str],
                snapshot: int | None = None) -> list[DataFile]:
-    """The data files of ``tables`` (each must exist at the snapshot) at ``snapshot`` (None: the newest)."""
-    at = "" if snapshot is None else f", snapshot_version => {int(snapshot)}"
-    parts = [f"SELECT '{t}', data_file, data_file_size_bytes FROM ducklake_list_files('{lake}', '{t}'{at})"
-             for t in tables if t != CHECKSUMS]
-    if not parts:
+    """The data files of ``tables`` at ``snapshot`` (None: the newest), from one query of DuckLake's catalog
+    (``ducklake_data_file``); relative paths are resolved in the folder ``ducklake_list_files`` gives the table
+    (asked once per process and table: a moved folder store resolves into its own ``data/``)."""
+    names = [t for t in dict.fromkeys(tables) if t != CHECKSUMS]
+    if not names:
         return []
-    return [DataFile(t, p, int(s)) for t, p, s in con.execute(" UNION ALL ".join(parts)).fetchall()]
+    meta = f"__ducklake_metadata_{lake}"
+    snap = f"(SELECT max(snapshot_id) FROM {meta}.ducklake_snapshot)" if snapshot is None else str(int(snapshot))
+    live = "{0}.begin_snapshot <= {1} AND ({0}.end_snapshot IS NULL OR {0}.end_snapshot > {1})"
+    rows = con.execute(f"""
+        SELECT t.table_name, f.path, f.path_is_relative, f.file_size_bytes
+        FROM {meta}.ducklake_data_file f JOIN {meta}.ducklake_table t ON f.table_id = t.table_id AND {live.format('t', snap)}
+        WHERE {live.format('f', snap)} AND t.table_name IN ({', '.join('?' * len(names))})
+        ORDER BY t.table_name, f.data_file_id""", names).fetchall()
+    out = []
+    for table, path, relative, size in rows:
+        if relative:
+            if (lake, table) not in _FOLDERS:
+                listed = con.execute(f"SELECT data_file FROM ducklake_list_files('{lake}', '{table}'"
+                                     + ("" if snapshot is None else f", snapshot_version => {int(snapshot)}")
+                                     + ") WHERE suffix(data_file, ?)", ["/" + path]).fetchone()
+                if listed is None:
+                    raise StoreError(f"DuckLake does not list the data file {path} of table {table!r}")
+                _FOLDERS[(lake, table)] = listed[0][: -len(path)]
+            path = _FOLDERS[(lake, table)] + path
+        out.append(DataFile(table, path, int(size)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -227,7 +249,26 @@ def check_file(con: duckdb.DuckDBPyConnection, f: DataFile, expected: Checksum |
     if digest != expected.sha256:
         return FileProblem("damaged", f.table, f.path, holds,
                            f"its SHA-256 is {digest[:16]}…, its checksum says {expected.sha256[:16]}…")
+    with _DIGESTS_LOCK:
+        _VERIFIED.add((f.path, *stat))
     return None
+
+
+def check_files(con: duckdb.DuckDBPyConnection, lake: str, files: Sequence[DataFile], snapshot: int | None, *,
+                with_checksums: bool) -> list[FileProblem]:
+    """:func:`check_file` of each file; a file this process has verified before (same path, size and
+    modification time) costs one ``stat`` (for a remote file, one request) and no checksum lookup."""
+    todo = []
+    for f in files:
+        stat = file_stat(con, f.path)
+        with _DIGESTS_LOCK:
+            if stat is not None and (f.path, *stat) in _VERIFIED:
+                continue
+        todo.append(f)
+    if not todo:
+        return []
+    expected = expected_checksums(con, lake, {f.table for f in todo}, snapshot) if with_checksums else {}
+    return [p for f in todo if (p := check_file(con, f, expected.get((f.table, f.name)))) is not None]
 
 
 def raise_damaged(problems: Sequence[FileProblem], where: str) -> None:

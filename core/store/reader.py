@@ -48,8 +48,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def _names(name: str, sql: str) -> bool:
-    """Whether ``sql`` names the view or table ``name`` (as a whole identifier, quoted or not)."""
-    return re.search(rf'(?<![\w.]){re.escape(name)}(?![\w])', sql) is not None
+    """Whether ``sql`` names the view or table ``name`` (as a whole identifier: quoted or not, qualified or not)."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", sql) is not None
 
 
 def _empty_view(table: str, extra: Mapping[str, str] | None = None) -> str:
@@ -274,8 +274,7 @@ class StoreReader:
         sql[check] = f"SELECT {_select(check, have[check])} FROM {src(check)}" if check in have else _empty_view(check)
         deps: dict[str, set[str]] = {}  # view -> the tables it reads (views are in dependency order)
         for name, body in sql.items():
-            deps[name] = {t for t in TABLES if f"{self._lake}.{quote(t)}" in body}.union(
-                *(deps[v] for v in deps if _names(v, body)))
+            deps[name] = {t for t in TABLES if _names(t, body)}.union(*(deps[v] for v in deps if _names(v, body)))
         self._views["deps"] = deps
         for name, body in sql.items():
             if name in CATALOG_VIEWS:  # a view of the lake under another name, copied into a table of this name
@@ -294,18 +293,16 @@ class StoreReader:
         todo = [t for t in dict.fromkeys(tables) if t in have and t not in done and t != integrity.CHECKSUMS]
         if not todo:
             return
-        expected = integrity.expected_checksums(self._con, self._lake, todo, snap) \
-            if integrity.CHECKSUMS in have else {}
-        problems = [integrity.check_file(self._con, f, expected.get((f.table, f.name)))
-                    for f in integrity.data_files(self._con, self._lake, todo, snap)]
-        integrity.raise_damaged([p for p in problems if p is not None], f"reading {self.location}")
+        files = integrity.data_files(self._con, self._lake, todo, snap)
+        problems = integrity.check_files(self._con, self._lake, files, snap,
+                                         with_checksums=integrity.CHECKSUMS in have)
+        integrity.raise_damaged(problems, f"reading {self.location}")
         done.update(todo)
 
     def _tables_read(self, sql: str) -> set[str]:
         """The tables a query reads: through the views it names, or directly."""
         deps = self._views.get("deps", {})
-        return {t for t in TABLES if f"{self._lake}.{quote(t)}" in sql}.union(
-            *(deps[v] for v in deps if _names(v, sql)))
+        return {t for t in TABLES if _names(t, sql)}.union(*(deps[v] for v in deps if _names(v, sql)))
 
     def verify(self, run_id: str | None = None, *, progress: bool = False) -> integrity.VerifyReport:
         """Every data file of the newest snapshot (the pinned one) checked against its checksum, like ``git fsck``
