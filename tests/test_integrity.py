@@ -233,3 +233,32 @@ def test_checksums_on_a_postgres_catalog_with_s3_data(postgres, s3):  # noqa: F8
             s.table("token_pairs")
         report = s.verify()
     assert [p.status for p in report.problems] == ["damaged"]
+
+
+def test_flipped_bytes_in_a_search_indexs_files_are_caught_by_a_read_and_by_verify(tmp_path, capsys):
+    import numpy as np
+    from test_search_store import _vector_index, _write_chunks
+
+    from core.store.index_search import IndexStore
+    from core.store.index_writer import IndexWriter
+
+    x = np.random.default_rng(0).normal(size=(24, 4)).astype(np.float32)
+    record = _vector_index("ixflip", 24, 4, 12)  # 12 passages and windows a chunk: files, not inlined rows
+    store = tmp_path / "ix"
+    with IndexWriter(store) as w:
+        w.put_model({"model_id": "toy", "name": "toy"})
+        w.start_index(record)
+        _write_chunks(w, record, x, [0, 1])
+    files = files_of(store)
+    reads = {"index_passages": lambda r: r.passages("ixflip"), "index_windows": lambda r: r.all_embeddings("ixflip")}
+    for table, read in reads.items():
+        path = files.loc[files["tbl"] == table, "path"].iloc[-1]
+        saved = Path(path).read_bytes()
+        flip(path)
+        with IndexStore(store) as r, pytest.raises(StoreError, match=rf"table '{table}' at .*index ixflip chunk [01]"):
+            read(r)
+        code, out = verify_cli(store, capsys)
+        assert code == 1 and "1 damaged" in out and os.path.basename(path) in out, out
+        Path(path).write_bytes(saved)
+        with IndexStore(store) as r:
+            assert len(read(r)) == 24

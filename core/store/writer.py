@@ -122,9 +122,10 @@ class StoreWriter:
         return self.add_missing_checksums()
 
     def _tables(self) -> list[str]:
-        return [t for t in integrity.checked_tables()
-                if t in {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables() WHERE "
-                                                         "database_name = ?", [self._lake]).fetchall()}]
+        """The tables whose files carry checksums, as far as the store has them."""
+        have = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?",
+                                                [self._lake]).fetchall()}
+        return [t for t in integrity.checked_tables() if t in have]
 
     def verify(self) -> integrity.VerifyReport:
         """Every data file of the newest snapshot checked against its checksum (:mod:`core.store.integrity`)."""
