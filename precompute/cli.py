@@ -1,4 +1,4 @@
-"""``python -m precompute``: attribute, predict, list, merge, compact and migrate; the faithfulness evaluations of
+"""``python -m precompute``: attribute, predict, list, merge, compact, migrate and verify; the faithfulness evaluations of
 precompute/evaluations/ (one verb each, from the registry) and
 ``evaluations`` to list what a store holds; search indexes (index, search)."""
 
@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("old", help="the old store folder (or, alone, the store whose model ids to migrate)")
     mig.add_argument("new", nargs="?", default=None,
                      help="the new store (folder or DuckLake connection string)")
+    ver = verbs.add_parser("verify", help="check every data file against its checksum (like git fsck)",
+                           description="Check every data file of the store's newest snapshot against the SHA-256 "
+                                       "recorded when it was written, and list each damaged, missing or unchecked "
+                                       "(no checksum yet: `compact` adds them) file with its table, run and chunk. "
+                                       "Exit status 1 when any file does not verify.")
+    opt.add_store(ver)
+    ver.add_argument("--run", default=None, metavar="ID", help="only the files holding rows of this run")
     _add_evaluation_verbs(verbs)
     search_cli.add_verbs(verbs, opt.DEFAULT_STORE)
     return parser
@@ -208,6 +215,15 @@ def _list(store: str) -> int:
             "spearman", "pearson", "mse", "pairs_per_s"]
     print(runs[cols].to_string(index=False, formatters={c: _fmt for c in cols}))
     return 0
+
+
+def _verify(store: str, run_id: str | None) -> int:
+    """``verify``: every problem file on its own line, then a summary; 1 when any file does not verify."""
+    with Store(store) as s:
+        report = s.verify(run_id, progress=True)
+    for line in report.lines():
+        print(line)
+    return 0 if report.ok else 1
 
 
 def _evaluations(store: str, kind: str | None) -> int:
@@ -313,6 +329,8 @@ def _main(argv: list[str] | None) -> int:
             return 0
         if args.verb == "list":
             return _list(args.store)
+        if args.verb == "verify":
+            return _verify(args.store, args.run)
         if args.verb == "merge":
             check_store_path(args.store)
             counts = merge_stores(args.sources, args.store)

@@ -1,6 +1,8 @@
-"""Store maintenance (``python -m precompute compact``): summarize complete runs that lack a current summary
+"""Store maintenance (``python -m precompute compact``): check every data file against its checksum (a damaged one
+stops it), summarize complete runs that lack a current summary
 (stores written before summaries existed), drop rows no reader sees, merge small data files, expire old
-snapshots and delete files nothing references any more (also those of killed writers).
+snapshots and delete files nothing references any more (also those of killed writers); the merged files, and
+files written before checksums existed, get their checksums.
 
 Every step is its own DuckLake transaction or DuckLake's own maintenance function, so a killed compaction
 leaves a store that reads exactly as before; running it again finishes the job. Snapshots younger than
@@ -16,6 +18,7 @@ from datetime import timedelta
 
 import duckdb
 
+from core.store import integrity
 from core.store.catalog import StoreLocation, transaction
 from core.store.records import StoreError, quote, utcnow
 from core.store.schema import CHUNK_TABLES, INDEX_CHUNK_TABLES, TABLES
@@ -31,7 +34,9 @@ class CompactReport:
     """What compact did (or, with ``dry_run``, would do). ``hidden_rows``: table -> rows no reader sees
     (superseded records and events, losing writes of raced run and index chunks); ``files_before``/``files_after``: data
     files per table; ``expired``: snapshot ids; ``deleted_files``: paths removed (old and orphaned); ``summarized``:
-    the complete runs whose summary (:mod:`core.store.summaries`) was missing or stale and is now written."""
+    the complete runs whose summary (:mod:`core.store.summaries`) was missing or stale and is now written;
+    ``checksummed``: the data files that had no checksum (merged by this compaction, or written before checksums
+    existed) and now have one."""
 
     dry_run: bool
     hidden_rows: dict[str, int] = field(default_factory=dict)
@@ -40,6 +45,7 @@ class CompactReport:
     expired: list[int] = field(default_factory=list)
     deleted_files: list[str] = field(default_factory=list)
     summarized: list[str] = field(default_factory=list)
+    checksummed: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         verb = "would" if self.dry_run else ""
@@ -53,6 +59,8 @@ class CompactReport:
         out.append(f"{'would delete' if self.dry_run else 'deleted'} {len(self.deleted_files)} unreferenced files")
         out.append(f"{'would summarize' if self.dry_run else 'summarized'} {len(self.summarized)} complete runs "
                    f"without a current summary")
+        out.append(f"{'would record' if self.dry_run else 'recorded'} the checksums of {len(self.checksummed)} "
+                   f"data files that had none")
         return out
 
 
@@ -90,6 +98,9 @@ def compact(store: str | os.PathLike | StoreLocation, *, dry_run: bool = False,
     con, lake = writer._con, writer._lake
     report = CompactReport(dry_run=dry_run)
     try:
+        problems = writer.verify().problems  # nothing is rewritten from a damaged file
+        integrity.raise_damaged(problems, f"compact {writer.location} refused")
+        report.checksummed = [p.path for p in problems] if dry_run else []
         with Store(writer.location) as reader:
             report.summarized = runs_to_summarize(reader)
         if report.summarized and not dry_run:  # first, so that their rows are merged with the rest
@@ -108,7 +119,7 @@ def compact(store: str | os.PathLike | StoreLocation, *, dry_run: bool = False,
 
             if any(report.hidden_rows.values()):
                 transaction(con, drop, f"compact {writer.location}: delete hidden rows")
-            writer.merge_small_files()
+            report.checksummed = writer.merge_small_files()
         # the snapshots older than ``keep`` chosen here, by their ids: DuckLake's own ``older_than`` compares the
         # SQLite catalog's timestamps as text and expires every snapshot of the cutoff's day (DuckDB 1.5.5)
         old = [int(r[0]) for r in con.execute(

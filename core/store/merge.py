@@ -1,6 +1,7 @@
 """Merging stores built apart (e.g. shards written on machines without a shared catalog) into one.
 
-Every conflict is found before anything is written; then records, chunks (one transaction each, so a
+Every source's data files are checked against their checksums and every conflict is found before anything is
+written (a damaged or missing file is a StoreError naming it); then records, chunks (one transaction each, so a
 killed merge leaves whole chunks only), run segments and search indexes (their chunks, then their records)
 are copied. Merging again changes nothing.
 """
@@ -14,13 +15,14 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from core.store import integrity
 from core.store.catalog import StoreLocation, attach, parse_location, transaction
 from core.store.reader import StoreReader
 from core.store.records import StoreError, quote, same_value, to_arrow
 from core.store.schema import CHUNK_TABLES, INDEX_CHUNK_TABLES, SCHEMA, columns
 from core.store.store import Store
 from core.store.summaries import summarize_runs
-from core.store.writer import RUN_IDENTITY, StoreWriter, insert, new_write
+from core.store.writer import RUN_IDENTITY, StoreWriter, insert, insert_checksums, new_write
 
 # Index record fields that must agree between stores (the index id covers the corpus, model and settings).
 _INDEX_IDENTITY = ("corpus_hash", "model_id", "similarity", "dim", "method", "layer", "n_passages", "chunk_size",
@@ -79,6 +81,8 @@ def merge_stores(sources: Sequence[str | os.PathLike | StoreLocation], dest: str
     readers = [Store(loc) for loc in src_locs]
     target = Store(dest_loc)
     try:
+        for reader in readers:  # nothing is copied from a store with a damaged or missing file
+            integrity.raise_damaged(reader.verify().problems, f"merge_stores: source {reader.location}")
         counts = _merge(writer, target, readers)
         # summaries are derived, not copied: computed for the merged runs (a run whose shards came from several
         # stores is complete only here); merging again finds them current and writes nothing
@@ -266,9 +270,11 @@ def _copy_chunk(con: duckdb.DuckDBPyConnection, lake: str, src: str, ledger: tup
         wid, at = new_write()
         for t in tables:
             sel = ", ".join(quote(col) for col in columns(t))
-            c.execute(f"INSERT INTO {lake}.{quote(t)} ({sel}, write_id, written_at) SELECT {sel}, $wid, $at "
-                      f"FROM {src}.{quote(t)} WHERE {owner} = $o AND chunk_index = $k AND write_id = $w",
-                      {**params, "wid": wid, "at": at})
+            n = c.execute(f"INSERT INTO {lake}.{quote(t)} ({sel}, write_id, written_at) SELECT {sel}, $wid, $at "
+                          f"FROM {src}.{quote(t)} WHERE {owner} = $o AND chunk_index = $k AND write_id = $w",
+                          {**params, "wid": wid, "at": at}).fetchone()[0]
+            if integrity.writes_file(c, lake, int(n)):
+                insert_checksums(c, lake, t, wid, at)
         rec = {c_: record.get(c_) for c_ in SCHEMA[table]}
         insert(c, lake, table, to_arrow(table, pd.DataFrame([rec]), "merge"), wid, at)
 

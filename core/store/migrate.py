@@ -6,7 +6,9 @@ Only this module knows the old layout, and only to read it: the latest revision 
 every record under ``meta/<table>/`` and ``runs/<run_id>/``, and the complete chunk directories
 ``chunks/run=<id>/chunk=<k>/<table>.<tag>.parquet`` (``.tmp-*`` leftovers are ignored). Records go first, then
 each chunk in one transaction, then the run segments; a killed migration resumes where it stopped, and
-migrating again changes nothing.
+migrating again changes nothing. The old layout has no checksums: a file that is not valid Parquet is refused,
+naming it; every file of the new store gets its checksum as it is written (and files of ``new`` written before
+checksums existed get theirs at the end).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def migrate_store(old: str | os.PathLike, new: str | os.PathLike | StoreLocation
             counts["segments"] += 1
         counts["summaries"] = len(summarize_runs(new, writer=w))
         counts["model_ids"] = len(_map_model_ids(w))
+        counts["checksums_added"] = len(w.add_missing_checksums())  # files of ``new`` written before checksums
     return counts
 
 

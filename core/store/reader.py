@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import duckdb
 import pandas as pd
 
+from core.store import integrity
 from core.store.catalog import StoreLocation, connect, data_file_error, parse_location, retry
 from core.store.records import StoreError, quote
 from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
@@ -28,6 +30,8 @@ from core.store.schema import CHUNK_TABLES, SCHEMA, TABLES, columns
 CATALOG_VIEWS = ("_datasets_rev", "_datasets_w", "datasets", "models", "evaluations", "quartile_pairs", "runs",
                  "_chunk_wins", "chunks")
 _LAKE_PREFIX = "_lake_"
+#: the tables :data:`CATALOG_VIEWS` read: their files are checked before the catalogue is copied into memory
+_CATALOG_TABLES = ("datasets", "models", "evaluations", "quartile_pairs", "runs", "chunks")
 STALE_AFTER_S = 15 * 60.0  # a running segment of another host without a heartbeat this long is interrupted
 _HOST = socket.gethostname()
 
@@ -40,6 +44,11 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True
     return True
+
+
+def _names(name: str, sql: str) -> bool:
+    """Whether ``sql`` names the view or table ``name`` (as a whole identifier: quoted or not, qualified or not)."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", sql) is not None
 
 
 def _empty_view(table: str, extra: Mapping[str, str] | None = None) -> str:
@@ -190,10 +199,12 @@ class StoreReader:
                              f"reload the store")
         version, losers = found[0], bool(found[1])
         self._views["memo"] = {}
+        self._views["checked"] = {snap: set()}
         self._con.execute("SET VARIABLE simlens_snapshot = ?", [int(snap)])
+        if version != self._views["schema_version"]:
+            self._views["columns"] = self._columns_at(snap)
+        self._check_files(snap, _CATALOG_TABLES)  # before the catalogue is copied into memory
         if (version, losers) != (self._views["schema_version"], self._views.get("losers")):
-            if version != self._views["schema_version"]:
-                self._views["columns"] = self._columns_at(snap)
             self._create_views(self._views["columns"], losers)
             self._views.update(schema_version=version, losers=losers)
         else:
@@ -255,6 +266,12 @@ class StoreReader:
         from core.store.index import index_views  # the search indexes' tables
 
         sql.update(index_views(src, have))
+        check = integrity.CHECKSUMS
+        sql[check] = f"SELECT {_select(check, have[check])} FROM {src(check)}" if check in have else _empty_view(check)
+        deps: dict[str, set[str]] = {}  # view -> the tables it reads (views are in dependency order)
+        for name, body in sql.items():
+            deps[name] = {t for t in TABLES if _names(t, body)}.union(*(deps[v] for v in deps if _names(v, body)))
+        self._views["deps"] = deps
         for name, body in sql.items():
             if name in CATALOG_VIEWS:  # a view of the lake under another name, copied into a table of this name
                 self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(_LAKE_PREFIX + name)} AS {body}")
@@ -262,8 +279,46 @@ class StoreReader:
             else:
                 self._con.execute(f"CREATE OR REPLACE TEMP VIEW {quote(name)} AS {body}")
 
+    def _check_files(self, snap: int, tables: Iterable[str]) -> None:
+        """Check the data files of ``tables`` at snapshot ``snap`` against their checksums before anything reads
+        them (each file is hashed once per process: :func:`integrity.cached_sha256`); a damaged or missing file is
+        a StoreError naming its table, file, run and chunk. Files without a checksum (stores written before
+        checksums, until ``compact``) are read unchecked; ``verify`` lists them."""
+        done = self._views["checked"].setdefault(snap, set())
+        have = self._views["columns"]
+        todo = [t for t in dict.fromkeys(tables) if t in have and t not in done and t != integrity.CHECKSUMS]
+        if not todo:
+            return
+        files = integrity.data_files(self._con, self._lake, todo, snap)
+        problems = integrity.check_files(self._con, self._lake, files, snap,
+                                         with_checksums=integrity.CHECKSUMS in have)
+        integrity.raise_damaged(problems, f"reading {self.location}")
+        done.update(todo)
+
+    def _tables_read(self, sql: str) -> set[str]:
+        """The tables a query reads: through the views it names, or directly."""
+        deps = self._views.get("deps", {})
+        return {t for t in TABLES if _names(t, sql)}.union(*(deps[v] for v in deps if _names(v, sql)))
+
+    def verify(self, run_id: str | None = None, *, progress: bool = False) -> integrity.VerifyReport:
+        """Every data file of the newest snapshot (the pinned one) checked against its checksum, like ``git fsck``
+        (``python -m precompute verify``); ``run_id``: only the files holding that run's rows. Reads no table
+        through the views, so a damaged store is listed, not refused."""
+        with self._lock:
+            snap = self._pin if self._pin is not None else self.snapshot_id()
+            have = self._columns_at(snap)
+            if run_id is not None:
+                runs = sorted({r[0] for r in self._con.execute(
+                    f"SELECT DISTINCT run_id FROM {self._lake}.runs AT (VERSION => {int(snap)})").fetchall()})
+                if run_id not in runs:
+                    raise StoreError(f"verify: no run {run_id!r} in {self.location}; its runs: {', '.join(runs) or 'none'}")
+            tables = [t for t in integrity.checked_tables() if t in have]
+            return integrity.verify_files(self._con, self._lake, tables, snap, run_id=run_id, progress=progress,
+                                          with_checksums=integrity.CHECKSUMS in have)
+
     def _df(self, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pd.DataFrame:
-        with self._snapshot():
+        with self._snapshot() as snap:
+            self._check_files(snap, self._tables_read(sql))
             try:
                 return retry(lambda: self._con.execute(sql, params or {}).df(), f"read {self.location}")
             except duckdb.Error as exc:

@@ -300,6 +300,15 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "scale": ("DOUBLE", "The window's multiplier of pair products (1/|e| for cosine models)."),
         "truncated": ("BOOLEAN", "Whether the input was cut at the model's maximum (never, unless a single word is longer)."),
     },
+    "file_checksums": {
+        "table_name": ("VARCHAR", "Table the data file belongs to."),
+        "file": ("VARCHAR", "The Parquet data file's name in the table's folder (`ducklake-<uuid>.parquet`)."),
+        "file_size": ("BIGINT", "Bytes of the file when its checksum was taken."),
+        "sha256": ("VARCHAR", "SHA-256 of the file's bytes (hex)."),
+        "run_id": ("VARCHAR", "Run of the rows the file holds (NULL for tables without `run_id`)."),
+        "index_id": ("VARCHAR", "Search index of the rows the file holds (NULL for tables without `index_id`)."),
+        "chunk_index": ("INTEGER", "Chunk of the rows the file holds (NULL for tables without chunks)."),
+    },
 }
 # fmt: on
 
@@ -319,7 +328,8 @@ class TableInfo:
     ``chunk`` (rows of one run chunk; readers see the rows of the chunk's winning write only), ``ledger``
     (the chunks table itself: the first committed write of a chunk wins), or their search-index twins
     ``index chunk`` and ``index ledger`` (the same rule, per ``(index_id, chunk_index)`` instead of
-    ``(run_id, chunk_index)``; :mod:`core.store.index` defines their views).
+    ``(run_id, chunk_index)``; :mod:`core.store.index` defines their views), or ``integrity`` (the checksums of
+    the other tables' data files, :mod:`core.store.integrity`).
     """
 
     kind: str
@@ -418,6 +428,14 @@ TABLES: dict[str, TableInfo] = {
         "enough to explain any query against it with one model pass for the query.",
         ("index_id", "passage_id", "window_index"), ("passage_id", "window_index", "n_tokens", "embedding", "factor"),
     ),
+    "file_checksums": TableInfo(
+        "integrity", "The content checksum of every Parquet data file of the other tables, one row per (file, run or "
+        "index, chunk) of the rows it holds, written in the same transaction as the file (files that `compact` "
+        "merges: in the transaction right after the merge). Readers check a file against it before they return "
+        "its rows; `python -m precompute verify` checks every file (docs/integrity.md). Its own files are not "
+        "checksummed.",
+        ("table_name", "file", "run_id", "index_id", "chunk_index"), ("table_name", "file", "file_size", "sha256"),
+    ),
 }
 
 META_TABLES = tuple(t for t, i in TABLES.items() if i.kind == "record")
@@ -495,6 +513,12 @@ def schema_markdown() -> str:
         "`hnsw` the reader copies the embeddings into a local DuckDB file, `<store>/cache/<index_id>-<write>.duckdb` "
         "(remote stores: `$SIMLENS_CACHE`, default `~/.cache/simlens`), builds the HNSW index there once and "
         "reuses it; other indexes are scanned exactly, in SQL, in the lake.",
+        "",
+        "Every Parquet data file has a SHA-256 content checksum in `file_checksums`, written in the transaction "
+        "that writes the file. A reader checks each file it is about to read once per process (a file that does "
+        "not match is a StoreError naming its table, file, run and chunk, never its rows); `python -m precompute "
+        "verify [--run ID]` checks every file; `merge` and `compact` refuse to copy or rewrite a damaged file. "
+        "See docs/integrity.md.",
         "",
     ]
     for table, cols in SCHEMA.items():

@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from core.store import integrity
 from core.store.catalog import StoreLocation, connect, ensure_tables, parse_location, transaction
 from core.store.kinds import RUN_KINDS, kind_of_method, method_names, methodless_kinds
 from core.store.meta import dataset_rows, evaluation_rows, model_row, run_segment
@@ -46,7 +47,8 @@ FINISH_FIELDS = ("spearman", "pearson", "mse", "seconds", "pairs_per_s", "pairs_
 
 
 def insert(con: duckdb.DuckDBPyConnection, lake: str, table: str, rows: pa.Table, write_id: int, written_at: Any) -> None:
-    """INSERT ``rows`` (SCHEMA columns of ``table``) with the write's bookkeeping columns."""
+    """INSERT ``rows`` (SCHEMA columns of ``table``) with the write's bookkeeping columns, and the checksums of
+    the data files the INSERT wrote (:func:`insert_checksums`)."""
     if rows.num_rows == 0:
         return
     name = f"_rows_{table}"
@@ -58,6 +60,16 @@ def insert(con: duckdb.DuckDBPyConnection, lake: str, table: str, rows: pa.Table
                     f"SELECT {sel}, $wid, $at FROM {name}", {"wid": write_id, "at": written_at})
     finally:
         con.unregister(name)
+    if integrity.writes_file(con, lake, rows.num_rows):
+        insert_checksums(con, lake, table, write_id, written_at)
+
+
+def insert_checksums(con: duckdb.DuckDBPyConnection, lake: str, table: str, write_id: int, written_at: Any) -> None:
+    """In the transaction of write ``write_id``: the ``file_checksums`` rows of the data files it wrote into
+    ``table`` (call it after an INSERT of more rows than DuckLake inlines: :func:`integrity.writes_file`)."""
+    if table != integrity.CHECKSUMS:
+        insert(con, lake, integrity.CHECKSUMS, integrity.checksum_rows(con, lake, table, write_id), write_id,
+               written_at)
 
 
 def new_write() -> tuple[int, Any]:
@@ -99,13 +111,50 @@ class StoreWriter:
         self._owned: set[str] = set()  # runs this writer started or resumed: its host/pid mark their liveness
         self._before_commit: Callable[[int], None] | None = None  # test hook: inside a chunk's transaction
 
-    def merge_small_files(self) -> None:
+    def merge_small_files(self) -> list[str]:
         """Merge the store's small data files (a chunk commit writes one per table) into larger ones, in one
         DuckLake transaction (``ducklake_merge_adjacent_files``): queries then open a few files instead of one
         per chunk. The merged files stay referenced by the older snapshots until ``compact`` expires them, so
-        readers pinned to those keep working; what readers see does not change."""
-        transaction(self._con, lambda c: c.execute(f"CALL ducklake_merge_adjacent_files('{self._lake}')"),
-                    f"merge the small files of {self.location}")
+        readers pinned to those keep working; what readers see does not change.
+
+        Every file is checked against its checksum first (a damaged or missing one is a StoreError naming it:
+        merging would copy its wrong values into a file with a valid checksum); the merged files' checksums are
+        recorded in the transaction right after the merge (DuckLake names them only once it has committed);
+        returns the files whose checksums were recorded (:meth:`add_missing_checksums`)."""
+        what = f"merge the small files of {self.location}"
+        integrity.raise_damaged(self.verify().problems, what)
+        transaction(self._con, lambda c: c.execute(f"CALL ducklake_merge_adjacent_files('{self._lake}')"), what)
+        return self.add_missing_checksums()
+
+    def _tables(self) -> list[str]:
+        """The tables whose files carry checksums, as far as the store has them."""
+        have = {r[0] for r in self._con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = ?",
+                                                [self._lake]).fetchall()}
+        return [t for t in integrity.checked_tables() if t in have]
+
+    def verify(self) -> integrity.VerifyReport:
+        """Every data file of the newest snapshot checked against its checksum (:mod:`core.store.integrity`)."""
+        return integrity.verify_files(self._con, self._lake, self._tables(), None, with_checksums=True)
+
+    def add_missing_checksums(self) -> list[str]:
+        """Record the checksums of the newest snapshot's data files that have none (written before checksums
+        existed, or merged by a compaction), in one transaction; returns their paths. What such a file holds
+        is read from the file itself: its checksum vouches for its bytes from now on, not before."""
+        def body(con: duckdb.DuckDBPyConnection) -> list[str]:
+            tables = self._tables()
+            expected = integrity.expected_checksums(con, self._lake, tables)
+            wid, at = new_write()
+            added = []
+            for t in tables:
+                todo = [f for f in integrity.data_files(con, self._lake, [t]) if (t, f.name) not in expected]
+                holds = {f.path: integrity.file_holds(con, f) for f in todo}  # None: unreadable, stays unchecked
+                held = [(p, dict(zip(integrity.OWNER_COLUMNS, h, strict=True)))
+                        for p, rows in holds.items() for h in rows or []]
+                insert(con, self._lake, integrity.CHECKSUMS, integrity.checksum_table(con, t, held), wid, at)
+                added += [p for p, rows in holds.items() if rows is not None]
+            return added
+
+        return transaction(self._con, body, f"record the missing checksums of {self.location}")
 
     def close(self) -> None:
         """Close the store (closing again does nothing)."""
