@@ -488,7 +488,7 @@ def module_kind(spec: dict, folder: Path) -> str:
     type_name = str(spec.get("type", ""))
     kind = type_name.rsplit(".", 1)[-1]
     if not type_name.startswith(_ST_PACKAGE):
-        raise ValueError(f"model {folder}: module {type_name!r} ({spec.get('path') or spec.get('name')}) is custom "
+        raise ValueError(f"model {folder}: module {type_name} ({spec.get('path') or spec.get('name')}) is custom "
                          f"code, not a sentence-transformers module; SimLens does not run custom modules")
     if kind not in MODULE_TYPES and kind != _TRANSFORMER:
         raise ValueError(f"model {folder}: module {type_name} ({spec.get('path') or spec.get('name')}) is not "
