@@ -12,16 +12,19 @@ from core.models import SimilarityModel, load_model
 
 
 def as_model(model: SimilarityModel | str | os.PathLike, device: str | None = None,
-             quiet: bool = False, pooling: str | None = None) -> SimilarityModel:
+             quiet: bool = False, pooling: str | None = None, **loading) -> SimilarityModel:
     """``model`` itself when it is a loaded :class:`SimilarityModel`, else :func:`core.models.load_model` of
-    that name or folder on ``device`` (``pooling`` for a plain Hugging Face model); ``quiet`` hides the
-    loader's warnings."""
+    that name or folder on ``device`` (``pooling`` for a plain Hugging Face model; ``loading``: load_model's
+    ``truncate_dim`` and ``dtype``); ``quiet`` hides the loader's warnings."""
     if isinstance(model, SimilarityModel):
+        if loading:
+            raise ValueError(f"{', '.join(loading)} apply when a model is loaded; {model.display_name} is loaded "
+                             f"already")
         return model
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
-        return load_model(model, device=device, pooling=pooling)
+        return load_model(model, device=device, pooling=pooling, **loading)
 
 
 def as_dataset(dataset: PairDataset | str | Path, data_dir: str | Path | None = None, **options) -> PairDataset:

@@ -9,6 +9,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from st_folders import Pipeline, save_st_folder, sentence_transformer
@@ -270,3 +271,24 @@ def test_ij_refuses_a_zero_reference_instead_of_nan(tmp_path, kind):
     model.pipeline.normalize = False  # without normalisation a zero reference is an ordinary point
     ij = explain(model, text, "the dog ran", method="ij", steps=8)
     assert np.isfinite(ij.matrix).all() and np.isfinite(ij.score)
+
+
+def test_cli_truncate_dim_and_dtype_make_their_own_runs(tmp_path, bias_free, capsys):
+    from test_precompute import write_pairs
+
+    from core.store import Store
+    from precompute.cli import main
+
+    pairs, store, folder = write_pairs(tmp_path / "pairs.tsv", 6), tmp_path / "store", str(bias_free["dot"])
+    common = ["predict", "--model", folder, "--dataset", str(pairs), "--store", str(store), "--device", "cpu"]
+    for extra in ([], ["--truncate-dim", "10"], ["--truncate-dim", "10", "--dtype", "native"]):
+        assert main([*common, *extra]) == 0, capsys.readouterr().err
+    runs = Store(store).runs()
+    assert len(runs) == 2  # float32 weights: --dtype native is the same variant as the default, a skipped rerun
+    assert "already done" in capsys.readouterr().out
+    model = _load(folder, truncate_dim=10)
+    run_id = runs.set_index("model_id").loc[model.model_id, "run_id"]
+    preds = Store(store).predictions(run_id).sort_values("pair_id")
+    source = pd.read_csv(pairs, sep="\t")
+    emb = model.embed(source["sentence1"].tolist()), model.embed(source["sentence2"].tolist())
+    np.testing.assert_allclose(preds["model_score"], model.similarity_of(*emb), rtol=1e-5)
