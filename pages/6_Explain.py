@@ -1,5 +1,6 @@
 """Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps,
-the prompt of each side (query vs passage) and, for plain Hugging Face models, the pooling. One browser user must
+the prompt of each side (query vs passage), the embedding's truncation (Matryoshka truncate_dim), the weights'
+dtype and, for plain Hugging Face models, the pooling. One browser user must
 not be able to exhaust the server: texts, steps and memory are capped here, and the page says so.
 
 The only page that loads a model (and torch); models are cached per server process, results per input.
@@ -14,7 +15,7 @@ from core import METHODS, charts, views  # torch: only this page imports the att
 from core.dashboard import data, shell, widgets
 from core.memory import format_memory, parse_memory
 from core.model_files import local_prompts
-from core.models import POOLINGS
+from core.models import DTYPES, POOLINGS
 from core.safe_text import has_visible_character, literal
 
 shell.ensure_navigation()
@@ -33,17 +34,19 @@ MEMORY_CHOICES = ["256MiB", "512MiB", "1GiB"]  # 1 GiB: one explanation stays un
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def load_model(name_or_path: str, pooling: str | None = None):
-    """The model, loaded once per server process (``pooling``: a plain Hugging Face model's)."""
+def load_model(name_or_path: str, pooling: str | None = None, truncate_dim: int | None = None,
+               dtype: str = DTYPES[0]):
+    """The model, loaded once per server process (``pooling``: a plain Hugging Face model's; ``truncate_dim`` and
+    ``dtype``: ``core.load_model``'s)."""
     from core import load_model as _load
 
-    return _load(name_or_path, pooling=pooling)
+    return _load(name_or_path, pooling=pooling, truncate_dim=truncate_dim, dtype=dtype)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None,
                    pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None,
-                   max_memory: str = MEMORY_CHOICES[-1]):
+                   max_memory: str = MEMORY_CHOICES[-1], truncate_dim: int | None = None, dtype: str = DTYPES[0]):
     """core.explain of the texts cut to MAX_TOKENS tokens (with their prompts), at most MAX_STEPS steps, within
     ``max_memory``; cached per input."""
     from core import explain
@@ -53,7 +56,7 @@ def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer:
         raise ValueError(f"this page takes at most {MAX_STEPS} steps, got {steps}")
     if parse_memory(max_memory) > parse_memory(MEMORY_CHOICES[-1]):
         raise ValueError(f"this page takes at most {MEMORY_CHOICES[-1]} of memory, got {max_memory}")
-    model = load_model(model_key, pooling)
+    model = load_model(model_key, pooling, truncate_dim, dtype)
     text_a = cut_to_tokens(model, text_a, MAX_TOKENS, prompt_a if prompt_a is not None else model.side_prompts[0])
     text_b = cut_to_tokens(model, text_b, MAX_TOKENS, prompt_b if prompt_b is not None else model.side_prompts[1])
     return explain(model, text_a, text_b, method=method, layer=layer, steps=steps, prompt_a=prompt_a,
@@ -109,12 +112,23 @@ with st.container(border=True):
                                                              "more is more exact and slower"))
         else:
             st.caption(f"{method} has no integration steps.")
-    p1, p2, p3 = st.columns([1, 1.2, 1.2])
+    p1, p4, p5, p2, p3 = st.columns([1, 0.8, 0.8, 1.2, 1.2])
     with p1:
         pooling_label = st.selectbox("Pooling", [OWN_POOLING, *POOLINGS], key="xp_pooling",
                                      help="for plain Hugging Face models (e.g. BERT + CLS vs BERT + mean); a "
                                           "sentence-transformers model keeps its own modules")
         pooling = None if pooling_label == OWN_POOLING else pooling_label
+    with p4:
+        truncate_dim = int(st.number_input(
+            "Truncate to dims", 0, 1_000_000, 0, key="xp_truncate_dim",
+            help="0: the model's own (its truncate_dim, if it has one, else every dimension); K: the embedding "
+                 "cut to its first K dimensions (Matryoshka), as sentence-transformers' truncate_dim: score, "
+                 "explained score and factors are those of the cut embedding")) or None
+    with p5:
+        dtype = st.selectbox("Weights", DTYPES, key="xp_dtype",
+                             help="float32: half-precision weights are upcast, so explanations conserve; native: the "
+                                  "checkpoint's own dtype, as sentence-transformers runs it (the rounding shows in "
+                                  "the residual)")
     prompt_names = list(local_prompts(model_key)) if model_key else []
     with p2:
         prompt_a = prompt_choice("Prompt of text 1", "xp_prompt_a", prompt_names)
@@ -140,7 +154,7 @@ with st.container(border=True):
                    "`--max-memory`).")
     go = st.button("Explain", type="primary", key="xp_go")
 
-args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory)
+args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory, truncate_dim, dtype)
 if go:
     if not model_key:
         st.error("Type a model folder path or hub id.")
@@ -152,7 +166,7 @@ if go:
         bar = st.progress(0.0, text="loading the model…")
         t0 = time.perf_counter()
         try:
-            load_model(model_key, pooling)
+            load_model(model_key, pooling, truncate_dim, dtype)
             bar.progress(0.35, text=f"computing {method} attributions…")
             explain_cached(*args)
         except Exception as exc:  # noqa: BLE001  (bad model path, layer or text: say so, never a trace)
@@ -182,6 +196,11 @@ with st.container(horizontal=True):
     st.metric("Σ matrix", f"{float(exp.matrix.sum()):.4f}", border=True)
     st.metric("residual", f"{exp.residual:+.4f}", border=True, help="explained score − Σ matrix")
     st.metric("layer", str(exp.layer), border=True)
+    explained = load_model(shown[0], shown[6], shown[10], shown[11])
+    st.metric("dims", str(explained.dim), border=True,
+              help="the embedding's dimensions, after truncate_dim" + (" (cut)" if explained.truncate_dim else ""))
+    st.metric("weights", str(next(explained.encoder.parameters()).dtype).removeprefix("torch."), border=True,
+              help="the dtype the explanation ran in")
     for side, text in (("1", exp.prompt_text_a), ("2", exp.prompt_text_b)):
         if text:
             st.metric(f"prompt of text {side}", repr(text), border=True)
