@@ -362,6 +362,10 @@ def _is(*values: object) -> Callable[[object], bool]:
     return lambda value: value in values
 
 
+def _never(value: object) -> bool:
+    return False
+
+
 def _empty(value: object) -> bool:
     return not value
 
@@ -526,7 +530,7 @@ HF_CONFIG_KEYS: dict[str, Key] = {
     "model_type": Key("the architecture (an entry of core/architectures.py)"),
     "dtype": Key("the weights' dtype: explanations run in float32 unless load_model(dtype='native')"),
     "torch_dtype": Key("the older name of dtype"),
-    "quantization_config": Key("quantized weights", lambda v: False,
+    "quantization_config": Key("quantized weights", _never,
                                "no quantization (quantized weights are not explained; load a float checkpoint)"),
     "position_embedding_type": Key("position embeddings", _is("absolute"),
                                    "absolute only: transformers' model classes no longer read other values, so "
@@ -550,6 +554,29 @@ def check_hf_config(config: dict, path: Path, plain: bool) -> dict:
                          f"scores a pair jointly with a classification head, not by comparing two sentence "
                          f"embeddings; SimLens explains bi-encoders only, cross-encoders are not supported yet")
     return config
+
+
+def _status(spec: Key) -> str:
+    if spec.allowed is _never:
+        return f"refused: {spec.allowed_text}"
+    return "honoured" if spec.allowed is None else f"honoured: {spec.allowed_text}"
+
+
+def folder_keys_markdown() -> str:
+    """The key tables (``FOLDER_KEYS``, ``HF_CONFIG_KEYS``) and module types as markdown: docs/models.md holds this
+    text, and a test checks that it is current."""
+    lines = ["| file | key | SimLens | how, or why it cannot change outputs |", "|---|---|---|---|"]
+    for name, table in FOLDER_KEYS.items():
+        where = name if name.endswith(".json") else f"{name} module config.json"
+        lines += [f"| {where} | `{key}` | {_status(spec)} | {spec.meaning} |" for key, spec in table.honoured.items()]
+        lines += [f"| {where} | `{key}` | ignored | {why} |" for key, why in table.ignored.items()]
+        lines.append(f"| {where} | any other key | refused | it may change the output |")
+    lines += [f"| config.json | `{key}` | {_status(spec)} | {spec.meaning} |" for key, spec in HF_CONFIG_KEYS.items()]
+    lines.append("| config.json | any other key | passed to transformers | read by the architecture's config class, "
+                 "as sentence-transformers passes it |")
+    modules = ", ".join(f"`{kind}`" for kind in MODULE_TYPES)
+    return "\n".join(lines) + (f"\n\nModule types after the Transformer: {modules} (sentence-transformers' own "
+                               f"classes); any other type, or a class outside sentence_transformers, is refused.\n")
 
 
 def read_pipeline(folder: Path) -> SentencePipeline | None:

@@ -292,3 +292,13 @@ def test_cli_truncate_dim_and_dtype_make_their_own_runs(tmp_path, bias_free, cap
     source = pd.read_csv(pairs, sep="\t")
     emb = model.embed(source["sentence1"].tolist()), model.embed(source["sentence2"].tolist())
     np.testing.assert_allclose(preds["model_score"], model.similarity_of(*emb), rtol=1e-5)
+
+
+def test_docs_list_every_key_and_module_type_from_the_registry():
+    from conftest import ROOT
+
+    from core.sentence_modules import folder_keys_markdown
+
+    doc = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
+    generated = doc.split("<!-- folder-keys:start -->\n", 1)[1].split("<!-- folder-keys:end -->", 1)[0]
+    assert generated == folder_keys_markdown(), "rewrite the block between the folder-keys markers with folder_keys_markdown()"
