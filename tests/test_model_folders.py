@@ -302,3 +302,18 @@ def test_docs_list_every_key_and_module_type_from_the_registry():
     doc = (ROOT / "docs" / "models.md").read_text(encoding="utf-8")
     generated = doc.split("<!-- folder-keys:start -->\n", 1)[1].split("<!-- folder-keys:end -->", 1)[0]
     assert generated == folder_keys_markdown(), "rewrite the block between the folder-keys markers with folder_keys_markdown()"
+
+
+@pytest.mark.parametrize("method, steps", [("bilrp", None), ("hxp", None), ("ij", 4), ("embedding", None)])
+def test_truncated_factors_equal_the_slow_reference(bias_free, method, steps):
+    from reference import reference_factor
+    from test_engine import assert_close
+
+    from core import compute_factors
+
+    model = _load(bias_free["dot"], truncate_dim=10)
+    model.encoder.double()
+    layer = model.num_layers if method == "embedding" else 1
+    for text, got in zip(TEXTS[:2], compute_factors(model, TEXTS[:2], method, layer=layer, steps=steps), strict=True):
+        assert got.factor.shape[1] == 10
+        assert_close(got.factor, reference_factor(model, text, method, layer, steps))
