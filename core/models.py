@@ -31,6 +31,7 @@ from core.model_files import (
 )
 from core.rules import traced
 from core.sentence_modules import (
+    FOLDER_KEYS,
     POOLING_MODES,
     SentencePipeline,
     check_hf_config,
@@ -553,6 +554,7 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     return from_parts(
         str(name_or_path), folder, encoder, tokenizer, pipeline=pipeline, variant=variant,
         max_length=_max_length(folder, pipeline.max_seq_length, config, tokenizer), device=device,
-        shifted=bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False)),
+        shifted=bool(FOLDER_KEYS[SIMLENS_CONFIG].check(read_json(folder / SIMLENS_CONFIG) or {}, folder / SIMLENS_CONFIG)
+                     .get("shifted_embeddings", False)),
         truncate_dim=truncate_dim,
     )

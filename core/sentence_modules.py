@@ -429,6 +429,9 @@ FOLDER_KEYS: dict[str, FileKeys] = {
                  "requirements": "library version requirements checked at load time (they do not change values)"},
     ),
     "sentence_bert_config.json": _TRANSFORMER_KEYS,
+    "simlens.json": FileKeys(honoured={"shifted_embeddings": Key(
+        "SimLens' exact-attribution models: the embedding is e(x) - e(padding reference), compared by dot product",
+        _is(True, False), "true or false")}),
     "Pooling": FileKeys(
         honoured={
             "pooling_mode": Key("the pooling mode(s), concatenated in order"),
