@@ -317,3 +317,12 @@ def test_truncated_factors_equal_the_slow_reference(bias_free, method, steps):
     for text, got in zip(TEXTS[:2], compute_factors(model, TEXTS[:2], method, layer=layer, steps=steps), strict=True):
         assert got.factor.shape[1] == 10
         assert_close(got.factor, reference_factor(model, text, method, layer, steps))
+
+
+def test_ij_refuses_factors_that_are_not_finite(bias_free, monkeypatch):
+    """The last guard: whatever makes the integrand NaN or infinite is an error naming the text, never a matrix."""
+    model = _load(bias_free["cosine"])
+    head = model.head
+    monkeypatch.setattr(model, "head", lambda *args, **kwargs: (lambda h: head(*args, **kwargs)(h) / 0.0))
+    with pytest.raises(ValueError, match="integrated Jacobians of '.+' with .* are not finite"):
+        explain(model, TEXTS[0], TEXTS[1], method="ij", steps=2)
