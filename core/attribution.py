@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from core.memory import AUTODIFF_MODES, DEFAULT_MAX_MEMORY, BatchPlan, EncoderShape, parse_memory, plan_batch
 from core.methods import get_method
+from core.methods.base import truncated
 from core.models import SimilarityModel
 from core.quadrature import DEFAULT_QUADRATURE, QUADRATURES
 from core.token_batch import check_text
@@ -284,7 +285,8 @@ def _route_factors(model: SimilarityModel, keys: list[tuple[str, str]], settings
         batch = model.tokenize([unique[i][1] for i in members], [unique[i][0] for i in members])
         plan = plan_for(max(lengths[i] for i in members))
         rows = plan.max_rows if engine.max_rows is None else min(plan.max_rows, engine.max_rows)
-        out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, plan.mode, rows)
+        out = truncated(model, impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature,
+                                            plan.mode, rows))
         embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(out.pooled)
         for row, member in enumerate(members):
             real = batch.real(row)

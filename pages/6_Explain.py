@@ -1,6 +1,7 @@
 """Explain your own pair: live token-pair attributions of two texts with any model, method, layer and steps,
-the prompt and (for Router/Asym models) the route of each side (query vs passage) and, for plain Hugging Face
-models, the pooling; custom model code runs only when the user ticks "Trust remote code". One browser user must
+the prompt and (for Router/Asym models) the route of each side (query vs passage), the embedding's truncation
+(Matryoshka truncate_dim), the weights' dtype and, for plain Hugging Face models, the pooling; custom model code
+runs only when the user ticks "Trust remote code". One browser user must
 not be able to exhaust the server: texts, steps and memory are capped here, and the page says so.
 
 The only page that loads a model (and torch); models are cached per server process, results per input.
@@ -15,7 +16,7 @@ from core import METHODS, charts, views  # torch: only this page imports the att
 from core.dashboard import data, shell, widgets
 from core.memory import format_memory, parse_memory
 from core.model_files import local_prompts
-from core.models import POOLINGS
+from core.models import DTYPES, POOLINGS
 from core.safe_text import has_visible_character, literal
 from core.sentence_modules import local_route_names
 
@@ -37,19 +38,21 @@ MEMORY_CHOICES = ["256MiB", "512MiB", "1GiB"]  # 1 GiB: one explanation stays un
 
 
 @st.cache_resource(show_spinner=False, max_entries=3)
-def load_model(name_or_path: str, pooling: str | None = None, trust_remote_code: bool = False):
+def load_model(name_or_path: str, pooling: str | None = None, trust_remote_code: bool = False,
+               truncate_dim: int | None = None, dtype: str = DTYPES[0]):
     """The model, loaded once per server process (``pooling``: a plain Hugging Face model's;
-    ``trust_remote_code``: run the folder's custom code)."""
+    ``trust_remote_code``: run the folder's custom code; ``truncate_dim`` and ``dtype``: ``core.load_model``'s)."""
     from core import load_model as _load
 
-    return _load(name_or_path, pooling=pooling, trust_remote_code=trust_remote_code)
+    return _load(name_or_path, pooling=pooling, trust_remote_code=trust_remote_code, truncate_dim=truncate_dim,
+                 dtype=dtype)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None,
                    pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None,
                    max_memory: str = MEMORY_CHOICES[-1], route_a: str | None = None, route_b: str | None = None,
-                   trust_remote_code: bool = False):
+                   trust_remote_code: bool = False, truncate_dim: int | None = None, dtype: str = DTYPES[0]):
     """core.explain of the texts cut to MAX_TOKENS tokens (with their prompts), at most MAX_STEPS steps, within
     ``max_memory``, each side through its route; cached per input."""
     from core import explain
@@ -59,7 +62,7 @@ def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer:
         raise ValueError(f"this page takes at most {MAX_STEPS} steps, got {steps}")
     if parse_memory(max_memory) > parse_memory(MEMORY_CHOICES[-1]):
         raise ValueError(f"this page takes at most {MEMORY_CHOICES[-1]} of memory, got {max_memory}")
-    model = load_model(model_key, pooling, trust_remote_code)
+    model = load_model(model_key, pooling, trust_remote_code, truncate_dim, dtype)
     text_a = cut_to_tokens(model.routed(route_a), text_a, MAX_TOKENS,
                            prompt_a if prompt_a is not None else model.side_prompts[0])
     text_b = cut_to_tokens(model.routed(route_b), text_b, MAX_TOKENS,
@@ -125,12 +128,23 @@ with st.container(border=True):
                                                              "more is more exact and slower"))
         else:
             st.caption(f"{method} has no integration steps.")
-    p1, p2, p3 = st.columns([1, 1.2, 1.2])
+    p1, p4, p5, p2, p3 = st.columns([1, 0.8, 0.8, 1.2, 1.2])
     with p1:
         pooling_label = st.selectbox("Pooling", [OWN_POOLING, *POOLINGS], key="xp_pooling",
                                      help="for plain Hugging Face models (e.g. BERT + CLS vs BERT + mean); a "
                                           "sentence-transformers model keeps its own modules")
         pooling = None if pooling_label == OWN_POOLING else pooling_label
+    with p4:
+        truncate_dim = int(st.number_input(
+            "Truncate to dims", 0, 1_000_000, 0, key="xp_truncate_dim",
+            help="0: the model's own (its truncate_dim, if it has one, else every dimension); K: the embedding "
+                 "cut to its first K dimensions (Matryoshka), as sentence-transformers' truncate_dim: score, "
+                 "explained score and factors are those of the cut embedding")) or None
+    with p5:
+        dtype = st.selectbox("Weights", DTYPES, key="xp_dtype",
+                             help="float32: half-precision weights are upcast, so explanations conserve; native: the "
+                                  "checkpoint's own dtype, as sentence-transformers runs it (the rounding shows in "
+                                  "the residual)")
     prompt_names = list(local_prompts(model_key)) if model_key else []
     with p2:
         prompt_a = prompt_choice("Prompt of text 1", "xp_prompt_a", prompt_names)
@@ -170,7 +184,7 @@ with st.container(border=True):
     go = st.button("Explain", type="primary", key="xp_go")
 
 args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory, route_a, route_b,
-        trust_remote_code)
+        trust_remote_code, truncate_dim, dtype)
 if go:
     if not model_key:
         st.error("Type a model folder path or hub id.")
@@ -182,7 +196,7 @@ if go:
         bar = st.progress(0.0, text="loading the model…")
         t0 = time.perf_counter()
         try:
-            load_model(model_key, pooling, trust_remote_code)
+            load_model(model_key, pooling, trust_remote_code, truncate_dim, dtype)
             bar.progress(0.35, text=f"computing {method} attributions…")
             explain_cached(*args)
         except Exception as exc:  # noqa: BLE001  (bad model path, layer or text: say so, never a trace)
@@ -212,6 +226,11 @@ with st.container(horizontal=True):
     st.metric("Σ matrix", f"{float(exp.matrix.sum()):.4f}", border=True)
     st.metric("residual", f"{exp.residual:+.4f}", border=True, help="explained score − Σ matrix")
     st.metric("layer", str(exp.layer), border=True)
+    explained = load_model(shown[0], shown[6], shown[12], shown[13], shown[14])
+    st.metric("dims", str(explained.dim), border=True,
+              help="the embedding's dimensions, after truncate_dim" + (" (cut)" if explained.truncate_dim else ""))
+    st.metric("weights", str(next(explained.encoder.parameters()).dtype).removeprefix("torch."), border=True,
+              help="the dtype the explanation ran in")
     for side, text in (("1", exp.prompt_text_a), ("2", exp.prompt_text_b)):
         if text:
             st.metric(f"prompt of text {side}", repr(text), border=True)

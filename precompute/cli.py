@@ -14,6 +14,7 @@ from pathlib import Path
 
 from core.datasets import DatasetError, PairDataset, load_dataset
 from core.finetune import TrainingInterrupted
+from core.loading import as_model
 from core.methods import METHODS
 from core.models import POOLINGS
 from core.store import Store, StoreError, compact, merge_stores, migrate_store
@@ -28,6 +29,7 @@ from precompute.runner import DEFAULT_CHUNK_SIZE, run
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """What ``attribute`` and ``predict`` take: a model, a dataset, a store, sharding, chunking, batch/limit/device."""
     opt.add_model(parser)
+    opt.add_model_loading(parser)
     opt.add_dataset(parser)
     opt.add_store(parser)
     parser.add_argument("--shard", type=opt.shard, default=None,
@@ -370,8 +372,13 @@ def _main(argv: list[str] | None) -> int:
                           tagger_b=_side(args, "tagger", "b"), route_a=_side(args, "route", "a"),
                           route_b=_side(args, "route", "b"), trust_remote_code=args.trust_remote_code,
                           **({"max_memory": args.max_memory} if args.verb == "attribute" else {}))
+            loading = opt.load_options(args)
             if ray_options is None:
-                result = run(args.model, dataset, args.store, shard=args.shard, **common)
+                model = as_model(args.model, args.device, pooling=args.pooling, **loading) if loading else args.model
+                result = run(model, dataset, args.store, shard=args.shard, **common)
+            elif loading:
+                raise ValueError(f"Ray workers do not take --{', --'.join(k.replace('_', '-') for k in loading)} "
+                                 f"yet: run without Ray, or without these options")
             else:
                 result = run_on_ray(args.model, dataset, args.store, ray_options, **common)
     except (ValueError, StoreError, DatasetError, RayRunError) as exc:

@@ -141,6 +141,24 @@ def add_trust_remote_code(parser: argparse.ArgumentParser) -> None:
                              "it, as sentence-transformers refuses it); only for code you trust")
 
 
+def add_model_loading(parser: argparse.ArgumentParser) -> None:
+    """--truncate-dim and --dtype: how the model is loaded (``core.load_model``'s options; each makes a variant)."""
+    from core.models import DTYPES
+
+    parser.add_argument("--truncate-dim", type=positive_int, default=None, metavar="K",
+                        help="cut embeddings to their first K dimensions, as sentence-transformers' truncate_dim "
+                             "(default: the model's own; a run with another K is another model variant)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES,
+                        help="float32 (default: half-precision weights are upcast, explanations conserve) or native "
+                             "(the checkpoint's dtype; the rounding shows as each explanation's residual)")
+
+
+def load_options(args: argparse.Namespace) -> dict:
+    """``core.load_model``'s keyword arguments from --truncate-dim and --dtype, only those not at their default."""
+    options = {"truncate_dim": args.truncate_dim, "dtype": args.dtype}
+    return {k: v for k, v in options.items() if v is not None and not (k == "dtype" and v == "float32")}
+
+
 def add_store(parser: argparse.ArgumentParser, required: bool = False, what: str = "store directory") -> None:
     if required:
         parser.add_argument("--store", required=True, help=what)

@@ -17,12 +17,12 @@ from core.rules import lrp_rules
 
 def reference_factor(model, text: str, method: str, layer: int, steps: int | None = None,
                      rule: str = "gauss-legendre") -> np.ndarray:
-    """(T, D) factor of ``text`` computed the slow way."""
+    """(T, D) factor of ``text`` computed the slow way (D: the embedding's dimensions, after any truncate_dim)."""
     recipe = METHODS[method].reference
     batch = model.tokenize([text])
     hidden = model.hidden_states(batch, layer)[0]
     if recipe.kind == "states":
-        return (hidden / hidden.shape[0]).numpy()
+        return model.truncate(hidden / hidden.shape[0]).numpy()
     if recipe.path == "reference":
         reference = model.hidden_states(model.reference_batch(batch), layer)[0]
         alphas, weights = quadrature(rule, steps)
@@ -36,7 +36,7 @@ def reference_factor(model, text: str, method: str, layer: int, steps: int | Non
     for point, weight in zip(points, weights, strict=True):
         x = point.clone().requires_grad_(True)
         with rules, torch.enable_grad():
-            embedding = head(x[None])[0]
+            embedding = model.truncate(head(x[None])[0])
             dims = torch.eye(embedding.shape[0], dtype=embedding.dtype)
             (grads,) = torch.autograd.grad(embedding, x, grad_outputs=dims, is_grads_batched=True)  # (D, T, H)
         factor = factor + float(weight) * torch.einsum("dth,th->td", grads.double(), direction.double())

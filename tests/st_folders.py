@@ -105,8 +105,9 @@ def add_module(folder: Path, type_name: str) -> Path:
     return folder
 
 
-def sentence_transformer(folder: Path):
-    """sentence-transformers' own model of ``folder`` on the CPU (the reference every score is checked against)."""
+def sentence_transformer(folder: Path, **options):
+    """sentence-transformers' own model of ``folder`` on the CPU (the reference every score is checked against);
+    ``options``: SentenceTransformer's own (truncate_dim, model_kwargs, ...)."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(folder), device="cpu", local_files_only=True, **options)

@@ -390,6 +390,16 @@ def test_explain_page_with_a_model_folder(monkeypatch, app_store, tiny_folders):
     at.radio(key="xp_level").set_value("word")
     ok(at)
     assert encoding(charts_of(at)[0])["x"]["sort"] == [f"{j}:{t}" for j, t in enumerate(exp.to_words().tokens_b)]
+    assert metric(at, "dims") == "32" and metric(at, "weights") == "float32"
+    # the embedding cut to its first 8 dimensions: the score and the matrix are the cut embedding's
+    at.number_input(key="xp_truncate_dim").set_value(8)
+    at.button(key="xp_go").click()
+    ok(at)
+    cut = explain(load_model(tiny_folders["bert"], device="cpu", truncate_dim=8), "A dog runs in the park.",
+                  "A puppy plays outside.")
+    assert metric(at, "dims") == "8" and metric(at, "model score") == f"{cut.model_score:.4f}" != f"{exp.model_score:.4f}"
+    assert metric(at, "residual") == f"{cut.residual:+.4f}"
+    at.number_input(key="xp_truncate_dim").set_value(0)
     # integrated Jacobians with 3 steps at layer 1
     at.selectbox(key="xp_method").set_value("ij")
     at.checkbox(key="xp_default_layer").uncheck()

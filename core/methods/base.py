@@ -74,10 +74,21 @@ class AttributionMethod(ABC):
 
 
 def cosine_scales(model: SimilarityModel, targets: torch.Tensor) -> torch.Tensor:
-    """1 / |target| for models compared by cosine (or that normalise), else ones."""
-    if model.similarity == "cosine" or model.normalize:
+    """The scale of each sentence's pre-normalisation ``targets`` (B, D), whole (before any truncation): for
+    cosine models 1 / |the truncated target| (cosine renormalises the cut vectors); for dot-product models that
+    normalise 1 / |target| (the whole vector is normalised, then cut); else ones."""
+    if model.similarity == "cosine":
+        return 1.0 / model.truncate(targets).norm(dim=-1)
+    if model.normalize:
         return 1.0 / targets.norm(dim=-1)
     return torch.ones(targets.shape[0], dtype=targets.dtype, device=targets.device)
+
+
+def truncated(model: SimilarityModel, out: FactorBatch) -> FactorBatch:
+    """``out`` with factors and targets cut to the model's ``truncate_dim`` (the embedding's first dimensions are
+    its last operation, so their factors are the first columns); scales and pooled embeddings stay."""
+    return FactorBatch(factors=model.truncate(out.factors), targets=model.truncate(out.targets), scales=out.scales,
+                       pooled=out.pooled)
 
 
 METHODS: dict[str, type[AttributionMethod]] = {}
