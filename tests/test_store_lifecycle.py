@@ -21,6 +21,7 @@ import store_writer_proc as proc
 import test_store_remote
 from conftest import ROOT
 
+from core.safe_text import unliteral
 from core.store import Store, StoreError, StoreWriter, merge_stores
 from core.store.catalog import WAIT_ENV
 from precompute.cli import main
@@ -269,7 +270,7 @@ def test_every_dashboard_page_reads_a_read_only_store(read_only_store, monkeypat
     at.button[0].click()
     at.run()
     assert not at.exception and not at.error, ([e.value for e in at.exception], [e.value for e in at.error])
-    assert len([e.label for e in at.expander if e.label.startswith("#")]) == 5
+    assert len([unliteral(e.label) for e in at.expander if unliteral(e.label).startswith("#")]) == 5
 
 
 # --------------------------------------------------------------------------------------------------
