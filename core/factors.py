@@ -28,6 +28,16 @@ from core.memory import DEFAULT_MAX_ROWS
 MODES = ("forward", "reverse")
 
 
+def check_no_autocast() -> None:
+    """Refuse to run under ``torch.autocast``: it would compute the factors' products in half or bfloat16 behind
+    the model's dtype (load the model in that dtype instead, which the factors then honour exactly)."""
+    for device in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device):
+            raise ValueError(f"factors are not computed under torch.autocast ({device}, "
+                             f"{torch.get_autocast_dtype(device)}): they would silently lose precision; run "
+                             "outside autocast (or load the model in the dtype wanted)")
+
+
 def _check_shapes(points: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor) -> None:
     if points.dim() != 4 or directions.shape != (points.shape[0], *points.shape[2:]):
         raise ValueError(f"points must be (B, N, S, H) and directions (B, S, H); got {tuple(points.shape)}, "
@@ -63,6 +73,7 @@ def token_factors(
     ``autodiff`` is ``forward`` or ``reverse`` (``auto`` is resolved by ``core.memory.plan_batch``).
     """
     _check_shapes(points, directions, weights)
+    check_no_autocast()
     if autodiff not in MODES:
         raise ValueError(f"autodiff must be forward or reverse here (plan_batch resolves auto), got {autodiff!r}")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
