@@ -26,6 +26,11 @@ from torch.func import jvp, vmap
 from core.memory import DEFAULT_MAX_ROWS
 
 MODES = ("forward", "reverse")
+#: On the CPU, reverse mode's chunk of cotangents is also kept to this many gradient elements (chunk x B*N x S x H):
+#: larger chunks ran slower than one cotangent at a time once their tensors left the cache (bench/bench_lengths.py,
+#: docs/engine-benchmarks.md: MiniLM at 128 tokens, all 384 dimensions in 4 chunks 0.90x the loop, chunks of 16
+#: faster than it). A GPU takes as many as the memory bound allows.
+CPU_CHUNK_ELEMENTS = 1 << 20
 
 
 def check_no_autocast() -> None:
@@ -124,7 +129,8 @@ def _forward_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: t
 
 
 def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, max_rows: int):
-    """One backward pass per chunk of ``max_rows // (B*N)`` (at least one) embedding dimensions: their one-hot
+    """One backward pass per chunk of ``max_rows // (B*N)`` (at least one; on the CPU also at most
+    ``CPU_CHUNK_ELEMENTS`` gradient elements) embedding dimensions: their one-hot
     cotangents run through the graph together (``is_grads_batched``, a vmapped VJP), so that no Python loop over
     the dimensions remains and no gradient larger than (chunk, B*N, S, H) is held."""
     batch, seq, _ = directions.shape
@@ -135,7 +141,10 @@ def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: t
     with torch.enable_grad():
         out = head(x)  # (B*N, D)
         dims = out.shape[1]
-        per_pass = max(1, min(dims, max_rows // x.shape[0]))
+        per_pass = max_rows // x.shape[0]
+        if x.device.type == "cpu":
+            per_pass = min(per_pass, CPU_CHUNK_ELEMENTS // x.numel())
+        per_pass = max(1, min(dims, per_pass))
         eye = torch.eye(dims, dtype=out.dtype, device=out.device)
         factors = torch.empty(batch, seq, dims, dtype=x.dtype, device=x.device)
         for start in range(0, dims, per_pass):

@@ -37,10 +37,11 @@ def test_vectorised_reverse_mode_equals_the_loop(tiny_models, kind, method, step
         np.testing.assert_allclose(factor.factor, expected, rtol=1e-6, atol=1e-9 * np.abs(expected).max())
 
 
-@pytest.mark.parametrize("max_rows", [1, 6, 2048])
-def test_cotangents_come_in_chunks_of_the_bound(tiny_models, monkeypatch, max_rows):
-    """Each backward pass carries at most ``max_rows`` rows (sentences x cotangents): ceil(D / (max_rows // B))
-    passes per point, each one batched call, and the factors do not depend on the chunks."""
+@pytest.mark.parametrize("max_rows,cpu_elements", [(1, None), (6, None), (2048, None), (2048, 5000)])
+def test_cotangents_come_in_chunks_of_the_bound(tiny_models, monkeypatch, max_rows, cpu_elements):
+    """Each backward pass carries at most ``max_rows`` rows (sentences x cotangents) and, on the CPU, at most
+    ``CPU_CHUNK_ELEMENTS`` gradient elements: ceil(D / chunk) passes per point, each one batched call, and the
+    factors do not depend on the chunks."""
     import core.factors
 
     model = tiny_models["bert"]
@@ -48,15 +49,21 @@ def test_cotangents_come_in_chunks_of_the_bound(tiny_models, monkeypatch, max_ro
 
     def spy(outputs, inputs, grad_outputs=None, **kwargs):
         assert kwargs.get("is_grads_batched") and grad_outputs.dim() == 3
-        calls.append(tuple(grad_outputs.shape))
+        calls.append((grad_outputs.shape[0], inputs.shape[0], inputs.numel()))
         return real(outputs, inputs, grad_outputs=grad_outputs, **kwargs)
 
+    if cpu_elements:
+        monkeypatch.setattr(core.factors, "CPU_CHUNK_ELEMENTS", cpu_elements)
     monkeypatch.setattr(core.factors.torch.autograd, "grad", spy)
     got = compute_factors(model, TEXTS, method="hxp", autodiff="reverse", batch_size=3, max_rows=max_rows)
     monkeypatch.undo()
-    per_pass = max(1, min(model.dim, max_rows // 3))
+    numel = calls[0][2]
+    per_pass = max(1, min(model.dim, max_rows // 3, core.factors.CPU_CHUNK_ELEMENTS // numel,
+                          (cpu_elements or numel * model.dim) // numel))
     assert len(calls) == math.ceil(model.dim / per_pass)
     assert all(chunk * sentences <= max(max_rows, sentences) for chunk, sentences, _ in calls)
+    if cpu_elements:
+        assert 1 < per_pass < model.dim and all(chunk * size <= cpu_elements for chunk, _, size in calls)
     assert sum(chunk for chunk, _, _ in calls) == model.dim
     roomy = compute_factors(model, TEXTS, method="hxp", autodiff="reverse", batch_size=3)
     for a, b in zip(got, roomy, strict=True):
