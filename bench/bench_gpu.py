@@ -5,7 +5,8 @@
 
 Per model and method (``bilrp``, and ``ij`` with its default steps): pairs/s of ``explain_pairs`` over the pairs
 at every batch size (sentences per batch) and ``max_rows`` (sequences per forward pass) in float32, with the peak
-GPU memory; then, at the fastest batch setting, TF32 matmuls and bfloat16 autocast with their pairs/s, peak memory,
+GPU memory; then, at the fastest batch setting, TF32 matmuls and bfloat16 autocast (which the engine refuses: the
+row says so) with their pairs/s, peak memory,
 the largest relative difference of their matrices from float32 (max |M - M32| / max |M32| over the pairs) and the
 completeness error (|score - sum M| / |score|, median and max; for ``bilrp`` that is the bias relevance, which
 float32 has too). Last, the end-to-end run into a fresh store (``precompute.runner.run``: POS tagging, store
@@ -108,7 +109,12 @@ def bench_model(name: str, args, pairs: list[tuple[str, str]], ij_pairs: list[tu
         for mode in args.precisions:
             if mode == "float32" or (mode == "tf32" and args.device != "cuda"):
                 continue  # TF32 is a CUDA matmul mode: on the CPU it would be float32 again
-            out, seconds, peak = timed(model, subset, method, steps, batch_size, max_rows, mode, args.device)
+            try:
+                out, seconds, peak = timed(model, subset, method, steps, batch_size, max_rows, mode, args.device)
+            except ValueError as exc:  # the engine refuses autocast rather than lose precision silently
+                rows.append({**base, "batch": batch_size, "max_rows": max_rows, "precision": mode,
+                             "refused": str(exc).split(":")[0]})
+                continue
             rows.append({**base, "batch": batch_size, "max_rows": max_rows, "precision": mode,
                          "pairs/s": len(subset) / seconds, "peak GPU MiB": peak, **accuracy(out, reference)})
     return rows, fastest

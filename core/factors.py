@@ -5,8 +5,9 @@ Every method reduces to a per-sentence factor F (tokens x embedding dims) with
 for integration points x_n with weights w_n and a direction d (the input itself for BiLRP and H x P, the
 input minus its reference for integrated Jacobians). A pair's token-token matrix is F_a @ F_b.T times a
 scalar. Forward mode computes a whole row F[t, :] in one Jacobian-vector product, and ``vmap`` runs the rows
-of many tokens together: its cost grows with the number of tokens. Reverse mode runs one backward pass per
-embedding dimension over a graph kept for all tokens: its cost grows with the number of dimensions.
+of many tokens together: its cost grows with the number of tokens. Reverse mode runs one vector-Jacobian product
+per embedding dimension over a graph kept for all tokens, the dimensions' one-hot cotangents vectorised into one
+backward pass (``is_grads_batched``) as far as the bound allows: its cost grows with the number of dimensions.
 ``autodiff="auto"`` takes, per batch, the mode whose estimated cost is lower: ``core.memory.plan_batch``
 resolves it (``cheaper_mode``) before the factors are computed here.
 
@@ -25,6 +26,21 @@ from torch.func import jvp, vmap
 from core.memory import DEFAULT_MAX_ROWS
 
 MODES = ("forward", "reverse")
+#: On the CPU, reverse mode's chunk of cotangents is also kept to this many gradient elements (chunk x B*N x S x H):
+#: larger chunks ran slower than one cotangent at a time once their tensors left the cache (bench/bench_lengths.py,
+#: docs/engine-benchmarks.md: MiniLM at 128 tokens, all 384 dimensions in 4 chunks 0.90x the loop, chunks of 16
+#: faster than it). A GPU takes as many as the memory bound allows.
+CPU_CHUNK_ELEMENTS = 1 << 20
+
+
+def check_no_autocast() -> None:
+    """Refuse to run under ``torch.autocast``: it would compute the factors' products in half or bfloat16 behind
+    the model's dtype (load the model in that dtype instead, which the factors then honour exactly)."""
+    for device in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device):
+            raise ValueError(f"factors are not computed under torch.autocast ({device}, "
+                             f"{torch.get_autocast_dtype(device)}): they would silently lose precision; run "
+                             "outside autocast (or load the model in the dtype wanted)")
 
 
 def _check_shapes(points: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor) -> None:
@@ -56,18 +72,22 @@ def token_factors(
 
     ``head_for(n)`` returns the map from hidden states (B*n, S, H) (each sentence's n points consecutive) to
     sentence embeddings (B*n, D); ``points`` is (B, N, S, H), ``directions`` (B, S, H), ``weights`` (N,).
-    ``max_rows`` bounds how many sequences one forward pass carries (points x token tangents in forward mode,
-    points in reverse mode; at least B), which bounds memory (see ``plan_batch``); results do not depend on it.
+    ``max_rows`` bounds how many rows one pass carries (points x token tangents in forward mode; in reverse mode
+    one point's B sequences per pass, each with up to ``max_rows // B`` cotangents), which bounds memory (see
+    ``plan_batch``); results do not depend on it.
     ``autodiff`` is ``forward`` or ``reverse`` (``auto`` is resolved by ``core.memory.plan_batch``).
     """
     _check_shapes(points, directions, weights)
+    check_no_autocast()
     if autodiff not in MODES:
         raise ValueError(f"autodiff must be forward or reverse here (plan_batch resolves auto), got {autodiff!r}")
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
     batch, n_points, seq, _ = points.shape
-    per_point = batch * (min(seq, max(1, max_rows // batch)) if autodiff == "forward" else 1)
-    steps_per_chunk = max(1, min(n_points, max_rows // per_point))
+    if autodiff == "forward":
+        steps_per_chunk = max(1, min(n_points, max_rows // (batch * min(seq, max(1, max_rows // batch)))))
+    else:  # one point per pass (its graph held once), the rows spent on cotangents
+        steps_per_chunk = 1
     factors, outputs = None, None
     compute = _forward_factors if autodiff == "forward" else _reverse_factors
     for start in range(0, n_points, steps_per_chunk):
@@ -108,16 +128,30 @@ def _forward_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: t
     return factors, _weighted_outputs(outputs, batch, weights)
 
 
-def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, _max_rows: int):
+def _reverse_factors(head, x: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, max_rows: int):
+    """One backward pass per chunk of ``max_rows // (B*N)`` (at least one; on the CPU also at most
+    ``CPU_CHUNK_ELEMENTS`` gradient elements) embedding dimensions: their one-hot
+    cotangents run through the graph together (``is_grads_batched``, a vmapped VJP), so that no Python loop over
+    the dimensions remains and no gradient larger than (chunk, B*N, S, H) is held."""
     batch, seq, _ = directions.shape
     n_points = weights.shape[0]
-    d = directions.repeat_interleave(n_points, 0)
-    w = weights.to(x.dtype).repeat(batch)[:, None, None]
+    weighted = (directions.repeat_interleave(n_points, 0)
+                * weights.to(x.dtype).repeat(batch)[:, None, None]).reshape(batch, n_points, seq, -1)
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         out = head(x)  # (B*N, D)
-        columns = []
-        for k in range(out.shape[1]):
-            (grad,) = torch.autograd.grad(out[:, k].sum(), x, retain_graph=k + 1 < out.shape[1])
-            columns.append((grad * d * w).sum(-1).reshape(batch, n_points, seq).sum(1))
-    return torch.stack(columns, dim=-1).detach(), _weighted_outputs(out.detach(), batch, weights)
+        dims = out.shape[1]
+        per_pass = max_rows // x.shape[0]
+        if x.device.type == "cpu":
+            per_pass = min(per_pass, CPU_CHUNK_ELEMENTS // x.numel())
+        per_pass = max(1, min(dims, per_pass))
+        eye = torch.eye(dims, dtype=out.dtype, device=out.device)
+        factors = torch.empty(batch, seq, dims, dtype=x.dtype, device=x.device)
+        for start in range(0, dims, per_pass):
+            stop = min(dims, start + per_pass)
+            cotangents = eye[start:stop, None, :].expand(stop - start, out.shape[0], dims)
+            (grads,) = torch.autograd.grad(out, x, grad_outputs=cotangents, retain_graph=stop < dims,
+                                           is_grads_batched=True)  # (c, B*N, S, H)
+            grads = grads.reshape(stop - start, batch, n_points, seq, -1)
+            factors[:, :, start:stop] = torch.einsum("cbnsh,bnsh->bsc", grads, weighted)
+    return factors.detach(), _weighted_outputs(out.detach(), batch, weights)

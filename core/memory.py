@@ -1,14 +1,17 @@
 """The memory plan that bounds the factor engine (``core.factors``), and the choice of its autodiff mode.
 
-Memory: one *row* is one sequence carried through the layers above the attributed one (a point with one token
-tangent in forward mode; a point with its whole graph in reverse mode). ``plan_batch`` turns a ``max_memory``
+Memory: one *row* is one sequence carried through the layers above the attributed one: a point with one token
+tangent in forward mode, a point's sequence with one cotangent (one embedding dimension) in a reverse-mode backward
+pass, whose graph (``graph_bytes``) each sentence holds once per pass. ``plan_batch`` turns a ``max_memory``
 bound into rows per pass from a per-row estimate (``row_bytes``) and into sentences per batch from a
-per-sentence estimate (``sentence_bytes``); ``token_factors`` never carries more rows at once. The estimates are
+per-sentence estimate (``sentence_bytes``, plus the graph in reverse mode); ``token_factors`` never carries more
+rows at once. The estimates are
 upper bounds calibrated on MiniLM and MPNet with peak RSS (``bench/bench_memory.py``; ``tests/test_memory.py``
 checks the bound in a subprocess).
 
-Time: forward mode costs one Jacobian-vector product per token and sequence, reverse mode one backward pass
-per embedding dimension; ``mode_seconds`` estimates both from the work each pass does (dense layers grow with
+Time: forward mode costs one Jacobian-vector product per token and sequence, reverse mode one vector-Jacobian
+product per embedding dimension (all of them, or as many as the bound allows, vectorised into one backward pass);
+``mode_seconds`` estimates both from the work each pass does (dense layers grow with
 the tokens, attention with their square, and every backward pass has a fixed cost per layer), with rates fitted
 by ``bench/bench_modes.py``, and ``cheaper_mode`` takes the smaller.
 This module imports no torch, so that the command line can parse sizes cheaply.
@@ -102,13 +105,23 @@ class EncoderShape:
         return cls(hidden, intermediate, heads, int(dims or hidden), 4 if dtype is None else dtype.itemsize)
 
 
-def row_bytes(shape: EncoderShape, seq: int, layers: int, mode: str) -> int:
-    """Estimated peak bytes of one row (one sequence of ``seq`` tokens through ``layers`` layers)."""
+def _layer_elements(shape: EncoderShape, seq: int, mode: str) -> float:
     per = _FORWARD_PER_LAYER if mode == "forward" else _REVERSE_PER_LAYER
-    layer = (per["hidden"] * seq * shape.hidden + per["intermediate"] * seq * shape.intermediate
-             + per["scores"] * shape.heads * seq * seq)
-    live_layers = 1 if mode == "forward" else max(layers, 1) + 1  # reverse: the graph plus one backward layer
-    return int(layer * live_layers * shape.element_bytes)
+    return (per["hidden"] * seq * shape.hidden + per["intermediate"] * seq * shape.intermediate
+            + per["scores"] * shape.heads * seq * seq)
+
+
+def row_bytes(shape: EncoderShape, seq: int, mode: str) -> int:
+    """Estimated peak bytes of one row: in forward mode one sequence of ``seq`` tokens with one token tangent
+    (one layer's tangents live at a time); in reverse mode one cotangent of one sequence in a backward pass (one
+    layer's gradients live at a time; the graph it runs through is ``graph_bytes``, held per sentence)."""
+    return int(_layer_elements(shape, seq, mode) * shape.element_bytes)
+
+
+def graph_bytes(shape: EncoderShape, seq: int, layers: int) -> int:
+    """Estimated bytes of the reverse-mode graph of one sequence through ``layers`` layers (every layer's saved
+    tensors), which all of a backward pass's cotangents share."""
+    return int(_layer_elements(shape, seq, "reverse") * max(layers, 1) * shape.element_bytes)
 
 
 def sentence_bytes(shape: EncoderShape, seq: int, n_points: int) -> int:
@@ -140,8 +153,8 @@ def cheaper_mode(shape: EncoderShape, seq: int, layers: int, rows: int = 1) -> s
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How to run one batch within a memory bound: the autodiff ``mode``, ``max_rows`` sequences per forward
-    pass (points x token tangents), at most ``max_sentences`` sentences per batch, and the ``estimate`` of
+    """How to run one batch within a memory bound: the autodiff ``mode``, ``max_rows`` rows per pass (points x
+    token tangents in forward mode, sentences x cotangents in reverse mode), at most ``max_sentences`` sentences per batch, and the ``estimate`` of
     its peak bytes."""
 
     mode: str
@@ -160,21 +173,26 @@ def plan_batch(shape: EncoderShape, seq: int, layers: int, n_points: int, autodi
     if autodiff not in AUTODIFF_MODES:
         raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, got {autodiff!r}")
     mode = cheaper_mode(shape, seq, layers, n_points) if autodiff == "auto" else autodiff
-    per_sentence = sentence_bytes(shape, seq, n_points)
     max_memory -= FIXED_BYTES
+
+    def per_sentence(mode: str) -> int:  # reverse mode: each sentence also holds one point's graph per pass
+        return sentence_bytes(shape, seq, n_points) + (graph_bytes(shape, seq, layers) if mode == "reverse" else 0)
+
+    def fits(mode: str) -> bool:
+        return row_bytes(shape, seq, mode) + per_sentence(mode) <= max_memory
+
     other = "forward" if mode == "reverse" else "reverse"
-    if (autodiff == "auto" and row_bytes(shape, seq, layers, mode) + per_sentence > max_memory
-            and row_bytes(shape, seq, layers, other) + per_sentence <= max_memory):
+    if autodiff == "auto" and not fits(mode) and fits(other):
         mode = other
-    per_row = row_bytes(shape, seq, layers, mode)
-    if per_row + per_sentence > max_memory:
+    per_row, sentence = row_bytes(shape, seq, mode), per_sentence(mode)
+    if not fits(mode):
         raise ValueError(
             f"max_memory={format_memory(max_memory + FIXED_BYTES)} is too small for one sequence of {seq} tokens in "
-            f"{mode} mode (about {format_memory(FIXED_BYTES + per_row + per_sentence)} needed): raise max_memory or "
+            f"{mode} mode (about {format_memory(FIXED_BYTES + per_row + sentence)} needed): raise max_memory or "
             "shorten the text")
     # sentences take at most half the bound; rows get what is left
-    max_sentences = max(1, min(max_memory // 2, max_memory - per_row) // per_sentence)
-    max_rows = max(1, (max_memory - per_sentence * max_sentences) // per_row)
+    max_sentences = max(1, min(max_memory // 2, max_memory - per_row) // sentence)
+    max_rows = max(1, (max_memory - sentence * max_sentences) // per_row)
     max_sentences = min(max_sentences, max_rows)  # every sentence needs at least one row per pass
-    estimate = FIXED_BYTES + per_sentence * max_sentences + per_row * max_rows
+    estimate = FIXED_BYTES + sentence * max_sentences + per_row * max_rows
     return BatchPlan(mode=mode, max_rows=int(max_rows), max_sentences=int(max_sentences), estimate=int(estimate))

@@ -186,9 +186,9 @@ def _layer_norm_rule(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
     weight, bias = _arg(args, kwargs, 2, "weight"), _arg(args, kwargs, 3, "bias")
     eps = _arg(args, kwargs, 4, "eps", 1e-5)
     dims = tuple(range(-len(shape), 0))
-    var = x.detach().var(dims, unbiased=False, keepdim=True)
-    y = (x - x.mean(dims, keepdim=True)) / torch.sqrt(var + eps)
-    y = y * weight if weight is not None else y
+    scale = torch.rsqrt(x.detach().var(dims, unbiased=False, keepdim=True) + eps)  # detached: values only
+    scale = scale * weight if weight is not None else scale  # one multiplier of the signal (fewer tangent ops)
+    y = (x - x.mean(dims, keepdim=True)) * scale
     return y + bias if bias is not None else y
 
 
@@ -231,7 +231,9 @@ def _sdpa_rule(func: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
         scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     probs = torch.softmax(scores, dim=-1)
     probs = probs.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)  # fully masked rows, as torch does
-    return probs.to(v.dtype) @ v
+    # einsum rather than @: under vmap (forward mode's token tangents) the tangents fold into one product with
+    # the shared probabilities instead of copying them once per tangent
+    return torch.einsum("...qk,...kd->...qd", probs.to(v.dtype), v)
 
 
 def _gate(func: Callable[..., torch.Tensor], x: torch.Tensor, *rest: Any, value: torch.Tensor | None = None,
@@ -273,6 +275,20 @@ _UNMARKED_RULES = frozenset({"softmax"})  # their result carries no relevance
 
 # --- the mode -------------------------------------------------------------------------------------------------
 
+#: torch function -> its name (``_op_name``), resolved once per function rather than once per call
+_NAMES: dict[Callable, str] = {}
+
+
+def _name_of(func: Callable) -> str:
+    try:
+        return _NAMES[func]
+    except KeyError:
+        name = _NAMES[func] = _op_name(func)
+        return name
+    except TypeError:  # an unhashable callable: resolved every time
+        return _op_name(func)
+
+
 class _LRPMode(TorchFunctionMode):
     def __init__(self, names: dict[nn.Module, str]):
         super().__init__()
@@ -298,10 +314,11 @@ class _LRPMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if not self.depth:
             return func(*args, **kwargs)
-        kinds = {_kind(t) for t in _leaves(args, kwargs)} - {None}
-        if not kinds:
+        leaves = _leaves(args, kwargs)
+        kinds = [getattr(t, _KIND, None) for t in leaves]
+        if not any(kinds):
             return func(*args, **kwargs)
-        name = _op_name(func)
+        name = _name_of(func)
         if name in _INDEPENDENT:
             out = func(*args, **kwargs)
             if name in ("zero_", "fill_", "detach_"):
@@ -309,16 +326,17 @@ class _LRPMode(TorchFunctionMode):
             return out
         if name in _DENIED:
             raise self.uncovered(func, "it turns the hidden state into Python numbers, which relevance cannot follow")
-        statistic = next((t for t in _leaves(args, kwargs) if _kind(t) == STATISTIC), None)
+        statistic = next((t for t, kind in zip(leaves, kinds, strict=True) if kind == STATISTIC), None)
         origin = getattr(statistic, _ORIGIN, None)
-        if LINEAR not in kinds:  # a function of statistics only: still a statistic, carrying no derivatives
+        linear = kinds.count(LINEAR)
+        if not linear:  # a function of statistics only: still a statistic, carrying no derivatives
             return self._in_place(name, args, _mark(func(*args, **kwargs), STATISTIC, origin))
         if statistic is not None:
             return self._scaled(func, name, args, kwargs, origin)
         if name in _RULES:
             out = _RULES[name](func, args, kwargs)
             return out if name in _UNMARKED_RULES else _mark(out, LINEAR)
-        if name in _PRODUCTS and sum(_kind(t) == LINEAR for t in _leaves(args, kwargs)) > 1:
+        if name in _PRODUCTS and linear > 1:
             return _mark(_uniform_product(func, args, kwargs), LINEAR)
         if name in _DIVISION and _kind(_arg(args, kwargs, 1, "other")) == LINEAR:
             raise self.uncovered(func, "it divides by the hidden state")
@@ -328,7 +346,7 @@ class _LRPMode(TorchFunctionMode):
         if name == "__iter__":  # iterating over a tensor: its slices depend on the input like the tensor
             return iter(_mark(tuple(func(*args, **kwargs)), LINEAR))
         if name in _LINEAR:
-            if name in ("mul_", "__imul__") and sum(_kind(t) == LINEAR for t in _leaves(args, kwargs)) > 1:
+            if name in ("mul_", "__imul__") and linear > 1:
                 raise self.uncovered(func, "an in-place product of two input-dependent factors")
             return self._in_place(name, args, _mark(func(*args, **kwargs), LINEAR))
         out = func(*args, **kwargs)

@@ -2,6 +2,10 @@
 precompute/evaluations/ (one verb each, from the registry) and
 ``evaluations`` to list what a store holds; search indexes (index, search)."""
 
+# Start-up: parsing the command line imports no torch. The verbs are listed from their registries with their
+# help only; the options of the one verb on the command line are built when it is parsed (the model and method
+# registries a run's options need are imported then), and what a verb runs is imported when it runs.
+
 from __future__ import annotations
 
 import argparse
@@ -9,21 +13,18 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from core.datasets import DatasetError, PairDataset, load_dataset
-from core.finetune import TrainingInterrupted
-from core.loading import as_model
-from core.methods import METHODS
-from core.models import POOLINGS
-from core.store import Store, StoreError, compact, merge_stores, migrate_store
-from core.store.kinds import PREDICT
-from core.store.schema import schema_markdown
 from precompute import evaluations, search_cli
 from precompute import options as opt
-from precompute.distributed import DEFAULT_CPUS_PER_WORKER, LOCAL, RayOptions, RayRunError, run_on_ray
-from precompute.runner import DEFAULT_CHUNK_SIZE, run
+
+if TYPE_CHECKING:
+    from core.datasets import PairDataset
+    from precompute.distributed import RayOptions
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", type=opt.shard, default=None,
                         help="K/N: process every N-th chunk starting at K (1-based)")
     opt.add_compute(parser)
+    from precompute.runner import DEFAULT_CHUNK_SIZE
+
     parser.add_argument("--chunk-size", type=opt.positive_int, default=DEFAULT_CHUNK_SIZE,
                         help=f"pairs per atomically written chunk (default {DEFAULT_CHUNK_SIZE})")
     parser.add_argument("--force", action="store_true", help="recompute a run that is already done")
@@ -44,6 +47,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_setup_options(parser: argparse.ArgumentParser) -> None:
     """--pooling, the prompts, routes and POS taggers of a run (each side may have its own), --trust-remote-code."""
+    from core.models import POOLINGS
+
     parser.add_argument("--pooling", default=None, choices=POOLINGS,
                         help="pooling of a plain Hugging Face model (default mean; sentence-transformers models "
                              "keep their own)")
@@ -75,6 +80,8 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 
 def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    from precompute.distributed import DEFAULT_CPUS_PER_WORKER, LOCAL
+
     ray = parser.add_argument_group("distributed on Ray (instead of --shard)")
     ray.add_argument("--ray", nargs="?", const=LOCAL, default=None, metavar="ADDRESS",
                      help="run the chunks on a Ray actor pool: alone, a local cluster on this machine; with an "
@@ -113,23 +120,22 @@ def _ray_options(args: argparse.Namespace) -> RayOptions | None:
         return None
     if args.shard is not None:
         raise ValueError("--shard and --ray are alternatives: a Ray run spreads every chunk over its workers")
+    from precompute.distributed import DEFAULT_CPUS_PER_WORKER, RayOptions
+
     options = RayOptions(address=args.ray or None, workers=args.workers or 2, gpus_per_worker=args.gpus_per_worker,
                          cpus_per_worker=args.cpus_per_worker or DEFAULT_CPUS_PER_WORKER)
     options.validate()
     return options
 
 
-def _add_evaluation_verbs(verbs) -> None:
-    """One verb per registered evaluation (precompute/evaluations/), and ``evaluations`` to list them."""
-    for verb in evaluations.verbs():
-        cls = evaluations.get_evaluation(verb)
-        sub = verbs.add_parser(verb, help=cls.help, description=cls.description)
-        before = len(sub._actions)
-        cls.add_arguments(sub)
-        own = [a.dest for a in sub._actions[before:] if a.dest not in _SHARED_DESTS]
-        sub.set_defaults(evaluation=cls, evaluation_options=own)
-    listing = verbs.add_parser("evaluations", help="list the stored evaluations",
-                               description="Show the faithfulness evaluations in a store.")
+def _evaluation_options(cls, sub: argparse.ArgumentParser) -> None:
+    before = len(sub._actions)
+    cls.add_arguments(sub)
+    own = [a.dest for a in sub._actions[before:] if a.dest not in _SHARED_DESTS]
+    sub.set_defaults(evaluation=cls, evaluation_options=own)
+
+
+def _evaluations_options(listing: argparse.ArgumentParser) -> None:
     opt.add_store(listing)
     listing.add_argument("--kind", default=None, choices=evaluations.kinds())
 
@@ -147,56 +153,93 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m precompute", description=__doc__)
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    attribute = verbs.add_parser("attribute", help="explain every pair of a dataset into the store",
-                                 description="Explain every pair of a dataset into the store (resumable).")
+def _attribute_options(attribute: argparse.ArgumentParser) -> None:
+    from core.methods import METHODS
+
     _add_run_options(attribute)
     attribute.add_argument("--method", default="bilrp", choices=sorted(METHODS))
     opt.add_settings(attribute)
     opt.add_memory(attribute)
     attribute.add_argument("--save-factors", action="store_true",
                            help="also store per-token factors (float16) to explain stored pairs without the model")
-    predict = verbs.add_parser(PREDICT.name, help=f"store {PREDICT.description}",
-                               description="Store the model's similarity scores for a dataset, and its metrics.")
-    _add_run_options(predict)
-    verbs.add_parser("schema", help="print the store schema as markdown",
-                     description="Print the store's layout and every table's columns as markdown (docs/STORE.md).")
-    listing = verbs.add_parser("list", help="show what the store holds", description="Show the runs in a store.")
-    opt.add_store(listing)
-    merge = verbs.add_parser("merge", help="merge shard stores into one",
-                             description="Copy the datasets, models, runs and chunks of SOURCE stores into DEST.")
+
+
+def _merge_options(merge: argparse.ArgumentParser) -> None:
     merge.add_argument("sources", nargs="+", help="stores built apart (folders or DuckLake connection strings)")
     opt.add_store(merge, required=True, what="destination store")
-    comp = verbs.add_parser("compact", help="merge small files, expire old snapshots, delete unreferenced files",
-                            description="Drop rows no reader sees (replaced records, losing writes of raced "
-                                        "chunks), merge small data files, expire snapshots older than --keep and "
-                                        "delete files nothing references (also those of killed writers).")
+
+
+def _compact_options(comp: argparse.ArgumentParser) -> None:
     opt.add_store(comp)
     comp.add_argument("--dry-run", action="store_true", help="only say what would be done")
     comp.add_argument("--keep-hours", type=float, default=1.0,
                       help="keep snapshots (and their files) younger than this (default 1 hour)")
-    mig = verbs.add_parser("migrate", help="convert a store of the old Parquet-directory layout; record old "
-                                           "model ids by content",
-                           description="With OLD NEW: copy a store of the Parquet-directory layout "
-                                       "(SIMLENS_STORE.json) into a DuckLake store. With one STORE: record the "
-                                       "models of a store written before model ids were content hashes under "
-                                       "their content ids (docs/model-identity.md); a copy does this too. "
-                                       "Resumable, and running it again changes nothing.")
+
+
+def _migrate_options(mig: argparse.ArgumentParser) -> None:
     mig.add_argument("old", help="the old store folder (or, alone, the store whose model ids to migrate)")
     mig.add_argument("new", nargs="?", default=None,
                      help="the new store (folder or DuckLake connection string)")
-    ver = verbs.add_parser("verify", help="check every data file against its checksum (like git fsck)",
-                           description="Check every data file of the store's newest snapshot against the SHA-256 "
-                                       "recorded when it was written, and list each damaged, missing or unchecked "
-                                       "(no checksum yet: `compact` adds them) file with its table, run and chunk. "
-                                       "Exit status 1 when any file does not verify.")
+
+
+def _verify_options(ver: argparse.ArgumentParser) -> None:
     opt.add_store(ver)
     ver.add_argument("--run", default=None, metavar="ID", help="only the files holding rows of this run")
-    _add_evaluation_verbs(verbs)
-    search_cli.add_verbs(verbs, opt.DEFAULT_STORE)
+
+
+def _verbs() -> dict[str, tuple[str, str, Callable[[argparse.ArgumentParser], None]]]:
+    """verb -> (help, description, adds its options), in listing order."""
+    from core.store.kinds import PREDICT
+
+    verbs = {
+        "attribute": ("explain every pair of a dataset into the store",
+                      "Explain every pair of a dataset into the store (resumable).", _attribute_options),
+        PREDICT.name: (f"store {PREDICT.description}",
+                       "Store the model's similarity scores for a dataset, and its metrics.", _add_run_options),
+        "schema": ("print the store schema as markdown",
+                   "Print the store's layout and every table's columns as markdown (docs/STORE.md).", lambda _p: None),
+        "list": ("show what the store holds", "Show the runs in a store.", opt.add_store),
+        "merge": ("merge shard stores into one",
+                  "Copy the datasets, models, runs and chunks of SOURCE stores into DEST.", _merge_options),
+        "compact": ("merge small files, expire old snapshots, delete unreferenced files",
+                    "Drop rows no reader sees (replaced records, losing writes of raced chunks), merge small data "
+                    "files, expire snapshots older than --keep and delete files nothing references (also those of "
+                    "killed writers).", _compact_options),
+        "migrate": ("convert a store of the old Parquet-directory layout; record old model ids by content",
+                    "With OLD NEW: copy a store of the Parquet-directory layout (SIMLENS_STORE.json) into a DuckLake "
+                    "store. With one STORE: record the models of a store written before model ids were content "
+                    "hashes under their content ids (docs/model-identity.md); a copy does this too. Resumable, and "
+                    "running it again changes nothing.", _migrate_options),
+        "verify": ("check every data file against its checksum (like git fsck)",
+                   "Check every data file of the store's newest snapshot against the SHA-256 recorded when it was "
+                   "written, and list each damaged, missing or unchecked (no checksum yet: `compact` adds them) file "
+                   "with its table, run and chunk. Exit status 1 when any file does not verify.", _verify_options),
+    }
+    for verb in evaluations.verbs():  # one verb per registered evaluation (precompute/evaluations/)
+        cls = evaluations.get_evaluation(verb)
+        verbs[verb] = (cls.help, cls.description, partial(_evaluation_options, cls))
+    verbs["evaluations"] = ("list the stored evaluations", "Show the faithfulness evaluations in a store.",
+                            _evaluations_options)
+    for verb, (help_text, description) in search_cli.VERBS.items():
+        verbs[verb] = (help_text, description, partial(search_cli.add_options, verb, default_store=opt.DEFAULT_STORE))
+    return verbs
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. ``verb``: only that verb's options are built (what parsing one command line
+    needs; any other name, such as "" for ``--help`` alone, builds none); None: every verb's."""
+    parser = _Parser(prog="python -m precompute", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for name, (help_text, description, add_options) in _verbs().items():
+        sub = verbs.add_parser(name, help=help_text, description=description)
+        if verb is None or verb == name:
+            add_options(sub)
     return parser
+
+
+def _verb_of(argv: list[str]) -> str:
+    """The verb of a command line: its first word that is not an option ("" when there is none)."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def _fmt(value: object) -> str:
@@ -206,6 +249,8 @@ def _fmt(value: object) -> str:
 
 
 def _list(store: str) -> int:
+    from core.store import Store
+
     with Store(store) as reader:
         runs = reader.runs()
     if runs.empty:
@@ -221,6 +266,8 @@ def _list(store: str) -> int:
 
 def _verify(store: str, run_id: str | None) -> int:
     """``verify``: every problem file on its own line, then a summary; 1 when any file does not verify."""
+    from core.store import Store
+
     with Store(store) as s:
         report = s.verify(run_id, progress=True)
     for line in report.lines():
@@ -229,6 +276,8 @@ def _verify(store: str, run_id: str | None) -> int:
 
 
 def _evaluations(store: str, kind: str | None) -> int:
+    from core.store import Store
+
     with Store(store) as reader:
         found = reader.evaluation_list(kind)
     if found.empty:
@@ -241,6 +290,8 @@ def _evaluations(store: str, kind: str | None) -> int:
 
 def _load_pairs(args: argparse.Namespace) -> PairDataset:
     """The dataset of ``args`` (its first ``--limit`` pairs), with its skip/duplicate counts reported on stderr."""
+    from core.datasets import load_dataset
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         dataset = load_dataset(args.dataset, **opt.dataset_arguments(args))
@@ -283,6 +334,10 @@ def os_error_message(exc: OSError) -> str:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from core.datasets import DatasetError
+    from core.finetune import TrainingInterrupted
+    from core.store import StoreError
+
     cls = args.evaluation
     try:
         check_store_path(args.store)
@@ -318,9 +373,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)  # every option's value is checked here (exit 2), before anything runs
-    if getattr(args, "evaluation", None) is not None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_verb_of(argv)).parse_args(argv)  # every option's value is checked here (exit 2), before
+    if getattr(args, "evaluation", None) is not None:     # anything runs
         return _evaluate(args)
+    from core.datasets import DatasetError
+    from core.store import StoreError, compact, merge_stores, migrate_store
+    from core.store.kinds import PREDICT
+    from core.store.schema import schema_markdown
+
+    errors: tuple[type[Exception], ...] = (ValueError, StoreError, DatasetError)  # one-line errors (exit 2)
     try:
         if args.verb in search_cli.VERBS:
             return search_cli.main(args)
@@ -357,6 +419,11 @@ def _main(argv: list[str] | None) -> int:
             counts = migrate_store(args.old, args.new)
             print(f"migrated {args.old} into {args.new}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             return 0
+        from core.loading import as_model
+        from precompute.distributed import RayRunError, run_on_ray
+        from precompute.runner import run
+
+        errors += (RayRunError,)
         dataset = _load_pairs(args)
         check_store_path(args.store)
         with warnings.catch_warnings():
@@ -381,7 +448,7 @@ def _main(argv: list[str] | None) -> int:
                                  f"yet: run without Ray, or without these options")
             else:
                 result = run_on_ray(args.model, dataset, args.store, ray_options, **common)
-    except (ValueError, StoreError, DatasetError, RayRunError) as exc:
+    except errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from typing import TYPE_CHECKING
 
 from core.datasets import DATA_DIR_ENV
-from core.models import DEFAULT_MODEL
 from core.quadrature import QUADRATURES
-from core.store.index import SEARCH_MODES
-from core.store.index_search import IndexStore
-from precompute.index import DEFAULT_CHUNK_SIZE, INDEX_METHODS
 
-VERBS = ("index", "search")
+if TYPE_CHECKING:
+    from core.store.index_search import IndexStore
+
+#: verb -> (help, description); the options are added by ``add_options`` (which imports the model registry, so
+#: that ``python -m precompute --help`` lists these verbs without importing torch)
+VERBS = {
+    "index": ("embed every distinct text of a corpus with its factor, for search",
+              "Embed every distinct sentence of pair datasets (--dataset) or every text of a corpus file "
+              "(--corpus: one per line, or a --column of a CSV/TSV/Parquet/JSONL table) with its float16 "
+              "factor into the store; long passages are cut into overlapping windows. Resumable: run the "
+              "same command again after an interruption."),
+    "search": ("top-k passages of an index for a query, with their strongest token pairs",
+               "Search a stored index with the model's own similarity (exact scan, or HNSW for large "
+               "indexes) and explain each hit from the query's live factor and the passage's stored one."),
+}
 
 
-def add_verbs(verbs: argparse._SubParsersAction, default_store: str) -> None:
-    index = verbs.add_parser(
-        "index", help="embed every distinct text of a corpus with its factor, for search",
-        description="Embed every distinct sentence of pair datasets (--dataset) or every text of a corpus file "
-                    "(--corpus: one per line, or a --column of a CSV/TSV/Parquet/JSONL table) with its float16 "
-                    "factor into the store; long passages are cut into overlapping windows. Resumable: run the "
-                    "same command again after an interruption.")
+def add_options(verb: str, parser: argparse.ArgumentParser, default_store: str) -> None:
+    """The options of ``verb`` (``index`` or ``search``)."""
+    (_add_index_options if verb == "index" else _add_search_options)(parser, default_store)
+
+
+def _add_index_options(index: argparse.ArgumentParser, default_store: str) -> None:
+    from core.models import DEFAULT_MODEL
+    from precompute.index import DEFAULT_CHUNK_SIZE, INDEX_METHODS
+
     source = index.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="pair dataset(s), comma-separated: stsb:train,stsb:dev,stsb:test, a pair "
                                           "file, hf:<owner>/<name>[:<split>]")
@@ -49,10 +62,10 @@ def add_verbs(verbs: argparse._SubParsersAction, default_store: str) -> None:
     index.add_argument("--device", default=None, choices=["cpu", "cuda"])
     index.add_argument("--force", action="store_true", help="rebuild an index that is already done")
 
-    search = verbs.add_parser(
-        "search", help="top-k passages of an index for a query, with their strongest token pairs",
-        description="Search a stored index with the model's own similarity (exact scan, or HNSW for large "
-                    "indexes) and explain each hit from the query's live factor and the passage's stored one.")
+
+def _add_search_options(search: argparse.ArgumentParser, default_store: str) -> None:
+    from core.store.index import SEARCH_MODES
+
     search.add_argument("--query", required=True, help="the query text")
     search.add_argument("--k", type=int, default=10, help="hits to return (default 10)")
     search.add_argument("--index", default=None, help="index id (default: the store's only index; see --list)")
@@ -109,6 +122,8 @@ def _choose_index(reader: IndexStore, wanted: str | None) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from core.store.index_search import IndexStore
+
     with IndexStore(args.store) as reader:
         return _search_in(reader, args)
 

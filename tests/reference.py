@@ -16,8 +16,10 @@ from core.rules import lrp_rules
 
 
 def reference_factor(model, text: str, method: str, layer: int, steps: int | None = None,
-                     rule: str = "gauss-legendre") -> np.ndarray:
-    """(T, D) factor of ``text`` computed the slow way (D: the embedding's dimensions, after any truncate_dim)."""
+                     rule: str = "gauss-legendre", per_dimension: bool = False) -> np.ndarray:
+    """(T, D) factor of ``text`` computed the slow way (D: the embedding's dimensions, after any truncate_dim);
+    ``per_dimension``: one ``autograd.grad`` call per embedding dimension (the engine's reverse mode before it was
+    vectorised) instead of one batched call."""
     recipe = METHODS[method].reference
     batch = model.tokenize([text])
     hidden = model.hidden_states(batch, layer)[0]
@@ -37,7 +39,11 @@ def reference_factor(model, text: str, method: str, layer: int, steps: int | Non
         x = point.clone().requires_grad_(True)
         with rules, torch.enable_grad():
             embedding = model.truncate(head(x[None])[0])
-            dims = torch.eye(embedding.shape[0], dtype=embedding.dtype)
-            (grads,) = torch.autograd.grad(embedding, x, grad_outputs=dims, is_grads_batched=True)  # (D, T, H)
+            if per_dimension:
+                grads = torch.stack([torch.autograd.grad(embedding[k], x, retain_graph=True)[0]
+                                     for k in range(embedding.shape[0])])
+            else:
+                dims = torch.eye(embedding.shape[0], dtype=embedding.dtype)
+                (grads,) = torch.autograd.grad(embedding, x, grad_outputs=dims, is_grads_batched=True)  # (D, T, H)
         factor = factor + float(weight) * torch.einsum("dth,th->td", grads.double(), direction.double())
     return factor.numpy()

