@@ -12,18 +12,42 @@ from tqdm.auto import tqdm
 from core.memory import AUTODIFF_MODES, DEFAULT_MAX_MEMORY, BatchPlan, EncoderShape, parse_memory, plan_batch
 from core.methods import get_method
 from core.models import SimilarityModel
-from core.quadrature import DEFAULT_QUADRATURE, QUADRATURES
+from core.quadrature import (
+    AUTO,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_QUADRATURE,
+    DEFAULT_TOL,
+    PANEL_POINTS,
+    QUADRATURES,
+    AutoSteps,
+)
 from core.token_batch import check_text
 
 
 @dataclass
 class Settings:
-    """The resolved settings of an attribution run (``steps``/``quadrature`` are None for step-free methods)."""
+    """The resolved settings of an attribution run (``steps``/``quadrature`` are None for step-free methods).
+
+    ``steps``: a fixed number of integration steps, or ``"auto"``: each sentence's integral refined until its
+    completeness error meets ``tol`` or it has ``max_steps`` steps (``tol``/``max_steps`` are None otherwise).
+    """
 
     method: str
     layer: int
-    steps: int | None
+    steps: int | str | None
     quadrature: str | None
+    tol: float | None = None
+    max_steps: int | None = None
+
+    @property
+    def integration(self) -> int | AutoSteps | None:
+        """What the method's ``factors`` takes as ``steps``: the fixed count, or the ``AutoSteps`` rule."""
+        return AutoSteps(self.tol, self.max_steps) if self.steps == AUTO else self.steps
+
+    @property
+    def plan_points(self) -> int:
+        """Integration points one sentence carries through the engine at once (memory plans)."""
+        return PANEL_POINTS if self.steps == AUTO else self.steps or 1
 
 
 @dataclass(frozen=True)
@@ -101,6 +125,8 @@ class SentenceFactors:
     prompt: list[bool] = field(default_factory=list)
     prompt_text: str = ""
     autodiff: str = ""  # the mode its batch ran in (forward or reverse)
+    steps: int | None = None  # integration steps its factor took (None: a step-free method)
+    capped: bool = False  # steps="auto": its integral stopped at the step cap, short of its tolerance
 
 
 @dataclass
@@ -112,6 +138,9 @@ class Explanation:
     ``model_score``: the model's own similarity; ``residual`` = score - matrix.sum(); ``level``: "token" or
     "word"; ``truncated``: whether either text was cut at the model's maximum length; ``prompt_a``/``prompt_b``:
     per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none).
+    ``steps``: the setting (a count, or ``"auto"`` with ``tol`` and ``max_steps``); ``steps_a``/``steps_b``:
+    the integration steps each side's factor took (None for step-free methods); ``capped``: under ``auto``,
+    a side's integral hit ``max_steps`` short of its tolerance, so ``|residual|`` may exceed ``tol``.
     """
 
     matrix: np.ndarray
@@ -138,6 +167,16 @@ class Explanation:
     prompt_b: list[bool] = field(default_factory=list)
     prompt_text_a: str = ""
     prompt_text_b: str = ""
+    tol: float | None = None
+    max_steps: int | None = None
+    steps_a: int | None = None
+    steps_b: int | None = None
+    capped: bool = False
+
+    @property
+    def steps_used(self) -> int | None:
+        """The most integration steps either side's factor took (None for step-free methods)."""
+        return None if self.steps_a is None else max(self.steps_a, self.steps_b)
 
     @property
     def relative_residual(self) -> float:
@@ -189,19 +228,31 @@ def _word_groups(text, tokens, offsets, word_ids, special, prompt) -> tuple[np.n
     return group, labels, flags, prompts
 
 
-def resolve_settings(model: SimilarityModel, method: str, layer: int | None, steps: int | None,
-                     quadrature: str | None) -> Settings:
-    """Validate the arguments and fill in each method's defaults."""
+def resolve_settings(model: SimilarityModel, method: str, layer: int | None, steps: int | str | None,
+                     quadrature: str | None, tol: float | None = None, max_steps: int | None = None) -> Settings:
+    """Validate the arguments and fill in each method's defaults. ``steps``: a positive integer, or ``"auto"``
+    (refined per sentence until the completeness error meets ``tol``, default 1e-3, or ``max_steps``, default
+    512, is reached: Gauss-Legendre panels only); ``tol``/``max_steps`` are refused with a fixed count."""
     impl = get_method(method)
     layer = impl.default_layer(model) if layer is None else model.check_layer(layer)
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps is not None and steps != AUTO and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps must be a positive integer or 'auto', got {steps!r}")
     if quadrature is not None and quadrature not in QUADRATURES:
         raise ValueError(f"quadrature must be one of {', '.join(QUADRATURES)}, got {quadrature!r}")
     if not impl.uses_steps:
         return Settings(method=method, layer=layer, steps=None, quadrature=None)
-    return Settings(method=method, layer=layer, steps=steps or impl.default_steps,
-                    quadrature=quadrature or DEFAULT_QUADRATURE)
+    steps = steps or impl.default_steps
+    if steps != AUTO:
+        given = [name for name, value in (("tol", tol), ("max_steps", max_steps)) if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} apply to steps='auto' only, not to steps={steps}")
+        return Settings(method=method, layer=layer, steps=steps, quadrature=quadrature or DEFAULT_QUADRATURE)
+    if quadrature not in (None, DEFAULT_QUADRATURE):
+        raise ValueError(f"steps='auto' integrates with adaptive {DEFAULT_QUADRATURE} panels; quadrature "
+                         f"{quadrature!r} needs a fixed number of steps")
+    auto = AutoSteps(DEFAULT_TOL if tol is None else tol, DEFAULT_MAX_STEPS if max_steps is None else max_steps)
+    return Settings(method=method, layer=layer, steps=AUTO, quadrature=DEFAULT_QUADRATURE, tol=float(auto.tol),
+                    max_steps=auto.max_steps)
 
 
 def compute_factors(
@@ -209,13 +260,19 @@ def compute_factors(
     texts: Sequence[str],
     method: str = "bilrp",
     layer: int | None = None,
-    steps: int | None = None,
+    steps: int | str | None = None,
     quadrature: str | None = None,
     prompts: str | Sequence[str | None] | None = None,
     engine: EngineOptions | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
     **options,
 ) -> list[SentenceFactors]:
     """Factors of every text, in the order given; repeated (prompt, text) inputs are computed once.
+
+    ``steps``/``quadrature``/``tol``/``max_steps``: the integration of step methods (``ij``), see
+    :func:`resolve_settings`; under ``steps="auto"`` (ij's default) each factor records the ``steps`` it took
+    and whether it was ``capped``; its integral does not depend on the other texts of the call.
 
     ``prompts``: None (the model's default prompt), one prompt name or text for all texts, or one per text
     ("" = no prompt); see ``SimilarityModel.prompt_texts``. ``engine`` (or its fields as keyword arguments:
@@ -227,7 +284,7 @@ def compute_factors(
     for i, text in enumerate(texts):
         check_text(text, f"texts[{i}]")
     engine = EngineOptions.of(engine, options)
-    settings = resolve_settings(model, method, layer, steps, quadrature)
+    settings = resolve_settings(model, method, layer, steps, quadrature, tol, max_steps)
     impl = get_method(method)
     keys = list(zip(model.prompt_texts(len(texts), prompts), texts, strict=True))
     unique = list(dict.fromkeys(keys))
@@ -246,7 +303,7 @@ def compute_factors(
         batch = model.tokenize([unique[i][1] for i in members], [unique[i][0] for i in members])
         plan = plan_for(max(lengths[i] for i in members))
         rows = plan.max_rows if engine.max_rows is None else min(plan.max_rows, engine.max_rows)
-        out = impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature, plan.mode, rows)
+        out = impl.factors(model, batch, settings.layer, settings.integration, settings.quadrature, plan.mode, rows)
         embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(out.pooled)
         for row, member in enumerate(members):
             real = batch.real(row)
@@ -257,6 +314,8 @@ def compute_factors(
                 target=out.targets[row].detach().float().cpu().numpy(), scale=float(out.scales[row]),
                 embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
                 prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row], autodiff=plan.mode,
+                steps=None if out.steps is None else int(out.steps[row]),
+                capped=out.capped is not None and bool(out.capped[row]),
             )
     return [done[key] for key in keys]
 
@@ -268,7 +327,7 @@ def _planner(model: SimilarityModel, settings: Settings, engine: EngineOptions) 
 
     def plan(seq: int) -> BatchPlan:
         if seq not in plans:
-            plans[seq] = plan_batch(shape, seq, model.num_layers - settings.layer, settings.steps or 1,
+            plans[seq] = plan_batch(shape, seq, model.num_layers - settings.layer, settings.plan_points,
                                     engine.autodiff, budget)
         return plans[seq]
 
@@ -287,7 +346,8 @@ def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFact
         quadrature=settings.quadrature, truncated=a.truncated or b.truncated, text_a=a.text, text_b=b.text,
         special_a=a.special, special_b=b.special, offsets_a=a.offsets, offsets_b=b.offsets,
         word_ids_a=a.word_ids, word_ids_b=b.word_ids, prompt_a=a.prompt, prompt_b=b.prompt,
-        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text,
+        prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text, tol=settings.tol, max_steps=settings.max_steps,
+        steps_a=a.steps, steps_b=b.steps, capped=a.capped or b.capped,
     )
 
 
@@ -296,11 +356,13 @@ def explain_pairs(
     pairs: Sequence[tuple[str, str]],
     method: str = "bilrp",
     layer: int | None = None,
-    steps: int | None = None,
+    steps: int | str | None = None,
     quadrature: str | None = None,
     prompt_a: str | None = None,
     prompt_b: str | None = None,
     engine: EngineOptions | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
     **options,
 ) -> list[Explanation]:
     """Explanations of many pairs; each distinct sentence's factor is computed once and reused.
@@ -308,8 +370,8 @@ def explain_pairs(
     ``prompt_a``/``prompt_b``: the prompt (a name of one of the model's prompts, or a text; "" = none) prepended
     to every first/second text, e.g. ``"query"`` and ``"passage"``; default: the model's ``side_prompts``
     (see ``SimilarityModel.with_prompts``), else its default prompt. ``engine`` or its fields as keyword
-    arguments (``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``): as in
-    :func:`compute_factors`.
+    arguments (``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``) and ``steps``/``tol``/
+    ``max_steps``: as in :func:`compute_factors`.
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ValueError("pairs must be a sequence of (text_a, text_b) tuples")
@@ -319,13 +381,13 @@ def explain_pairs(
         check_text(pair[0], f"pairs[{i}][0]")
         check_text(pair[1], f"pairs[{i}][1]")
     engine = EngineOptions.of(engine, options)
-    settings = resolve_settings(model, method, layer, steps, quadrature)
+    settings = resolve_settings(model, method, layer, steps, quadrature, tol, max_steps)
     texts = [t for pair in pairs for t in pair]
     prompt_a = model.side_prompts[0] if prompt_a is None else prompt_a
     prompt_b = model.side_prompts[1] if prompt_b is None else prompt_b
     side_prompts = [model.pipeline.resolve_prompt(prompt_a), model.pipeline.resolve_prompt(prompt_b)] * len(pairs)
     factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
-                              prompts=side_prompts, engine=engine)
+                              prompts=side_prompts, engine=engine, tol=settings.tol, max_steps=settings.max_steps)
     return [pair_explanation(model, factors[2 * i], factors[2 * i + 1], settings) for i in range(len(pairs))]
 
 
@@ -335,12 +397,14 @@ def explain(
     text_b: str,
     method: str = "bilrp",
     layer: int | None = None,
-    steps: int | None = None,
+    steps: int | str | None = None,
     quadrature: str | None = None,
     **options,
 ) -> Explanation:
     """Explain the similarity of ``text_a`` and ``text_b`` with ``method`` (see ``core.METHODS``),
-    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method).
+    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method). ``steps``
+    (integrated Jacobians): a count, or ``"auto"`` (the default: refined to ``tol``, default 1e-3, within
+    ``max_steps``, default 512, both passed as options).
 
     ``options`` are :func:`explain_pairs`'s: the prompts ``prompt_a``/``prompt_b`` (names or texts; default:
     the model's default prompt; "" = none), and ``engine`` or its fields: ``max_memory`` (bytes or e.g.
