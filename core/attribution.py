@@ -45,6 +45,11 @@ class Settings:
         return AutoSteps(self.tol, self.max_steps) if self.steps == AUTO else self.steps
 
     @property
+    def stored_steps(self) -> int | None:
+        """``steps`` as the store's INTEGER columns hold it: the fixed count, or None (``auto``: see ``tol``)."""
+        return None if self.steps == AUTO else self.steps
+
+    @property
     def plan_points(self) -> int:
         """Integration points one sentence carries through the engine at once (memory plans)."""
         return PANEL_POINTS if self.steps == AUTO else self.steps or 1
@@ -175,8 +180,9 @@ class Explanation:
 
     @property
     def steps_used(self) -> int | None:
-        """The most integration steps either side's factor took (None for step-free methods)."""
-        return None if self.steps_a is None else max(self.steps_a, self.steps_b)
+        """The most integration steps either side's factor took (None when neither side records them)."""
+        known = [s for s in (self.steps_a, self.steps_b) if s is not None]
+        return max(known) if known else None
 
     @property
     def relative_residual(self) -> float:

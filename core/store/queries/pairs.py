@@ -53,9 +53,10 @@ class PairQueries:
 
     def pair_runs(self, dataset_key: str, pair_id: int) -> pd.DataFrame:
         """Every stored run that has this pair: run/model columns + the pair's prediction."""
-        cols = ["run_id", "model_id", "model_name", "method", "layer", "steps", "quadrature", "status"]
+        cols = ["run_id", "model_id", "model_name", "method", "layer", "steps", "quadrature", "tol", "max_steps",
+                "status"]
         pcols = ["model_score", "explained_score", "matrix_sum", "residual", "gold", "gold_norm", "error",
-                 "n_tokens_a", "n_tokens_b", "truncated"]
+                 "n_tokens_a", "n_tokens_b", "truncated", "steps_a", "steps_b", "capped"]
         with self._snapshot():
             runs = self.runs()
             runs = runs[runs["dataset_key"] == dataset_key]
