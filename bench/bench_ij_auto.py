@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--settings", default=None,
                         help="comma-separated model:layer settings (default: MiniLM 0/3/5, MPNet 0/3/7/9)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"JSONL of the rows (default {OUT})")
+    parser.add_argument("--device", default="cpu", help="torch device of the models (default cpu)")
     parser.add_argument("--table", action="store_true", help="print the table of the rows already written")
     args = parser.parse_args()
     written = args.out
@@ -66,7 +67,7 @@ def main() -> None:
     pairs = stsb_pairs(args.data_dir, args.pairs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        models = {name: load_model(name, device="cpu") for name in dict.fromkeys(n for n, _ in settings)}
+        models = {name: load_model(name, device=args.device) for name in dict.fromkeys(n for n, _ in settings)}
     written.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with written.open("a") as out:

@@ -116,7 +116,7 @@ def test_auto_factors_converge_to_the_slow_reference(tiny):
     model = tiny("bert")
     (got,) = compute_factors(model, [PAIRS[0][0]], method="ij", layer=1, steps="auto", tol=1e-12)
     assert got.steps > PANEL_POINTS and not got.capped
-    assert_close(got.factor, reference_factor(model, PAIRS[0][0], "ij", 1, 64), rtol=1e-8)
+    assert_close(got.factor, reference_factor(model, PAIRS[0][0], "ij", 1, 64), rtol=1e-6)  # float32 factors
 
 
 def test_a_sentences_integral_does_not_depend_on_its_batch(tiny):
@@ -126,7 +126,7 @@ def test_a_sentences_integral_does_not_depend_on_its_batch(tiny):
                                tol=1e-12)
     assert alone.steps == together[1].steps > PANEL_POINTS  # refined, the same way alone and in a batch
     together = together[1]
-    assert_close(together.factor, alone.factor, rtol=1e-9)
+    assert_close(together.factor, alone.factor, rtol=1e-6)
 
 
 def test_a_pair_that_cannot_meet_the_tolerance_within_the_cap_is_flagged(tiny):
@@ -141,7 +141,7 @@ def test_fixed_steps_are_untouched(tiny):
     exp = explain(model, *PAIRS[0], method="ij", layer=1, steps=5, quadrature="uniform")
     assert (exp.steps, exp.steps_a, exp.steps_b, exp.capped, exp.tol) == (5, 5, 5, False, None)
     (factor,) = compute_factors(model, [PAIRS[0][0]], method="ij", layer=1, steps=5, quadrature="uniform")
-    assert_close(factor.factor, reference_factor(model, PAIRS[0][0], "ij", 1, 5, "uniform"), rtol=1e-9)
+    assert_close(factor.factor, reference_factor(model, PAIRS[0][0], "ij", 1, 5, "uniform"), rtol=1e-6)
     assert explain(model, *PAIRS[0], method="bilrp").steps_used is None
 
 
