@@ -178,7 +178,7 @@ def test_cli_steps_auto_stores_the_steps_and_error_of_every_pair(tmp_path, tiny_
     assert main([*base, "--steps", "auto", "--tol", "1e-4", "--max-steps", "64"]) == 0, capsys.readouterr().err
     assert main([*base, "--steps", "auto", "--tol", "1e-12", "--max-steps", "8"]) == 0, capsys.readouterr().err
     reader = Store(store)
-    runs = reader.runs().set_index("max_steps")
+    runs = reader.runs().set_index("max_steps", drop=False)
     model = core.load_model(tiny_folders["bert"], device="cpu")
     assert runs["steps"].isna().all() and runs.loc[64, "tol"] == 1e-4 and runs.loc[8, "tol"] == 1e-12
     assert runs.loc[64, "run_id"] == make_run_id(model.model_id, runs.loc[64, "dataset_key"], "ij", 0, None,
