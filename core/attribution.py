@@ -13,18 +13,47 @@ from core.memory import AUTODIFF_MODES, DEFAULT_MAX_MEMORY, BatchPlan, EncoderSh
 from core.methods import get_method
 from core.methods.base import truncated
 from core.models import SimilarityModel
-from core.quadrature import DEFAULT_QUADRATURE, QUADRATURES
+from core.quadrature import (
+    AUTO,
+    DEFAULT_MAX_STEPS,
+    DEFAULT_QUADRATURE,
+    DEFAULT_TOL,
+    PANEL_POINTS,
+    QUADRATURES,
+    AutoSteps,
+)
 from core.token_batch import check_text
 
 
 @dataclass
 class Settings:
-    """The resolved settings of an attribution run (``steps``/``quadrature`` are None for step-free methods)."""
+    """The resolved settings of an attribution run (``steps``/``quadrature`` are None for step-free methods).
+
+    ``steps``: a fixed number of integration steps, or ``"auto"``: each sentence's integral refined until its
+    completeness error meets ``tol`` or it has ``max_steps`` steps (``tol``/``max_steps`` are None otherwise).
+    """
 
     method: str
     layer: int
-    steps: int | None
+    steps: int | str | None
     quadrature: str | None
+    tol: float | None = None
+    max_steps: int | None = None
+
+    @property
+    def integration(self) -> int | AutoSteps | None:
+        """What the method's ``factors`` takes as ``steps``: the fixed count, or the ``AutoSteps`` rule."""
+        return AutoSteps(self.tol, self.max_steps) if self.steps == AUTO else self.steps
+
+    @property
+    def stored_steps(self) -> int | None:
+        """``steps`` as the store's INTEGER columns hold it: the fixed count, or None (``auto``: see ``tol``)."""
+        return None if self.steps == AUTO else self.steps
+
+    @property
+    def plan_points(self) -> int:
+        """Integration points one sentence carries through the engine at once (memory plans)."""
+        return PANEL_POINTS if self.steps == AUTO else self.steps or 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +133,8 @@ class SentenceFactors:
     prompt_text: str = ""
     autodiff: str = ""  # the mode its batch ran in (forward or reverse)
     route: str | None = None
+    steps: int | None = None  # integration steps its factor took (None: a step-free method)
+    capped: bool = False  # steps="auto": its integral stopped at the step cap, short of its tolerance
 
 
 @dataclass
@@ -116,6 +147,9 @@ class Explanation:
     "word"; ``truncated``: whether either text was cut at the model's maximum length; ``prompt_a``/``prompt_b``:
     per token, whether it belongs to the side's prompt (``prompt_text_a``/``prompt_text_b``, "" for none);
     ``route_a``/``route_b``: the route of a Router/Asym model each side went through (None for other models).
+    ``steps``: the setting (a count, or ``"auto"`` with ``tol`` and ``max_steps``); ``steps_a``/``steps_b``:
+    the integration steps each side's factor took (None for step-free methods); ``capped``: under ``auto``,
+    a side's integral hit ``max_steps`` short of its tolerance, so ``|residual|`` may exceed ``tol``.
     """
 
     matrix: np.ndarray
@@ -144,6 +178,17 @@ class Explanation:
     prompt_text_b: str = ""
     route_a: str | None = None
     route_b: str | None = None
+    tol: float | None = None
+    max_steps: int | None = None
+    steps_a: int | None = None
+    steps_b: int | None = None
+    capped: bool = False
+
+    @property
+    def steps_used(self) -> int | None:
+        """The most integration steps either side's factor took (None when neither side records them)."""
+        known = [s for s in (self.steps_a, self.steps_b) if s is not None]
+        return max(known) if known else None
 
     @property
     def relative_residual(self) -> float:
@@ -195,19 +240,31 @@ def _word_groups(text, tokens, offsets, word_ids, special, prompt) -> tuple[np.n
     return group, labels, flags, prompts
 
 
-def resolve_settings(model: SimilarityModel, method: str, layer: int | None, steps: int | None,
-                     quadrature: str | None) -> Settings:
-    """Validate the arguments and fill in each method's defaults."""
+def resolve_settings(model: SimilarityModel, method: str, layer: int | None, steps: int | str | None,
+                     quadrature: str | None, tol: float | None = None, max_steps: int | None = None) -> Settings:
+    """Validate the arguments and fill in each method's defaults. ``steps``: a positive integer, or ``"auto"``
+    (refined per sentence until the completeness error meets ``tol``, default 1e-3, or ``max_steps``, default
+    512, is reached: Gauss-Legendre panels only); ``tol``/``max_steps`` are refused with a fixed count."""
     impl = get_method(method)
     layer = impl.default_layer(model) if layer is None else model.check_layer(layer)
-    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if steps is not None and steps != AUTO and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+        raise ValueError(f"steps must be a positive integer or 'auto', got {steps!r}")
     if quadrature is not None and quadrature not in QUADRATURES:
         raise ValueError(f"quadrature must be one of {', '.join(QUADRATURES)}, got {quadrature!r}")
     if not impl.uses_steps:
         return Settings(method=method, layer=layer, steps=None, quadrature=None)
-    return Settings(method=method, layer=layer, steps=steps or impl.default_steps,
-                    quadrature=quadrature or DEFAULT_QUADRATURE)
+    steps = steps or impl.default_steps
+    if steps != AUTO:
+        given = [name for name, value in (("tol", tol), ("max_steps", max_steps)) if value is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} apply to steps='auto' only, not to steps={steps}")
+        return Settings(method=method, layer=layer, steps=steps, quadrature=quadrature or DEFAULT_QUADRATURE)
+    if quadrature not in (None, DEFAULT_QUADRATURE):
+        raise ValueError(f"steps='auto' integrates with adaptive {DEFAULT_QUADRATURE} panels; quadrature "
+                         f"{quadrature!r} needs a fixed number of steps")
+    auto = AutoSteps(DEFAULT_TOL if tol is None else tol, DEFAULT_MAX_STEPS if max_steps is None else max_steps)
+    return Settings(method=method, layer=layer, steps=AUTO, quadrature=DEFAULT_QUADRATURE, tol=float(auto.tol),
+                    max_steps=auto.max_steps)
 
 
 def compute_factors(
@@ -215,14 +272,20 @@ def compute_factors(
     texts: Sequence[str],
     method: str = "bilrp",
     layer: int | None = None,
-    steps: int | None = None,
+    steps: int | str | None = None,
     quadrature: str | None = None,
     prompts: str | Sequence[str | None] | None = None,
     engine: EngineOptions | None = None,
     routes: str | Sequence[str | None] | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
     **options,
 ) -> list[SentenceFactors]:
     """Factors of every text, in the order given; repeated (route, prompt, text) inputs are computed once.
+
+    ``steps``/``quadrature``/``tol``/``max_steps``: the integration of step methods (``ij``), see
+    :func:`resolve_settings`; under ``steps="auto"`` (ij's default) each factor records the ``steps`` it took
+    and whether it was ``capped``; its integral does not depend on the other texts of the call.
 
     ``prompts``: None (the model's default prompt), one prompt name or text for all texts, or one per text
     ("" = no prompt); see ``SimilarityModel.prompt_texts``. ``routes``: for a Router/Asym model, the task of the
@@ -238,13 +301,14 @@ def compute_factors(
         check_text(text, f"texts[{i}]")
     engine = EngineOptions.of(engine, options)
     if not texts:
-        resolve_settings(model, method, layer, steps, quadrature)  # the arguments are still checked
+        resolve_settings(model, method, layer, steps, quadrature, tol, max_steps)  # the arguments are still checked
         return []
     prompt_texts = model.prompt_texts(len(texts), prompts)
     tasks = model.route_tasks(len(texts), routes)
     out: list[SentenceFactors | None] = [None] * len(texts)
     groups = model.route_groups(len(texts), routes)
-    settings = route_settings(model, [tasks[rows[0]] for rows in groups.values()], method, layer, steps, quadrature)
+    settings = route_settings(model, [tasks[rows[0]] for rows in groups.values()], method, layer, steps, quadrature,
+                              tol, max_steps)
     for rows in groups.values():
         found = _route_factors(model.routed(tasks[rows[0]]), [(prompt_texts[i], texts[i]) for i in rows], settings, engine)
         for i, factors in zip(rows, found, strict=True):
@@ -253,12 +317,13 @@ def compute_factors(
 
 
 def route_settings(model: SimilarityModel, tasks: Sequence[str | None], method: str, layer: int | None,
-                   steps: int | None, quadrature: str | None) -> Settings:
+                   steps: int | str | None, quadrature: str | None, tol: float | None = None,
+                   max_steps: int | None = None) -> Settings:
     """The resolved settings of a run whose texts go through the routes of ``tasks``; routes whose settings
     differ (e.g. default layers of encoders of different depths) are an error naming them."""
-    found = {model.resolve_route(t): resolve_settings(model.routed(t), method, layer, steps, quadrature)
+    found = {model.resolve_route(t): resolve_settings(model.routed(t), method, layer, steps, quadrature, tol, max_steps)
              for t in dict.fromkeys(tasks)}
-    if len({(s.layer, s.steps, s.quadrature) for s in found.values()}) > 1:
+    if len({(s.layer, s.steps, s.quadrature, s.tol, s.max_steps) for s in found.values()}) > 1:
         raise ValueError(f"the routes' encoders resolve {method}'s settings differently "
                          f"({', '.join(f'{r}: layer {s.layer}' for r, s in found.items())}); give the layer")
     return next(iter(found.values()))
@@ -285,7 +350,7 @@ def _route_factors(model: SimilarityModel, keys: list[tuple[str, str]], settings
         batch = model.tokenize([unique[i][1] for i in members], [unique[i][0] for i in members])
         plan = plan_for(max(lengths[i] for i in members))
         rows = plan.max_rows if engine.max_rows is None else min(plan.max_rows, engine.max_rows)
-        out = truncated(model, impl.factors(model, batch, settings.layer, settings.steps, settings.quadrature,
+        out = truncated(model, impl.factors(model, batch, settings.layer, settings.integration, settings.quadrature,
                                             plan.mode, rows))
         embeddings = model.sentence_embeddings(batch) if model.shifted else model.normalized(out.pooled)
         for row, member in enumerate(members):
@@ -298,6 +363,8 @@ def _route_factors(model: SimilarityModel, keys: list[tuple[str, str]], settings
                 embedding=embeddings[row].float().cpu().numpy(), truncated=batch.truncated[row],
                 prompt=batch.prompt[row, real].tolist(), prompt_text=batch.prompts[row], autodiff=plan.mode,
                 route=model.route,
+                steps=None if out.steps is None else int(out.steps[row]),
+                capped=out.capped is not None and bool(out.capped[row]),
             )
     return [done[key] for key in keys]
 
@@ -309,7 +376,7 @@ def _planner(model: SimilarityModel, settings: Settings, engine: EngineOptions) 
 
     def plan(seq: int) -> BatchPlan:
         if seq not in plans:
-            plans[seq] = plan_batch(shape, seq, model.num_layers - settings.layer, settings.steps or 1,
+            plans[seq] = plan_batch(shape, seq, model.num_layers - settings.layer, settings.plan_points,
                                     engine.autodiff, budget)
         return plans[seq]
 
@@ -329,6 +396,7 @@ def pair_explanation(model: SimilarityModel, a: SentenceFactors, b: SentenceFact
         special_a=a.special, special_b=b.special, offsets_a=a.offsets, offsets_b=b.offsets,
         word_ids_a=a.word_ids, word_ids_b=b.word_ids, prompt_a=a.prompt, prompt_b=b.prompt,
         prompt_text_a=a.prompt_text, prompt_text_b=b.prompt_text, route_a=a.route, route_b=b.route,
+        tol=settings.tol, max_steps=settings.max_steps, steps_a=a.steps, steps_b=b.steps, capped=a.capped or b.capped,
     )
 
 
@@ -337,13 +405,15 @@ def explain_pairs(
     pairs: Sequence[tuple[str, str]],
     method: str = "bilrp",
     layer: int | None = None,
-    steps: int | None = None,
+    steps: int | str | None = None,
     quadrature: str | None = None,
     prompt_a: str | None = None,
     prompt_b: str | None = None,
     engine: EngineOptions | None = None,
     route_a: str | None = None,
     route_b: str | None = None,
+    tol: float | None = None,
+    max_steps: int | None = None,
     **options,
 ) -> list[Explanation]:
     """Explanations of many pairs; each distinct sentence's factor is computed once and reused.
@@ -354,8 +424,8 @@ def explain_pairs(
     model, the task of every first/second text, e.g. ``"query"`` and ``"document"`` (as ``encode_query`` and
     ``encode_document`` route them; or a route name); default: the model's ``side_routes`` (see
     ``SimilarityModel.with_routes``), else plain ``encode``'s route. ``engine`` or its fields as keyword
-    arguments (``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``): as in
-    :func:`compute_factors`.
+    arguments (``batch_size``, ``max_memory``, ``autodiff``, ``max_rows``, ``progress``) and ``steps``/``tol``/
+    ``max_steps``: as in :func:`compute_factors`.
     """
     if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence):
         raise ValueError("pairs must be a sequence of (text_a, text_b) tuples")
@@ -370,10 +440,11 @@ def explain_pairs(
     prompt_b = model.side_prompts[1] if prompt_b is None else prompt_b
     route_a = model.side_routes[0] if route_a is None else route_a
     route_b = model.side_routes[1] if route_b is None else route_b
-    settings = route_settings(model, [route_a, route_b], method, layer, steps, quadrature)
+    settings = route_settings(model, [route_a, route_b], method, layer, steps, quadrature, tol, max_steps)
     side_prompts = [model.pipeline.resolve_prompt(prompt_a), model.pipeline.resolve_prompt(prompt_b)] * len(pairs)
     factors = compute_factors(model, texts, method, settings.layer, settings.steps, settings.quadrature,
-                              prompts=side_prompts, engine=engine, routes=[route_a, route_b] * len(pairs))
+                              prompts=side_prompts, engine=engine, routes=[route_a, route_b] * len(pairs),
+                              tol=settings.tol, max_steps=settings.max_steps)
     return [pair_explanation(model, factors[2 * i], factors[2 * i + 1], settings) for i in range(len(pairs))]
 
 
@@ -383,12 +454,14 @@ def explain(
     text_b: str,
     method: str = "bilrp",
     layer: int | None = None,
-    steps: int | None = None,
+    steps: int | str | None = None,
     quadrature: str | None = None,
     **options,
 ) -> Explanation:
     """Explain the similarity of ``text_a`` and ``text_b`` with ``method`` (see ``core.METHODS``),
-    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method).
+    attributing to the hidden state after ``layer`` (0 = input embeddings; default per method). ``steps``
+    (integrated Jacobians): a count, or ``"auto"`` (the default: refined to ``tol``, default 1e-3, within
+    ``max_steps``, default 512, both passed as options).
 
     ``options`` are :func:`explain_pairs`'s: the prompts ``prompt_a``/``prompt_b`` (names or texts; default:
     the model's default prompt; "" = none), the routes ``route_a``/``route_b`` of a Router/Asym model (tasks

@@ -321,7 +321,14 @@ def check_model(model: SimilarityModel, record: dict) -> None:
 def index_settings(model: SimilarityModel, record: dict) -> Settings:
     from core.attribution import resolve_settings
 
-    return resolve_settings(model, record["method"], record["layer"], record["steps"], record["quadrature"])
+    def optional(key: str, cast):
+        value = record.get(key)
+        return None if value is None or pd.isna(value) else cast(value)
+
+    steps, tol, max_steps = optional("steps", int), optional("tol", float), optional("max_steps", int)
+    if record["method"] == "ij" and steps is None and tol is None:
+        raise SearchError(f"index {record['index_id']} records neither ij's steps nor its tolerance")
+    return resolve_settings(model, record["method"], record["layer"], steps, record["quadrature"], tol, max_steps)
 
 
 def stored_factors(row: dict, prompt: str) -> SentenceFactors:
@@ -332,7 +339,8 @@ def stored_factors(row: dict, prompt: str) -> SentenceFactors:
         offsets=[(int(s), int(e)) for s, e in zip(row["token_start"], row["token_end"], strict=True)],
         special=[bool(v) for v in row["special"]], word_ids=[None if int(w) < 0 else int(w) for w in row["word_ids"]],
         factor=row["factor"], target=row["target"], scale=float(row["scale"]), embedding=row["embedding"],
-        truncated=bool(row["truncated"]),
+        truncated=bool(row["truncated"]), steps=None if pd.isna(row.get("steps")) else int(row["steps"]),
+        capped=bool(row.get("capped")) if not pd.isna(row.get("capped")) else False,
     )
 
 
@@ -361,7 +369,8 @@ def search_index(model: SimilarityModel, reader, index_id: str, query: str, k: i
     prompt = (record["query_prompt"] or "") if query_prompt is None else query_prompt
     t0 = time.perf_counter()
     (qf,) = compute_factors(model, [prompt + query], settings.method, settings.layer, settings.steps,
-                            settings.quadrature, prompts="")  # the query carries its prompt
+                            settings.quadrature, prompts="", tol=settings.tol,  # the query carries its prompt
+                            max_steps=settings.max_steps)
     t1 = time.perf_counter()
     windows, used = reader.search_windows(index_id, qf.embedding, candidate_count(k, record["max_windows"] or 1),
                                           mode=mode)

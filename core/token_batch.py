@@ -77,15 +77,18 @@ class TokenBatch:
 
     def repeat(self, times: int) -> TokenBatch:
         """The batch with each row repeated ``times`` times in a row (for integration paths)."""
+        return self.take([row for row in range(len(self.texts)) for _ in range(times)])
 
-        def rows(values: list) -> list:
-            return [v for v in values for _ in range(times)]
+    def take(self, rows: list[int]) -> TokenBatch:
+        """The batch of rows ``rows`` (indices into this batch, in that order, repeats allowed)."""
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.input_ids.device)
+
+        def pick(values: list) -> list:
+            return [values[row] for row in rows]
 
         return TokenBatch(
-            texts=rows(self.texts), tokens=rows(self.tokens), input_ids=self.input_ids.repeat_interleave(times, 0),
-            attention_mask=self.attention_mask.repeat_interleave(times, 0),
-            special=self.special.repeat_interleave(times, 0), offsets=rows(self.offsets),
-            word_ids=rows(self.word_ids), truncated=rows(self.truncated), prompts=rows(self.prompts),
-            prompt=self.prompt.repeat_interleave(times, 0),
-            prompt_length=self.prompt_length.repeat_interleave(times, 0), first=self.first.repeat_interleave(times, 0),
+            texts=pick(self.texts), tokens=pick(self.tokens), input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index], special=self.special[index], offsets=pick(self.offsets),
+            word_ids=pick(self.word_ids), truncated=pick(self.truncated), prompts=pick(self.prompts),
+            prompt=self.prompt[index], prompt_length=self.prompt_length[index], first=self.first[index],
         )

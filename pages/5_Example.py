@@ -94,6 +94,11 @@ with st.container(horizontal=True):
     st.metric("residual", _num(row.get("residual"), "+.4f"), border=True,
               help="explained score − Σ matrix (BiLRP: relevance absorbed by biases)")
     st.metric("error", _num(row.get("error"), "+.4f"), border=True, help="model score − gold (0–1)")
+note, capped = views.integration_notes(info, row)
+if note:
+    st.caption(note)
+if capped:
+    st.warning(capped)
 
 level, special, show_values = widgets.matrix_options("ex")
 
@@ -156,6 +161,8 @@ for n, (rid, m) in enumerate(side.items()):
         r = others.set_index("run_id").loc[rid]
         st.markdown(f"**{literal(other_labels[rid])}** — score {_num(r['model_score'], '.4f')}, explained "
                     f"{_num(r['explained_score'], '.4f')}, residual {_num(r['residual'], '+.4f')}")
+        if capped := views.integration_notes(r, r)[1]:
+            st.warning(capped)
         if m.empty:
             st.info("No token pairs stored.")
             continue

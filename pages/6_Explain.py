@@ -17,6 +17,7 @@ from core.dashboard import data, shell, widgets
 from core.memory import format_memory, parse_memory
 from core.model_files import local_prompts
 from core.models import DTYPES, POOLINGS
+from core.quadrature import AUTO, DEFAULT_TOL
 from core.safe_text import has_visible_character, literal
 from core.sentence_modules import local_route_names
 
@@ -32,7 +33,8 @@ DEFAULT_PROMPT, NO_PROMPT, CUSTOM_PROMPT = "default prompt", "no prompt", "custo
 PLAIN_ROUTE = "plain encode's route"
 QUERY_DOCUMENT = ("query", "document")  # the tasks of encode_query and encode_document
 MAX_TOKENS = 128  # per text, its prompt and special tokens included
-MAX_STEPS = 128
+MAX_STEPS = 128  # a fixed count, or the cap of auto
+TOLERANCES = [1e-2, 3e-3, 1e-3, 3e-4, 1e-4]
 MAX_CHARS = 20_000  # what a text box takes at all (the text is then cut to MAX_TOKENS)
 MEMORY_CHOICES = ["256MiB", "512MiB", "1GiB"]  # 1 GiB: one explanation stays under about 2 GB in all
 
@@ -49,17 +51,19 @@ def load_model(name_or_path: str, pooling: str | None = None, trust_remote_code:
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | None,
+def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer: int | None, steps: int | str | None,
                    pooling: str | None = None, prompt_a: str | None = None, prompt_b: str | None = None,
                    max_memory: str = MEMORY_CHOICES[-1], route_a: str | None = None, route_b: str | None = None,
-                   trust_remote_code: bool = False, truncate_dim: int | None = None, dtype: str = DTYPES[0]):
-    """core.explain of the texts cut to MAX_TOKENS tokens (with their prompts), at most MAX_STEPS steps, within
-    ``max_memory``, each side through its route; cached per input."""
+                   trust_remote_code: bool = False, truncate_dim: int | None = None, dtype: str = DTYPES[0],
+                   tol: float | None = None):
+    """core.explain of the texts cut to MAX_TOKENS tokens (with their prompts), at most MAX_STEPS steps (``auto``:
+    to ``tol`` within MAX_STEPS), within ``max_memory``, each side through its route; cached per input."""
     from core import explain
     from core.attribution import cut_to_tokens
 
-    if steps is not None and steps > MAX_STEPS:
+    if isinstance(steps, int) and steps > MAX_STEPS:
         raise ValueError(f"this page takes at most {MAX_STEPS} steps, got {steps}")
+    auto = {"tol": tol, "max_steps": MAX_STEPS} if steps == AUTO and METHODS[method].uses_steps else {}
     if parse_memory(max_memory) > parse_memory(MEMORY_CHOICES[-1]):
         raise ValueError(f"this page takes at most {MEMORY_CHOICES[-1]} of memory, got {max_memory}")
     model = load_model(model_key, pooling, trust_remote_code, truncate_dim, dtype)
@@ -68,7 +72,7 @@ def explain_cached(model_key: str, text_a: str, text_b: str, method: str, layer:
     text_b = cut_to_tokens(model.routed(route_b), text_b, MAX_TOKENS,
                            prompt_b if prompt_b is not None else model.side_prompts[1])
     return explain(model, text_a, text_b, method=method, layer=layer, steps=steps, prompt_a=prompt_a,
-                   prompt_b=prompt_b, max_memory=max_memory, route_a=route_a, route_b=route_b)
+                   prompt_b=prompt_b, max_memory=max_memory, route_a=route_a, route_b=route_b, **auto)
 
 
 def prompt_choice(label: str, key: str, names: list[str]) -> str | None:
@@ -121,11 +125,21 @@ with st.container(border=True):
         layer = None if default_layer else int(st.number_input("Layer", 0, 48, 0, key="xp_layer"))
     with c4:
         impl = METHODS[method]
-        steps = None
+        steps, tol = None, None
         if impl.uses_steps:
-            steps = int(st.number_input("Steps", 1, MAX_STEPS, min(int(impl.default_steps or 64), MAX_STEPS),
-                                        key="xp_steps", help=f"integration steps (at most {MAX_STEPS} here): "
-                                                             "more is more exact and slower"))
+            mode = st.radio("Steps", [AUTO, "fixed"], horizontal=True, key="xp_steps_mode",
+                            index=0 if impl.default_steps == AUTO else 1,
+                            help=f"auto: each text's integral refined until the completeness error meets the "
+                                 f"tolerance, at most {MAX_STEPS} steps here; fixed: a number of steps")
+            if mode == AUTO:
+                steps = AUTO
+                tol = float(st.select_slider("Tolerance", TOLERANCES, value=DEFAULT_TOL, key="xp_tol",
+                                             format_func=lambda v: f"{v:g}",
+                                             help="the largest |explained score − Σ matrix| asked for"))
+            else:
+                steps = int(st.number_input("Steps", 1, MAX_STEPS, 64, key="xp_steps",
+                                            help=f"integration steps (at most {MAX_STEPS} here): more is more "
+                                                 "exact and slower"))
         else:
             st.caption(f"{method} has no integration steps.")
     p1, p4, p5, p2, p3 = st.columns([1, 0.8, 0.8, 1.2, 1.2])
@@ -184,7 +198,7 @@ with st.container(border=True):
     go = st.button("Explain", type="primary", key="xp_go")
 
 args = (model_key, text_a, text_b, method, layer, steps, pooling, prompt_a, prompt_b, memory, route_a, route_b,
-        trust_remote_code, truncate_dim, dtype)
+        trust_remote_code, truncate_dim, dtype, tol)
 if go:
     if not model_key:
         st.error("Type a model folder path or hub id.")
@@ -237,8 +251,17 @@ with st.container(horizontal=True):
     for side, route in (("1", exp.route_a), ("2", exp.route_b)):
         if route is not None:
             st.metric(f"route of text {side}", route, border=True, help="the Router route the text went through")
-    if exp.steps:
-        st.metric("steps", str(exp.steps), border=True)
+    if exp.steps_used is not None:
+        st.metric("steps", f"{exp.steps_a} · {exp.steps_b}", border=True,
+                  help="integration steps of text 1 and text 2" + (
+                      f" (auto: to tolerance {exp.tol:g}, at most {exp.max_steps})" if exp.tol is not None else ""))
+note, capped = views.integration_notes({"tol": exp.tol, "max_steps": exp.max_steps},
+                                       {"steps_a": exp.steps_a, "steps_b": exp.steps_b, "capped": exp.capped,
+                                        "residual": exp.residual})
+if note:
+    st.caption(note)
+if capped:
+    st.warning(capped)
 if exp.truncated:
     st.warning("A text was longer than the model's maximum and was truncated.")
 cut = [side for side, given, used in (("1", shown[1], exp.text_a), ("2", shown[2], exp.text_b)) if given != used]

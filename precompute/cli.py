@@ -431,7 +431,8 @@ def _main(argv: list[str] | None) -> int:
             ray_options = _ray_options(args)
             common = dict(method=args.method if args.verb == "attribute" else PREDICT.name,
                           layer=getattr(args, "layer", None), steps=getattr(args, "steps", None),
-                          quadrature=getattr(args, "quadrature", None), batch_size=args.batch_size,
+                          quadrature=getattr(args, "quadrature", None), tol=getattr(args, "tol", None),
+                          max_steps=getattr(args, "max_steps", None), batch_size=args.batch_size,
                           chunk_size=args.chunk_size, limit=args.limit, force=args.force,
                           save_factors=getattr(args, "save_factors", False), device=args.device,
                           pooling=args.pooling, prompt_a=_side(args, "prompt", "a"),

@@ -122,7 +122,7 @@ class IndexPlan:
 
     method: str
     layer: int
-    steps: int | None
+    steps: int | str | None
     quadrature: str | None
     prompt_name: str | None
     prompt: str
@@ -130,17 +130,21 @@ class IndexPlan:
     query_prompt: str
     window_tokens: int
     window_overlap: int
+    tol: float | None = None
+    max_steps: int | None = None
 
 
-def plan_index(model: SimilarityModel, method: str = "bilrp", layer: int | None = None, steps: int | None = None,
+def plan_index(model: SimilarityModel, method: str = "bilrp", layer: int | None = None, steps: int | str | None = None,
                quadrature: str | None = None, prompt: str | None = None, query_prompt: str | None = None,
-               window_tokens: int | None = None, window_overlap: int | None = None) -> IndexPlan:
+               window_tokens: int | None = None, window_overlap: int | None = None, tol: float | None = None,
+               max_steps: int | None = None) -> IndexPlan:
     """Validate the settings. ``prompt``/``query_prompt``: names of the model's prompts (default: the model's
     default prompt for passages; its ``query`` prompt, else the passages' prompt, for queries);
-    ``window_overlap`` default: DEFAULT_OVERLAP tokens, at most a quarter of a window."""
+    ``window_overlap`` default: DEFAULT_OVERLAP tokens, at most a quarter of a window; ``steps``/``tol``/
+    ``max_steps``: ij's integration (default ``auto``, see :func:`core.attribution.resolve_settings`)."""
     if method not in INDEX_METHODS:
         raise ValueError(f"an index stores factors of {', '.join(INDEX_METHODS)}, not {method!r}")
-    settings = resolve_settings(model, method, layer, steps, quadrature)
+    settings = resolve_settings(model, method, layer, steps, quadrature, tol, max_steps)
     prompts = model_prompts(model)
     p_name, p_text = prompts.resolve(prompt, ("passage", "document"))
     q_name, q_text = prompts.resolve(query_prompt, ("query",))
@@ -160,7 +164,7 @@ def plan_index(model: SimilarityModel, method: str = "bilrp", layer: int | None 
     if not 0 <= window_overlap < tokens:
         raise ValueError(f"--window-overlap must be in 0..{tokens - 1} tokens, got {window_overlap}")
     return IndexPlan(settings.method, settings.layer, settings.steps, settings.quadrature, p_name, p_text, q_name,
-                     q_text, tokens, int(window_overlap))
+                     q_text, tokens, int(window_overlap), settings.tol, settings.max_steps)
 
 
 def passage_windows(model: SimilarityModel, text: str, plan: IndexPlan) -> list[tuple[int, int]]:
@@ -187,7 +191,8 @@ def chunk_windows(model: SimilarityModel, passages: pd.DataFrame, plan: IndexPla
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*was truncated.*")
         factors = compute_factors(model, [it[4] for it in items], plan.method, plan.layer, plan.steps,
-                                  plan.quadrature, batch_size=batch_size, prompts="")  # texts carry their prompt
+                                  plan.quadrature, batch_size=batch_size, prompts="",  # texts carry their prompt
+                                  tol=plan.tol, max_steps=plan.max_steps)
     rows = []
     for (pid, w, start, end, _), f in zip(items, factors, strict=True):
         rows.append({
@@ -195,7 +200,7 @@ def chunk_windows(model: SimilarityModel, passages: pd.DataFrame, plan: IndexPla
             "tokens": f.tokens, "token_start": [o[0] for o in f.offsets], "token_end": [o[1] for o in f.offsets],
             "special": f.special, "word_ids": [-1 if x is None else int(x) for x in f.word_ids],
             "embedding": f.embedding, "factor": f.factor, "target": f.target, "scale": f.scale,
-            "truncated": f.truncated,
+            "truncated": f.truncated, "steps": f.steps, "capped": f.capped,
         })
     return pd.DataFrame(rows)
 
@@ -214,9 +219,9 @@ class IndexResult:
 
 def build_index(
     model: SimilarityModel | str, corpus: Corpus, store: str | Path, method: str = "bilrp", layer: int | None = None,
-    steps: int | None = None, quadrature: str | None = None, prompt: str | None = None,
+    steps: int | str | None = None, quadrature: str | None = None, prompt: str | None = None,
     query_prompt: str | None = None, window_tokens: int | None = None, window_overlap: int | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE, batch_size: int = 16, limit: int | None = None, force: bool = False,
+    tol: float | None = None, max_steps: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, batch_size: int = 16, limit: int | None = None, force: bool = False,
     hnsw: bool | None = None, device: str | None = None, progress: bool | Callable[[int, int], None] = True,
 ) -> IndexResult:
     """Embed every passage of ``corpus`` with its factor into ``store``, ``chunk_size`` passages per chunk.
@@ -232,20 +237,22 @@ def build_index(
         raise ValueError(f"limit must be a positive integer, got {limit!r}")
     model = model if isinstance(model, SimilarityModel) else load_model(model, device=device)
     try:
-        plan = plan_index(model, method, layer, steps, quadrature, prompt, query_prompt, window_tokens, window_overlap)
+        plan = plan_index(model, method, layer, steps, quadrature, prompt, query_prompt, window_tokens, window_overlap,
+                          tol, max_steps)
     except SearchError as exc:
         raise ValueError(str(exc)) from None
     passages = corpus.passages if limit is None else corpus.passages.head(limit)
     content = corpus_hash(passages["text"].tolist())
-    index_id = make_index_id(model.model_id, content, plan.method, plan.layer, plan.steps, plan.quadrature,
-                             plan.prompt, plan.window_tokens, plan.window_overlap)
+    stored_steps = None if plan.tol is not None else plan.steps
+    index_id = make_index_id(model.model_id, content, plan.method, plan.layer, stored_steps, plan.quadrature,
+                             plan.prompt, plan.window_tokens, plan.window_overlap, plan.tol, plan.max_steps)
     n = len(passages)
     record = {
         "index_id": index_id, "corpus_key": corpus.key + (f"[:{limit}]" if limit and limit < len(corpus) else ""),
         "corpus_source": corpus.source, "corpus_hash": content, "model_id": model.model_id, "model_name": model.name,
         "model_path": str(model.path), "similarity": "dot" if model.shifted else model.similarity,
-        "dim": model.hidden_size, "method": plan.method, "layer": plan.layer, "steps": plan.steps,
-        "quadrature": plan.quadrature, "prompt_name": plan.prompt_name, "prompt": plan.prompt,
+        "dim": model.hidden_size, "method": plan.method, "layer": plan.layer, "steps": stored_steps,
+        "quadrature": plan.quadrature, "tol": plan.tol, "max_steps": plan.max_steps, "prompt_name": plan.prompt_name, "prompt": plan.prompt,
         "query_prompt_name": plan.query_prompt_name, "query_prompt": plan.query_prompt,
         "window_tokens": plan.window_tokens, "window_overlap": plan.window_overlap, "n_passages": n,
         "chunk_size": chunk_size, "n_chunks": (n + chunk_size - 1) // chunk_size, "code_version": code_version(),

@@ -9,7 +9,7 @@ import os
 
 from core.datasets import DATA_DIR_ENV, DUPLICATE_POLICIES, ON_BAD
 from core.memory import DEFAULT_MAX_MEMORY, format_memory, parse_memory
-from core.quadrature import QUADRATURES
+from core.quadrature import AUTO, DEFAULT_MAX_STEPS, DEFAULT_TOL, QUADRATURES
 from core.safe_text import parse_ascii_decimal, parse_ascii_int
 
 DEFAULT_STORE = os.environ.get("SIMLENS_STORE", "").strip() or "store"
@@ -32,6 +32,19 @@ def _int(text: str, minimum: int, what: str) -> int:
 def positive_int(text: str) -> int:
     """A positive integer in ASCII digits."""
     return _int(text, 1, "a positive integer")
+
+
+def steps_value(text: str) -> int | str:
+    """Integration steps: a positive integer in ASCII digits, or ``auto``."""
+    return AUTO if text.strip() == AUTO else _int(text, 1, f"a positive integer or {AUTO}")
+
+
+def positive_float(text: str) -> float:
+    """A positive finite number in ASCII (``1e-3``, ``0.001``)."""
+    value = parse_ascii_decimal(text)
+    if value is None or not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 1e-3, got {text!r}")
+    return value
 
 
 def layer_number(text: str) -> int:
@@ -217,12 +230,21 @@ def add_compute(parser: argparse.ArgumentParser, batch_default: int = 16) -> Non
 
 
 def add_settings(parser: argparse.ArgumentParser, layer_help: str = "hidden layer to attribute to (0 = input)",
-                 layer: bool = True) -> None:
-    """An attribution setting: --layer, --steps and --quadrature."""
+                 layer: bool = True, tolerance: bool = True) -> None:
+    """An attribution setting: --layer, --steps, --quadrature, and (``tolerance``) --tol and --max-steps."""
     if layer:
         parser.add_argument("--layer", type=layer_number, default=None, help=layer_help)
-    parser.add_argument("--steps", type=positive_int, default=None, help="integration steps for ij (default 64)")
-    parser.add_argument("--quadrature", default=None, choices=QUADRATURES, help="ij rule (default gauss-legendre)")
+    parser.add_argument("--steps", type=steps_value, default=None,
+                        help="integration steps for ij: a count, or auto (the default): refined per sentence until "
+                             "the completeness error meets --tol or --max-steps is reached")
+    if tolerance:
+        parser.add_argument("--tol", type=positive_float, default=None,
+                            help="--steps auto: the completeness tolerance |score - sum of the matrix| "
+                                 f"(default {DEFAULT_TOL:g})")
+        parser.add_argument("--max-steps", type=positive_int, default=None,
+                            help=f"--steps auto: the cap on one sentence's steps (default {DEFAULT_MAX_STEPS})")
+    parser.add_argument("--quadrature", default=None, choices=QUADRATURES,
+                        help="ij rule for a fixed step count (default gauss-legendre; auto uses its panels)")
 
 
 def add_memory(parser: argparse.ArgumentParser) -> None:
@@ -234,12 +256,13 @@ def add_memory(parser: argparse.ArgumentParser) -> None:
 
 
 def add_methods(parser: argparse.ArgumentParser, default_methods: str, layer_help: str) -> None:
-    """--methods (comma-separated) with one attribution setting for all of them."""
+    """--methods (comma-separated) with one attribution setting for all of them (``ij`` to the default tolerance
+    under --steps auto)."""
     from core.methods import METHODS
 
     parser.add_argument("--methods", type=names, default=None,
                         help=f"comma-separated methods from {', '.join(sorted(METHODS))} (default {default_methods})")
-    add_settings(parser, layer_help)
+    add_settings(parser, layer_help, tolerance=False)
 
 
 def add_training(parser: argparse.ArgumentParser, epochs: int, lr: float) -> None:

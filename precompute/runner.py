@@ -120,14 +120,16 @@ def chunk_tables(model: SimilarityModel, rows: pd.DataFrame, job: ChunkJob,
     prompts = [model.side_prompts[0]] * len(a_texts) + [model.side_prompts[1]] * len(b_texts)
     routes = [model.side_routes[0]] * len(a_texts) + [model.side_routes[1]] * len(b_texts)
     factors = compute_factors(model, a_texts + b_texts, settings.method, settings.layer, settings.steps,
-                              settings.quadrature, prompts=prompts, engine=engine, routes=routes)
+                              settings.quadrature, prompts=prompts, engine=engine, routes=routes,
+                              tol=settings.tol, max_steps=settings.max_steps)
     fa, fb = factors[: len(a_texts)], factors[len(a_texts) :]
     pair_ids = rows["pair_id"].astype(int).tolist()
     predictions, token_pairs = [], []
     for pid, a, b in zip(pair_ids, fa, fb, strict=True):
         exp = pair_explanation(model, a, b, settings)
         predictions.append({"pair_id": pid, "model_score": exp.model_score, "explained_score": exp.score,
-                            "truncated": exp.truncated})
+                            "truncated": exp.truncated, "steps_a": exp.steps_a, "steps_b": exp.steps_b,
+                            "capped": None if exp.steps_a is None else exp.capped})
         i, j = np.meshgrid(np.arange(exp.matrix.shape[0]), np.arange(exp.matrix.shape[1]), indexing="ij")
         hidden_a = np.array(a.special, bool) | np.array(a.prompt, bool)  # prompt tokens hide with special ones
         hidden_b = np.array(b.special, bool) | np.array(b.prompt, bool)
@@ -163,8 +165,9 @@ class RunSettings:
     """What a precompute run computes and how, whoever runs it (:func:`run` here, or
     :func:`precompute.distributed.run_on_ray` on a Ray actor pool).
 
-    ``method``: an attribution method or a method-less run kind (``predict``: scores only); ``layer``, ``steps``,
-    ``quadrature``: its settings (None: the method's defaults). ``batch_size``: at most this many sentences per
+    ``method``: an attribution method or a method-less run kind (``predict``: scores only); ``layer``, ``steps``
+    (a count or ``"auto"``), ``quadrature``, ``tol``, ``max_steps``: its settings (None: the method's defaults;
+    see :func:`core.attribution.resolve_settings`). ``batch_size``: at most this many sentences per
     batch; ``max_memory``: bytes or a size such as ``"2GB"`` that one batch's working memory may take beyond the
     model (see :class:`core.attribution.EngineOptions`; results do not depend on it). ``chunk_size``: pairs per
     committed chunk; ``limit``: only the first N pairs (the dataset is keyed ``<key>:firstN``); ``force``:
@@ -178,8 +181,10 @@ class RunSettings:
 
     method: str = "bilrp"
     layer: int | None = None
-    steps: int | None = None
+    steps: int | str | None = None
     quadrature: str | None = None
+    tol: float | None = None
+    max_steps: int | None = None
     batch_size: int = 16
     max_memory: int | str = DEFAULT_MAX_MEMORY
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -279,7 +284,8 @@ def start_run(model: SimilarityModel, ds: PairDataset, store: str | Path, settin
     method = settings.method
     scores_only = kind_of_method(method) is PREDICT
     resolved = None if scores_only else route_settings(model, model.side_routes, method, settings.layer,
-                                                       settings.steps, settings.quadrature)
+                                                       settings.steps, settings.quadrature, settings.tol,
+                                                       settings.max_steps)
     writer = StoreWriter(store, shard)
     try:
         return _register(writer, model, ds, settings, resolved, device)
@@ -298,8 +304,9 @@ def _register(writer: StoreWriter, model: SimilarityModel, ds: PairDataset, sett
     n_pairs = len(ds)
     identity = {"model_id": model.model_id, "dataset_key": ds.key, "method": method,
                 "layer": model.num_layers if scores_only else resolved.layer,
-                "steps": None if scores_only else resolved.steps,
-                "quadrature": None if scores_only else resolved.quadrature}
+                "steps": None if scores_only else resolved.stored_steps,
+                "quadrature": None if scores_only else resolved.quadrature,
+                "tol": None if scores_only else resolved.tol, "max_steps": None if scores_only else resolved.max_steps}
     run_id = make_run_id(**identity)
     previous = writer.start_run({**identity, "chunk_size": settings.chunk_size, "n_pairs": n_pairs,
                                  "code_version": code_version(), "device": device or _device_name(model)},

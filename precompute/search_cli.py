@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from core.datasets import DATA_DIR_ENV
 from core.quadrature import QUADRATURES
+from precompute import options as opt
 
 if TYPE_CHECKING:
     from core.store.index_search import IndexStore
@@ -43,7 +44,12 @@ def _add_index_options(index: argparse.ArgumentParser, default_store: str) -> No
     index.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder, packaged name or hub id (default {DEFAULT_MODEL})")
     index.add_argument("--method", default="bilrp", choices=INDEX_METHODS)
     index.add_argument("--layer", type=int, default=None, help="hidden layer the factors attribute to (default 0)")
-    index.add_argument("--steps", type=int, default=None, help="integration steps for ij (default 64)")
+    index.add_argument("--steps", type=opt.steps_value, default=None,
+                       help="integration steps for ij: a count, or auto (the default: to --tol within --max-steps)")
+    index.add_argument("--tol", type=opt.positive_float, default=None,
+                       help="--steps auto: completeness tolerance of each text's factor (default 1e-3)")
+    index.add_argument("--max-steps", type=opt.positive_int, default=None,
+                       help="--steps auto: the cap on one text's steps (default 512)")
     index.add_argument("--quadrature", default=None, choices=QUADRATURES)
     index.add_argument("--prompt", default=None, help="name of the model's prompt for passages (default: the model's default)")
     index.add_argument("--query-prompt", default=None, help="name of the model's prompt for queries (default: its "
@@ -87,7 +93,7 @@ def _index(args: argparse.Namespace) -> int:
     else:
         corpus = file_corpus(args.corpus, args.column)
     hnsw = {"auto": None, "yes": True, "no": False}[args.hnsw]
-    result = build_index(args.model, corpus, args.store, method=args.method, layer=args.layer, steps=args.steps,
+    result = build_index(args.model, corpus, args.store, method=args.method, layer=args.layer, steps=args.steps, tol=args.tol, max_steps=args.max_steps,
                          quadrature=args.quadrature, prompt=args.prompt, query_prompt=args.query_prompt,
                          window_tokens=args.window_tokens, window_overlap=args.window_overlap,
                          chunk_size=args.chunk_size, batch_size=args.batch_size, limit=args.limit, force=args.force,

@@ -405,10 +405,13 @@ def test_explain_page_with_a_model_folder(monkeypatch, app_store, tiny_folders):
     at.checkbox(key="xp_default_layer").uncheck()
     ok(at)
     at.number_input(key="xp_layer").set_value(1)
+    assert at.radio(key="xp_steps_mode").value == "auto"  # ij's default: to a tolerance
+    at.radio(key="xp_steps_mode").set_value("fixed")
+    ok(at)
     at.number_input(key="xp_steps").set_value(3)
     at.button(key="xp_go").click()
     ok(at)
-    assert metric(at, "layer") == "1" and metric(at, "steps") == "3"
+    assert metric(at, "layer") == "1" and metric(at, "steps") == "3 · 3"
     # a bad layer is an error message, not a trace
     at.number_input(key="xp_layer").set_value(9)
     at.button(key="xp_go").click()

@@ -75,15 +75,27 @@ def pairs_of(pairs_file: Path) -> list[tuple[str, str]]:
 
 def test_convergence_round_trip(evaluated, tiny_folders, pairs_file):
     rows = rows_of(evaluated["store"], "convergence")
-    assert len(rows) == 2 * 2 * 3 * 2 and set(rows["metric"]) == {"abs_residual", "rel_residual"}
-    assert (rows["n"] == LIMIT).all() and rows["eval_id"].nunique() == 1 and (rows["n_pairs"] == LIMIT).all()
-    assert json.loads(rows["params"].iloc[0])["steps"] == [1, 2, 8]
+    # per layer: 2 rules x 3 step counts x 2 metrics, and steps=auto's steps and its 2 residual metrics
+    assert len(rows) == 2 * (2 * 3 * 2 + 3) and set(rows["metric"]) == {"abs_residual", "rel_residual", "auto_steps"}
+    assert rows["eval_id"].nunique() == 1 and (rows["n_pairs"] == LIMIT).all()
+    params = json.loads(rows["params"].iloc[0])
+    assert params["steps"] == [1, 2, 8] and (params["tol"], params["max_steps"]) == (1e-3, 512)
     model = load_model(tiny_folders["bert"], device="cpu")
     exps = explain_pairs(model, pairs_of(pairs_file), method="ij", layer=2, steps=8, quadrature="uniform")
     row = rows[(rows["metric"] == "abs_residual") & (rows["layer"] == 2) & (rows["steps"] == 8)
                & (rows["quadrature"] == "uniform")].iloc[0]
     assert row["y"] == pytest.approx(np.mean([abs(e.residual) for e in exps]), rel=1e-3)
-    for (_layer, rule), group in rows[rows["metric"] == "abs_residual"].groupby(["layer", "quadrature"]):
+    auto = explain_pairs(model, pairs_of(pairs_file), method="ij", layer=2)  # the default: auto to 1e-3
+    at_layer = rows[(rows["layer"] == 2) & rows["steps"].isna()].set_index("metric")
+    assert at_layer.loc["abs_residual", "y"] == pytest.approx(np.mean([abs(e.residual) for e in auto]), rel=1e-3)
+    assert at_layer.loc["abs_residual", "y"] <= 1e-3 and at_layer.loc["abs_residual", "series"] == "layer 2 · auto 0.001"
+    taken = {text: s for e in auto for text, s in ((e.text_a, e.steps_a), (e.text_b, e.steps_b))}  # per text
+    assert at_layer.loc["auto_steps", "y"] == pytest.approx(np.mean(list(taken.values())))
+    assert at_layer.loc["abs_residual", "x"] == at_layer.loc["auto_steps", "y"]  # auto sits at its mean steps
+    assert json.loads(at_layer.loc["auto_steps", "extra"])["pairs_capped"] == 0
+    fixed = rows[rows["steps"].notna()]
+    assert (fixed["n"] == LIMIT).all()
+    for (_layer, rule), group in fixed[fixed["metric"] == "abs_residual"].groupby(["layer", "quadrature"]):
         ys = group.sort_values("steps")["y"].to_numpy()
         assert ys[-1] < ys[0], (rule, ys)  # more steps, smaller error
 

@@ -326,6 +326,9 @@ def test_explain_page_caps_tokens_steps_and_memory_and_says_so(monkeypatch, tmp_
     assert at.select_slider(key="xp_memory").options == ["256MiB", "512MiB", "1GiB"]
     at.selectbox(key="xp_method").set_value("ij")
     at.run()
+    assert at.radio(key="xp_steps_mode").value == "auto"  # ij integrates to a tolerance by default
+    at.radio(key="xp_steps_mode").set_value("fixed")
+    at.run()
     assert at.number_input(key="xp_steps").max == 128 and at.number_input(key="xp_steps").value == 64
     at.selectbox(key="xp_method").set_value("bilrp")
     at.selectbox(key="xp_model_choice").set_value("Other (folder path or hub id)…")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -9,6 +10,7 @@ from typing import ClassVar
 import torch
 
 from core.models import SimilarityModel, TokenBatch
+from core.quadrature import AutoSteps
 
 
 @dataclass
@@ -18,7 +20,9 @@ class FactorBatch:
     ``factors`` (B, S, D): row t is token t's factor (zero for padding); ``targets`` (B, D): the vector each
     sentence's factor rows sum to (exactly, or in the limit of many steps); ``scales`` (B,): a pair's matrix
     and score are multiplied by scale_a * scale_b (1 / norm for cosine models, 1 otherwise); ``pooled``
-    (B, D): the model's pooled sentence embeddings before any normalisation.
+    (B, D): the model's pooled sentence embeddings before any normalisation; ``steps`` (B,) long: the
+    integration steps each sentence's factor took (None for step-free methods); ``capped`` (B,) bool: under
+    ``steps="auto"``, the sentences whose integral stopped short of its tolerance (at the step cap).
     The explained score of a pair is targets_a . targets_b * scale_a * scale_b.
     """
 
@@ -26,6 +30,8 @@ class FactorBatch:
     targets: torch.Tensor
     scales: torch.Tensor
     pooled: torch.Tensor
+    steps: torch.Tensor | None = None
+    capped: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class AttributionMethod(ABC):
     summary: ClassVar[str]
     reference: ClassVar[ReferenceRecipe]
     uses_steps: ClassVar[bool] = False
-    default_steps: ClassVar[int | None] = None
+    default_steps: ClassVar[int | str | None] = None
     #: :meth:`default_layer` in words, for help texts shown before a model is loaded.
     default_layer_text: ClassVar[str] = "0 (the input embeddings)"
 
@@ -67,10 +73,11 @@ class AttributionMethod(ABC):
 
     @abstractmethod
     def factors(
-        self, model: SimilarityModel, batch: TokenBatch, layer: int, steps: int | None, quadrature: str | None,
-        autodiff: str, max_rows: int,
+        self, model: SimilarityModel, batch: TokenBatch, layer: int, steps: int | AutoSteps | None,
+        quadrature: str | None, autodiff: str, max_rows: int,
     ) -> FactorBatch:
-        """Factors for every sentence of ``batch``, attributing to the hidden state after ``layer``."""
+        """Factors for every sentence of ``batch``, attributing to the hidden state after ``layer``; ``steps``:
+        a fixed number of integration steps, or :class:`core.quadrature.AutoSteps` (a tolerance)."""
 
 
 def cosine_scales(model: SimilarityModel, targets: torch.Tensor) -> torch.Tensor:
@@ -87,8 +94,7 @@ def cosine_scales(model: SimilarityModel, targets: torch.Tensor) -> torch.Tensor
 def truncated(model: SimilarityModel, out: FactorBatch) -> FactorBatch:
     """``out`` with factors and targets cut to the model's ``truncate_dim`` (the embedding's first dimensions are
     its last operation, so their factors are the first columns); scales and pooled embeddings stay."""
-    return FactorBatch(factors=model.truncate(out.factors), targets=model.truncate(out.targets), scales=out.scales,
-                       pooled=out.pooled)
+    return dataclasses.replace(out, factors=model.truncate(out.factors), targets=model.truncate(out.targets))
 
 
 METHODS: dict[str, type[AttributionMethod]] = {}

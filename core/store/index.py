@@ -29,10 +29,12 @@ _HOST = socket.gethostname()
 
 
 def make_index_id(model_id: str, corpus_hash: str, method: str, layer: int, steps: int | None,
-                  quadrature: str | None, prompt: str, window_tokens: int, window_overlap: int) -> str:
-    """Deterministic 16-character index id from everything that defines an index's contents."""
-    key = "|".join(str(v) for v in (model_id, corpus_hash, method, layer, steps, quadrature, prompt,
-                                    window_tokens, window_overlap))
+                  quadrature: str | None, prompt: str, window_tokens: int, window_overlap: int,
+                  tol: float | None = None, max_steps: int | None = None) -> str:
+    """Deterministic 16-character index id from everything that defines an index's contents (``tol`` and
+    ``max_steps`` of ij's ``steps="auto"`` join the key only when set: older ids stand)."""
+    values = [model_id, corpus_hash, method, layer, steps, quadrature, prompt, window_tokens, window_overlap]
+    key = "|".join(str(v) for v in values + ([tol, max_steps] if tol is not None else []))
     return "ix" + hashlib.sha256(key.encode()).hexdigest()[:14]
 
 

@@ -191,13 +191,15 @@ def run_segment(run: Mapping[str, Any], ds: Mapping[str, Any] | None, model: Map
     layer = None if run["layer"] is None else int(run["layer"])
     steps = None if run.get("steps") is None else int(run["steps"])
     quad = None if run.get("quadrature") is None else str(run["quadrature"])
-    run_id = make_run_id(model_id, key, run["method"], layer, steps, quad)
+    tol = None if run.get("tol") is None else float(run["tol"])
+    max_steps = None if run.get("max_steps") is None else int(run["max_steps"])
+    run_id = make_run_id(model_id, key, run["method"], layer, steps, quad, tol, max_steps)
     if run.get("run_id") is not None and run["run_id"] != run_id:
         raise StoreError(f"{ctx}: run_id {run['run_id']!r} does not match make_run_id(...) = {run_id!r}")
     return {
         "run_id": run_id, "shard": shard, "kind": kind, "model_id": model_id, "dataset_key": key,
         "dataset_hash": ds["dataset_hash"], "method": run["method"], "layer": layer, "steps": steps,
-        "quadrature": quad, "pooling": run.get("pooling") or model.get("pooling"),
+        "quadrature": quad, "tol": tol, "max_steps": max_steps, "pooling": run.get("pooling") or model.get("pooling"),
         "similarity": run.get("similarity") or model.get("similarity"), "code_version": run.get("code_version"),
         "status": "running", "n_pairs": n_pairs, "n_chunks": n_chunks, "chunk_size": chunk_size,
         "started_at": utcnow(), "finished_at": None, "seconds": None, "pairs_done": None, "pairs_per_s": None,

@@ -47,13 +47,15 @@ def quote(col: str) -> str:
 
 
 def make_run_id(model_id: str, dataset_key: str, method: str, layer: int | None,
-                steps: int | None = None, quadrature: str | None = None) -> str:
-    """Deterministic 16-hex-digit run id from the parameters that define a run's results."""
-    payload = json.dumps(
-        [str(model_id), str(dataset_key), str(method), None if layer is None else int(layer),
-         None if steps is None else int(steps), None if quadrature is None else str(quadrature)],
-        separators=(",", ":"),
-    )
+                steps: int | None = None, quadrature: str | None = None, tol: float | None = None,
+                max_steps: int | None = None) -> str:
+    """Deterministic 16-hex-digit run id from the parameters that define a run's results (``tol`` and
+    ``max_steps``, set for ``ij`` integrated to a tolerance, join the hash only when set: older ids stand)."""
+    values = [str(model_id), str(dataset_key), str(method), None if layer is None else int(layer),
+              None if steps is None else int(steps), None if quadrature is None else str(quadrature)]
+    if tol is not None or max_steps is not None:
+        values += [None if tol is None else float(tol), None if max_steps is None else int(max_steps)]
+    payload = json.dumps(values, separators=(",", ":"))
     return hashlib.sha1(payload.encode()).hexdigest()[:16]
 
 

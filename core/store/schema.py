@@ -69,7 +69,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "method": ("VARCHAR", "Attribution method of the row (`bilrp`, `ij`, `hxp`, `embedding`, `random`, ...; NULL "
                    "when the row is not about one method)."),
         "layer": ("INTEGER", "Layer attributed to (NULL when not applicable)."),
-        "steps": ("INTEGER", "Integration steps of `ij` (NULL for step-free methods)."),
+        "steps": ("INTEGER", "Integration steps of `ij` (NULL for step-free methods and for `ij` integrated to the "
+                  "default tolerance, `steps=auto`)."),
         "quadrature": ("VARCHAR", "Quadrature rule of `ij` (NULL for step-free methods)."),
         "series": ("VARCHAR", "The curve or group the row belongs to (one line of a chart), e.g. `layer 3 · uniform`."),
         "metric": ("VARCHAR", "What `y` measures, e.g. `abs_residual`, `aupc`, `distance`, `share`, `density`, "
@@ -83,7 +84,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "extra": ("VARCHAR", "JSON object with anything else about the row (test statistic, bin width, ...), or NULL."),
     },
     "runs": {
-        "run_id": ("VARCHAR", "Deterministic hash of model_id, dataset_key, method, layer, steps, quadrature (`make_run_id`)."),
+        "run_id": ("VARCHAR", "Deterministic hash of model_id, dataset_key, method, layer, steps, quadrature (and tol, "
+                   "max_steps when set) (`make_run_id`)."),
         "shard": ("VARCHAR", "Shard `K/N` written by this segment (`1/1` when not sharded)."),
         "kind": ("VARCHAR", "Run kind from the run-kind registry (`core.store.RUN_KINDS`): `attribute` (relevances) "
                  "or `predict` (scores only)."),
@@ -93,8 +95,12 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "method": ("VARCHAR", "An attribution method of `core.methods.METHODS` (`bilrp`, `ij`, ...), or the kind's name "
                    "for kinds without one (`predict`: scores only, no token tables)."),
         "layer": ("INTEGER", "Layer the explanation is taken at (method specific)."),
-        "steps": ("INTEGER", "Integration steps (NULL when the method has none)."),
+        "steps": ("INTEGER", "Integration steps (NULL when the method has none, and for `ij` integrated to a tolerance: "
+                  "see `tol`)."),
         "quadrature": ("VARCHAR", "Quadrature rule for integrated methods (NULL when none)."),
+        "tol": ("DOUBLE", "`ij` with `--steps auto`: the completeness tolerance each pair's integral was refined to "
+                "(|explained_score - matrix_sum| <= tol unless the pair is `capped`); NULL for a fixed step count."),
+        "max_steps": ("INTEGER", "`ij` with `--steps auto`: the cap on one sentence's integration steps (NULL otherwise)."),
         "pooling": ("VARCHAR", "Pooling used for this run (`mean`, `cls`, `max`, `lasttoken`, ...; `+`-joined when concatenated)."),
         "similarity": ("VARCHAR", "Similarity used for this run (`cosine`/`dot`)."),
         "code_version": ("VARCHAR", "Version/commit of the code that produced the segment."),
@@ -138,6 +144,11 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "explained_score": ("DOUBLE", "The score the relevance matrix decomposes (NULL for `predict` runs)."),
         "matrix_sum": ("DOUBLE", "Sum of all token_pairs.relevance of the pair."),
         "residual": ("DOUBLE", "explained_score - matrix_sum (conservation error)."),
+        "steps_a": ("INTEGER", "Integration steps sentence1's factor took: the run's `steps`, or under `--steps auto` "
+                    "what its tolerance needed (NULL for step-free methods)."),
+        "steps_b": ("INTEGER", "Integration steps sentence2's factor took (as `steps_a`)."),
+        "capped": ("BOOLEAN", "`--steps auto`: a side's integral hit the run's `max_steps` short of its tolerance, so "
+                   "|residual| may exceed `tol` (false otherwise; NULL for step-free methods)."),
         "gold": ("DOUBLE", "Gold similarity on the dataset's scale."),
         "gold_norm": ("DOUBLE", "Gold on the 0-1 scale."),
         "error": ("DOUBLE", "model_score - gold_norm (> 0: over-estimated similarity)."),
@@ -235,8 +246,10 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dim": ("INTEGER", "Embedding dimension D."),
         "method": ("VARCHAR", "Attribution method of the stored factors (`bilrp`, `ij`, `hxp`)."),
         "layer": ("INTEGER", "Layer the factors attribute to."),
-        "steps": ("INTEGER", "Integration steps (NULL for step-free methods)."),
+        "steps": ("INTEGER", "Integration steps (NULL for step-free methods, and for `ij` integrated to a tolerance)."),
         "quadrature": ("VARCHAR", "Quadrature rule (NULL for step-free methods)."),
+        "tol": ("DOUBLE", "`ij` with `--steps auto`: the completeness tolerance of every factor (NULL otherwise)."),
+        "max_steps": ("INTEGER", "`ij` with `--steps auto`: the cap on one text's integration steps (NULL otherwise)."),
         "prompt_name": ("VARCHAR", "Name of the prompt prepended to every passage (NULL: none)."),
         "prompt": ("VARCHAR", "Its text ('' when none); the stored tokens include it."),
         "query_prompt_name": ("VARCHAR", "Prompt the search prepends to queries by default (NULL: none)."),
@@ -299,6 +312,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "target": ("BLOB", "The (D,) vector the factor rows sum to, float32 little-endian."),
         "scale": ("DOUBLE", "The window's multiplier of pair products (1/|e| for cosine models)."),
         "truncated": ("BOOLEAN", "Whether the input was cut at the model's maximum (never, unless a single word is longer)."),
+        "steps": ("INTEGER", "`ij`: integration steps the window's factor took (NULL for step-free methods)."),
+        "capped": ("BOOLEAN", "`ij` with `--steps auto`: its integral hit the index's `max_steps` short of its tolerance."),
     },
     "file_checksums": {
         "table_name": ("VARCHAR", "Table the data file belongs to."),

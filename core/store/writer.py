@@ -40,8 +40,8 @@ from core.store.schema import CHUNK_TABLES, SCHEMA, columns
 
 STATUSES = ("running", "done", "failed")
 # Run fields that must agree between all segments (shards, earlier attempts) of one run.
-RUN_IDENTITY = ("model_id", "dataset_key", "dataset_hash", "method", "layer", "steps", "quadrature", "pooling",
-                "similarity", "n_pairs", "n_chunks", "chunk_size")
+RUN_IDENTITY = ("model_id", "dataset_key", "dataset_hash", "method", "layer", "steps", "quadrature", "tol", "max_steps",
+                "pooling", "similarity", "n_pairs", "n_chunks", "chunk_size")
 # Fields a caller may pass to finish_run(metrics=...).
 FINISH_FIELDS = ("spearman", "pearson", "mse", "seconds", "pairs_per_s", "pairs_done", "device")
 

@@ -46,7 +46,7 @@ def display_status(row: Mapping[str, Any]) -> str:
 
 
 def setting_text(row: Mapping[str, Any]) -> str:
-    """``bilrp L0`` / ``ij L0 · 64 steps`` / ``predict``."""
+    """``bilrp L0`` / ``ij L0 · 64 steps`` / ``ij L0 · auto to 0.001`` / ``predict``."""
     method = str(row.get("method"))
     if not kind_of_method(method).uses_method:  # e.g. predict
         return method
@@ -58,7 +58,27 @@ def setting_text(row: Mapping[str, Any]) -> str:
         q = row.get("quadrature")
         if not is_na(q) and q not in ("gauss-legendre",):
             text += f" ({q})"
+    elif not is_na(row.get("tol")):
+        text += f" · auto to {float(row['tol']):g}"
     return text
+
+
+def integration_notes(settings: Mapping[str, Any], pair: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(note, warning) on how a pair's matrix was integrated: ``settings`` holds the run's (or explanation's)
+    ``tol``/``max_steps``, ``pair`` its ``steps_a``, ``steps_b``, ``capped`` and ``residual``. The note says the
+    steps each side took and the completeness error reached (None for step-free methods); the warning is set
+    when a side hit the step cap short of the tolerance."""
+    if is_na(pair.get("steps_a")) or is_na(pair.get("steps_b")):
+        return None, None
+    tol, cap = settings.get("tol"), settings.get("max_steps")
+    error = "" if is_na(pair.get("residual")) else f"; completeness error |residual| {abs(float(pair['residual'])):.1e}"
+    how = "" if is_na(tol) else f" (auto: tolerance {float(tol):g}, cap {int(cap)})"
+    note = f"Integration steps {int(pair['steps_a'])} and {int(pair['steps_b'])}{how}{error}."
+    if is_na(pair.get("capped")) or not bool(pair["capped"]):
+        return note, None
+    return note, (f"Hit the step cap: a sentence's integral stopped at the cap of {int(cap)} steps short of its "
+                  f"tolerance {float(tol):g}{error}. The matrix may not add up to the explained score that "
+                  "closely: raise the cap (--max-steps) or the tolerance.")
 
 
 def is_partial(row: Mapping[str, Any]) -> bool:

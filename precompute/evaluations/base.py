@@ -150,12 +150,13 @@ class Context:
     def pairs(self) -> list[tuple[str, str]]:
         return pairs_of(self.rows)
 
-    def settings(self, method: str, layer: int | None = None, steps: int | None = None,
-                 quadrature: str | None = None, model: SimilarityModel | None = None) -> Settings:
+    def settings(self, method: str, layer: int | None = None, steps: int | str | None = None,
+                 quadrature: str | None = None, model: SimilarityModel | None = None, tol: float | None = None,
+                 max_steps: int | None = None) -> Settings:
         """``method``'s settings on ``model`` (default: the context's) with its defaults filled in."""
         from core.attribution import resolve_settings
 
-        return resolve_settings(model or self.model, method, layer, steps, quadrature)
+        return resolve_settings(model or self.model, method, layer, steps, quadrature, tol, max_steps)
 
     def explain(self, pairs: Sequence[tuple[str, str]], method: str, layer: int | None = None,
                 steps: int | None = None, quadrature: str | None = None,
@@ -177,15 +178,16 @@ class Context:
             return compute()
         return self.cache.get(model, (tuple(pairs), s.method, s.layer, s.steps, s.quadrature), compute)
 
-    def factors(self, texts: Sequence[str], method: str, layer: int | None = None, steps: int | None = None,
-                quadrature: str | None = None) -> list[SentenceFactors]:
-        """Per-sentence factors of ``texts`` (:func:`core.attribution.compute_factors`)."""
+    def factors(self, texts: Sequence[str], method: str, layer: int | None = None, steps: int | str | None = None,
+                quadrature: str | None = None, **integration: Any) -> list[SentenceFactors]:
+        """Per-sentence factors of ``texts`` (:func:`core.attribution.compute_factors`; ``integration``: its
+        ``tol``/``max_steps``)."""
         from core.attribution import compute_factors
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*was truncated.*")
             return compute_factors(self.model, list(texts), method, layer, steps, quadrature,
-                                   batch_size=self.batch_size)
+                                   batch_size=self.batch_size, **integration)
 
     def methods(self, methods: Sequence[str] | str | None, default: Sequence[str],
                 allow_random: bool = False) -> list[str]:

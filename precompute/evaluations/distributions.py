@@ -41,11 +41,11 @@ class Distributions(Evaluation):
         parser.add_argument("--methods", type=opt.names, default=None, help="comma-separated methods (default ij)")
         parser.add_argument("--layers", type=opt.ints, default=None,
                             help="comma-separated layers (default 0, L/2, L-1, L)")
-        opt.add_settings(parser, layer=False)
+        opt.add_settings(parser, layer=False, tolerance=False)
         parser.add_argument("--bins", type=opt.positive_int, default=60, help="histogram bins (default 60)")
 
     def compute(self, ctx: Context, methods: Sequence[str] | str | None = None, layers: Sequence[int] | None = None,
-                steps: int | None = None, quadrature: str | None = None, bins: int = 60) -> Output:
+                steps: int | str | None = None, quadrature: str | None = None, bins: int = 60) -> Output:
         """Per method (default ``ij``) and layer (default 0, L/2, L-1, L): a histogram of all token-pair
         attributions (shared bins across layers, 0.5-99.5 % range, outliers in the edge bins), the share of
         negative attributions (per pair, mean ± sd), the mean ± sd share of the explained score reached by the
@@ -61,7 +61,7 @@ class Distributions(Evaluation):
             for layer in layers:
                 s = ctx.settings(m, layer, steps, quadrature)
                 exps = ctx.explain(pairs, m, layer, s.steps, s.quadrature)
-                common = dict(method=m, layer=layer, steps=s.steps, quadrature=s.quadrature)
+                common = dict(method=m, layer=layer, steps=s.stored_steps, quadrature=s.quadrature)
                 values = np.concatenate([e.matrix.ravel() for e in exps])
                 values_by_layer[layer] = (values, common)
                 neg = [fm.negative_share(e.matrix) for e in exps]

@@ -143,7 +143,7 @@ class GroundTruth(Evaluation):
                 ka, kb = ~np.asarray(e.special_a, bool), ~np.asarray(e.special_b, bool)
                 inner.append(fm.cosine_similarity(e.matrix[np.ix_(ka, kb)], truth[np.ix_(ka, kb)]))
                 full.append(fm.cosine_similarity(e.matrix, truth))
-            common = dict(method=m, layer=s.layer, steps=s.steps, quadrature=s.quadrature, series=m)
+            common = dict(method=m, layer=s.layer, steps=s.stored_steps, quadrature=s.quadrature, series=m)
             out.append(mean_row("acs", inner, **common))
             out.append(mean_row("acs_all_tokens", full, **common))
             summary.append(f"{m:>10}: ACS {fmt(np.nanmean(inner) if inner else float('nan'), 3)} ± "

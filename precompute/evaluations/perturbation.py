@@ -115,7 +115,7 @@ class Perturbation(Evaluation):
         per_pair: dict[str, np.ndarray] = {}
         for m in methods:
             s = settings.get(m)
-            common = dict(method=m, layer=s.layer if s else None, steps=s.steps if s else None,
+            common = dict(method=m, layer=s.layer if s else None, steps=s.stored_steps if s else None,
                           quadrature=s.quadrature if s else None, series=m)
             stack = np.stack([curves[(m, p, side)] for p in range(len(pairs)) for side in ("a", "b")])
             for k, f in enumerate(fractions):

@@ -146,7 +146,7 @@ class PosSubsets(Evaluation):
             for m in methods:
                 s = ctx.settings(m, layer, steps, quadrature)
                 data[m] = (pos_pairs_from_model(ctx, m, s.layer, s.steps, s.quadrature),
-                           dict(layer=s.layer, steps=s.steps, quadrature=s.quadrature))
+                           dict(layer=s.layer, steps=s.stored_steps, quadrature=s.quadrature))
             n_pairs = len(ctx.pairs)
         out, summary = [], []
         for m in methods:

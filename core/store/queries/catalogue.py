@@ -11,7 +11,7 @@ from core.store.kinds import RUN_KINDS
 
 RUN_COLS = [
     "run_id", "kind", "model_id", "model_name", "dataset_key", "dataset_hash", "method", "layer", "steps",
-    "quadrature", "pooling", "similarity", "code_version", "status", "n_pairs", "n_chunks", "chunk_size",
+    "quadrature", "tol", "max_steps", "pooling", "similarity", "code_version", "status", "n_pairs", "n_chunks", "chunk_size",
     "chunks_present", "complete", "started_at", "finished_at", "seconds", "pairs_done", "pairs_per_s", "device",
     "spearman", "pearson", "mse", "error_message", "n_segments", "shards", "heartbeat_at",
     "dataset_pairs", "pairs_written", "partial", "coverage",
@@ -32,6 +32,7 @@ _COMBINE_SQL = """
     SELECT r.run_id, first(r.kind) AS kind, first(r.model_id) AS model_id, first(r.model_name) AS model_name,
            first(r.dataset_key) AS dataset_key, first(r.dataset_hash) AS dataset_hash, first(r.method) AS method,
            first(r.layer) AS layer, first(r.steps) AS steps, first(r.quadrature) AS quadrature,
+           first(r.tol) AS tol, first(r.max_steps) AS max_steps,
            first(r.pooling) AS pooling, first(r.similarity) AS similarity,
            string_agg(DISTINCT r.code_version, ', ' ORDER BY r.code_version) AS code_version,
            CASE WHEN bool_or(r.status = 'failed') THEN 'failed'

@@ -55,9 +55,10 @@ class PairQueries:
         """Every stored run that has this pair, on any dataset: the pair is its content (sentence1, sentence2,
         gold), so a run on a prefix, a subset or another dataset holding the same pair under another id counts.
         Run/model columns + pair_id (the pair's id in that run's dataset) + the pair's prediction."""
-        cols = ["run_id", "model_id", "model_name", "method", "layer", "steps", "quadrature", "status"]
+        cols = ["run_id", "model_id", "model_name", "method", "layer", "steps", "quadrature", "tol", "max_steps",
+                "status"]
         pcols = ["model_score", "explained_score", "matrix_sum", "residual", "gold", "gold_norm", "error",
-                 "n_tokens_a", "n_tokens_b", "truncated"]
+                 "n_tokens_a", "n_tokens_b", "truncated", "steps_a", "steps_b", "capped"]
         with self._snapshot():
             same = self._df("""
                 SELECT o.dataset_hash, min(o.pair_id) AS pair_id
