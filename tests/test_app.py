@@ -137,7 +137,7 @@ def table_with(at: AppTest, column: str) -> pd.DataFrame:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for kind in ("markdown", "caption", "info", "warning", "title", "header", "subheader")
+    parts = [e.value for kind in ("markdown", "code", "caption", "info", "warning", "title", "header", "subheader")
              for e in getattr(at, kind)]
     return "\n".join(unliteral(str(p)) for p in parts)  # untrusted values are escaped Markdown
 
