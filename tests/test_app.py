@@ -481,7 +481,7 @@ def test_build_demo_button_on_an_empty_store(monkeypatch, tmp_path, tiny_folders
 
 def test_an_interrupted_run_is_counted_and_filterable(monkeypatch, tmp_path):
     """A writer SIGKILLed after its first chunk: the sidebar, the Runs metric's help, the notice and the Runs
-    table's Status filter all know the run as interrupted."""
+    table's Status filter all know the run as interrupted, and its coverage is what it wrote (2 of 6 pairs)."""
     import signal
     import subprocess
     import sys
@@ -502,4 +502,8 @@ def test_an_interrupted_run_is_counted_and_filterable(monkeypatch, tmp_path):
     assert "1 interrupted" in " ".join(c.value for c in at.sidebar.caption)
     status = at.button_group(key="ov_status")
     assert "interrupted" in status.options and status.value == ["interrupted"]
-    assert table_with(at, "chunks")["status"].tolist() == ["interrupted"]
+    table = table_with(at, "chunks")
+    assert table["status"].tolist() == ["interrupted"] and table["pairs"].tolist() == ["2 of 6 pairs"]
+    runs = Store(store).runs()
+    assert "· 2 of 6 pairs ·" in views.run_label(runs.iloc[0].to_dict())  # every picker says what it covers
+    assert views.partial_note(runs, runs["run_id"]).startswith("Interrupted run, so far: 2 of 6 pairs of synth:test")

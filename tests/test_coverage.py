@@ -35,6 +35,8 @@ def test_every_run_records_its_coverage(corpus):
     assert runs.at[ids["full"], "coverage"] == "all 8 pairs" and not runs.at[ids["full"], "partial"]
     assert runs.at[ids["running"], "status"] == "running" and runs.at[ids["running"], "chunks_present"] == 0
     assert runs.at[ids["running"], "pairs_written"] == 0 and runs.at[ids["full"], "pairs_written"] == 8
+    # a run still being written covers what it wrote so far (issue #21)
+    assert runs.at[ids["running"], "coverage"] == "0 of 8 pairs" and runs.at[ids["running"], "partial"]
     assert (runs["dataset_pairs"].loc[[ids["en"], ids["en_de"]]] == 4).all()
 
 

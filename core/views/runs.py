@@ -102,15 +102,23 @@ def run_label(row: Mapping[str, Any]) -> str:
 
 
 def partial_note(runs: pd.DataFrame, run_ids: Iterable[str]) -> str:
-    """For captions and chart subtitles: "Partial run: 100 of 1,379 pairs of stsb:test, MiniLM hxp L0" for
-    every partial run among ``run_ids`` ("" when all cover their whole dataset)."""
+    """For captions and chart subtitles, every run among ``run_ids`` that covers part of its dataset, with what
+    its numbers cover: "Partial run: 100 of 1,379 pairs of stsb:test, MiniLM hxp L0"; a run still being
+    written says so: "Running run, so far: 128 of 1,379 pairs of …", "Interrupted run, so far: …" ("" when all
+    cover their whole dataset)."""
     wanted = list(run_ids)
     rows = [r for r in runs[runs["run_id"].isin(wanted)].to_dict("records") if is_partial(r)] if len(runs) else []
     if not rows:
         return ""
-    parts = [f"{r['coverage']} of {r.get('dataset_key')}, {short_model(r.get('model_name'))} {setting_text(r)}"
+    kinds = {"running": "Running run, so far", "interrupted": "Interrupted run, so far"}
+    parts = [(kinds.get(display_status(r), "Partial run"),
+              f"{r['coverage']} of {r.get('dataset_key')}, {short_model(r.get('model_name'))} {setting_text(r)}")
              for r in rows]  # the coverage first: a chart's subtitle may be cut at its width
-    return ("Partial run: " if len(parts) == 1 else "Partial runs: ") + "; ".join(parts)
+    if len({kind for kind, _ in parts}) == 1:
+        kind = parts[0][0]
+        head = kind if len(parts) == 1 else kind.replace("run", "runs", 1)
+        return f"{head}: " + "; ".join(text for _, text in parts)
+    return "; ".join(f"{kind}: {text}" for kind, text in parts)
 
 
 def empty_reason(runs: pd.DataFrame, run_ids: Sequence[str], what: str = "token pairs") -> str:

@@ -93,8 +93,11 @@ class CatalogueQueries:
             df["dataset_pairs"] = df["dataset_hash"].map(sizes.set_index("dataset_hash")["n"]).astype("Int64")
             written = self._df("SELECT run_id, sum(n_pairs) AS n FROM chunks GROUP BY run_id").set_index("run_id")["n"]
             df["pairs_written"] = df["run_id"].map(written).fillna(0).astype("int64")
-            df["partial"] = (df["n_pairs"] < df["dataset_pairs"]).fillna(False).astype(bool)
-            df["coverage"] = [coverage_label(n, t) for n, t in zip(df["n_pairs"], df["dataset_pairs"], strict=True)]
+            # what the run's numbers cover now: its pairs when every chunk is written, else the pairs written so far
+            # (a running, interrupted or partly sharded run: "128 of 1,379 pairs")
+            covered = df["n_pairs"].where(df["complete"], df["pairs_written"])
+            df["partial"] = (covered < df["dataset_pairs"]).fillna(False).astype(bool)
+            df["coverage"] = [coverage_label(n, t) for n, t in zip(covered, df["dataset_pairs"], strict=True)]
             multi = df.loc[df["n_segments"] > 1, "run_id"].tolist()
             if multi:
                 preds = self._df("SELECT run_id, model_score, gold, gold_norm FROM predictions "
