@@ -33,7 +33,7 @@ with st.container(border=True):
     with c2:
         widgets.keep_valid("pos_runs", ids)
         if not st.session_state.get("pos_runs"):
-            st.session_state["pos_runs"] = ids[:1]
+            st.session_state["pos_runs"] = views.default_run(candidates)  # one with pairs, if any
         run_ids = st.multiselect("Runs (their cells are summed)", ids, format_func=lambda r: labels.get(r, r),
                                  key="pos_runs", placeholder="choose one or more runs")
         st.caption(f"{len(ids)} run(s) with token pairs match the dataset filters.")

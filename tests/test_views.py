@@ -509,3 +509,12 @@ def test_empty_store_help_commands_work_from_another_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert views.store_state(store).state == "ok"
     assert not any(elsewhere.iterdir())
+
+
+def test_pages_open_on_a_run_with_pairs(hand):
+    """Issue #21: the POS page opened on a run with 0 pairs while others had data."""
+    runs = views.order_runs(hand["store"].runs())
+    empty = runs.assign(pairs_written=[0] + [5] * (len(runs) - 1))
+    assert views.default_run(empty) == [empty["run_id"].iloc[1]]
+    assert views.default_run(runs.assign(pairs_written=0)) == [runs["run_id"].iloc[0]]
+    assert views.default_run(runs.head(0)) == []

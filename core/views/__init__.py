@@ -64,6 +64,7 @@ from core.views.runs import (
     band_arg,
     coverage_suffix,
     dataset_table,
+    default_run,
     display_status,
     empty_reason,
     filter_datasets,
@@ -93,7 +94,7 @@ from core.views.runs import (
 
 __all__ = [
     "ALL", "AUTO_DEMO_ENV", "CELL_SEP", "DEFAULT_STORE", "OPEN_END", "STORE_ENV", "StoreState", "band_arg",
-    "cell_label", "cell_options", "cell_row", "comparison_level", "dataset_table", "default_comparison",
+    "cell_label", "cell_options", "cell_row", "comparison_level", "dataset_table", "default_run", "default_comparison",
     "display_status", "drop_prompt", "drop_special", "example_url", "explanation_frame", "failures_table", "filter_datasets",
     "filter_options", "filter_runs", "fmt_metric", "fmt_signed", "gold_band_text", "heatmap_table",
     "has_relevances", "StoreHelp", "store_help", "integration_notes", "is_na", "languages", "metric_deltas", "metrics_pivot", "order_runs", "pair_option_labels",

@@ -282,6 +282,15 @@ def filter_runs(runs: pd.DataFrame, dataset_keys: Iterable[str] | None = None, w
     return order_runs(out)
 
 
+def default_run(runs: pd.DataFrame) -> list[str]:
+    """The run a page opens on among ``runs`` (in their order): the first that has written pairs, else the first
+    ([] when there is none), so a page never opens on an empty run while others have data."""
+    if runs.empty:
+        return []
+    written = runs[runs["pairs_written"].fillna(0) > 0] if "pairs_written" in runs.columns else runs
+    return [str((written if len(written) else runs)["run_id"].iloc[0])]
+
+
 def band_arg(band: Sequence[float] | None, full: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float] | None:
     """A slider band as a store filter: None when it covers the whole range; an end at the range's limit is
     open (so a gold band 0.6-1.0 keeps gold 1.0, and an error band -1..0 keeps errors below -1)."""
