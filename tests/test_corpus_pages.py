@@ -239,10 +239,3 @@ def test_compare_matches_pairs_by_content_across_datasets(monkeypatch, corpus):
     assert all(link.endswith(f"run={ids['picked']}&pair={b}") for link, b in
                zip(table["open"], table["pair_id_b"], strict=True))
 
-
-def test_pos_page_opens_on_a_run_with_pairs(monkeypatch, corpus):
-    """Issue #21: the POS page's first run is one that has written pairs (the running ij run has none)."""
-    at = open_app(monkeypatch, corpus["path"], "pos")
-    chosen = at.multiselect(key="pos_runs").value
-    assert len(chosen) == 1 and corpus["table"].at[chosen[0], "pairs_written"] > 0
-    assert "has not written any pairs yet" not in texts(at)
