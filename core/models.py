@@ -689,7 +689,11 @@ def _load_encoder(folder: Path, pipeline: SentencePipeline, trust_remote_code: b
     registered = config.model_type in ARCHITECTURES and "AutoModel" not in custom
     if registered:
         get_architecture(config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=trust_remote_code, use_fast=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(transformer, trust_remote_code=trust_remote_code, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"model {folder}: cannot load the tokenizer of {transformer} "
+                         f"({str(exc).strip().splitlines()[0]})") from None
     if pipeline.do_lower_case and getattr(tokenizer, "is_fast", False):
         _lower_case(tokenizer)
     bars = hf_logging.is_progress_bar_enabled()
