@@ -236,7 +236,9 @@ def test_roundtrip_chunk_tables_exact(tmp_path):
     got = s.table("predictions", run_id=rid)
     assert list(got.columns) == list(SCHEMA["predictions"])
     assert (got["run_id"] == rid).all() and (got["chunk_index"] == 0).all()
-    pd.testing.assert_frame_equal(got.drop(columns=["run_id", "chunk_index"]), preds, check_dtype=False)
+    pd.testing.assert_frame_equal(got[list(preds.columns)], preds, check_dtype=False)
+    rest = [c for c in got.columns if c not in {*preds.columns, "run_id", "chunk_index"}]
+    assert rest == ["steps_a", "steps_b", "capped"] and got[rest].isna().all().all()  # not given: unknown
     assert got["pair_id"].dtype == np.int32 and got["n_tokens_a"].dtype == np.int16
     assert got["truncated"].dtype == bool and got["model_score"].dtype == np.float64
 
