@@ -34,7 +34,7 @@ from tiny_models import save_sentence_transformer  # noqa: E402
 
 from core import explain, explain_pairs, load_model  # noqa: E402
 from core.architectures import ARCHITECTURES  # noqa: E402
-from core.sentence_modules import POOLING_MODES  # noqa: E402
+from core.sentence_pipeline import POOLING_MODES  # noqa: E402
 
 #: Module pipelines after the tiny BERT, one row each: every pooling mode alone, then the modules. Dense layers
 #: without a bias, so that the bias-free conservation check is about the rules alone.

@@ -32,18 +32,10 @@ from core.model_files import (
     read_json,
     resolve_model_path,
 )
+from core.routes import Routes, read_routes
 from core.rules import traced
-from core.sentence_modules import (
-    FOLDER_KEYS,
-    POOLING_MODES,
-    Routes,
-    SentencePipeline,
-    check_hf_config,
-    plain_pipeline,
-    pooling_mode,
-    read_pipeline,
-    read_routes,
-)
+from core.sentence_modules import FOLDER_KEYS, check_hf_config, read_pipeline
+from core.sentence_pipeline import POOLING_MODES, SentencePipeline, plain_pipeline, pooling_mode
 from core.token_batch import TokenBatch
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -83,7 +75,7 @@ class EncoderStates:
 
 @dataclass(frozen=True, eq=False)
 class RouteTable:
-    """A ``Router``/``Asym`` model's routes (``core.sentence_modules.Routes``) and, per route name, the model that
+    """A ``Router``/``Asym`` model's routes (``core.routes.Routes``) and, per route name, the model that
     route runs (its own encoder, tokenizer and modules; routes that share a Transformer share its encoder)."""
 
     routes: Routes
@@ -92,7 +84,7 @@ class RouteTable:
 
 @dataclass(eq=False)
 class SimilarityModel:
-    """A sentence encoder with its module pipeline (pooling, Dense, Normalize; ``core.sentence_modules``),
+    """A sentence encoder with its module pipeline (pooling, Dense, Normalize; ``core.sentence_pipeline``),
     prompts and similarity (``cosine``/``dot``), able to run from the hidden state of any layer (0 = input of the
     first block, i = input of block i, L = the hidden state the model outputs, final norm included)."""
 
@@ -369,7 +361,7 @@ class SimilarityModel:
 
     def pool(self, last_hidden: torch.Tensor, batch: TokenBatch | torch.Tensor) -> torch.Tensor:
         """Sentence embeddings (B, dim) from token embeddings (B, S, hidden): the model's pooling and the modules
-        after it (``core.sentence_modules``), without a final Normalize (see ``normalized``). ``batch`` is the
+        after it (``core.sentence_pipeline``), without a final Normalize (see ``normalized``). ``batch`` is the
         TokenBatch (its prompt lengths matter to pooling that excludes the prompt), or just an attention mask."""
         if isinstance(batch, torch.Tensor):
             batch = TokenBatch(texts=[""] * batch.shape[0], tokens=[], input_ids=batch, attention_mask=batch,

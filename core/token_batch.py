@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from core.safe_text import control_character, has_visible_character
-from core.sentence_modules import PoolingContext
+from core.sentence_pipeline import PoolingContext
 
 
 def check_text(value: object, argument: str) -> str:

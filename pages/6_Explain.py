@@ -18,8 +18,8 @@ from core.memory import format_memory, parse_memory
 from core.model_files import local_prompts
 from core.models import DTYPES, POOLINGS
 from core.quadrature import AUTO, DEFAULT_TOL
+from core.routes import local_route_names
 from core.safe_text import has_visible_character, literal
-from core.sentence_modules import local_route_names
 
 shell.ensure_navigation()
 st.title("Explain your own pair")

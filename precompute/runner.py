@@ -28,7 +28,7 @@ from core.memory import DEFAULT_MAX_MEMORY, DEFAULT_MAX_ROWS, parse_memory
 from core.metrics import score_metrics
 from core.models import SimilarityModel
 from core.pos import tag_texts_batch
-from core.sentence_modules import pooling_mode
+from core.sentence_pipeline import pooling_mode
 from core.store import (
     PREDICT,
     ChunkExistsError,

@@ -23,7 +23,7 @@ from core import compute_factors, explain
 from core.architectures import ARCHITECTURES, get_architecture
 from core.methods import METHODS
 from core.rules import UncoveredOperationError, lrp_rules, traced
-from core.sentence_modules import POOLING_MODES
+from core.sentence_pipeline import POOLING_MODES
 
 KINDS = sorted(ARCHITECTURES)
 TEXTS = ["A man is playing a guitar.", "The cat sat 🍕!"]

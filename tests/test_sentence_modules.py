@@ -16,7 +16,8 @@ from st_folders import DenseSpec, Pipeline, add_module, save_st_folder, sentence
 from test_engine import assert_close
 
 from core import compute_factors, explain_pairs, load_model
-from core.sentence_modules import POOLING_MODES, plain_pipeline, pooling_mode, read_pipeline
+from core.sentence_modules import read_pipeline
+from core.sentence_pipeline import POOLING_MODES, plain_pipeline, pooling_mode
 
 TEXTS = ["A man is playing a guitar.", "Two dogs run through the snow!", "The cat sat.", "I love pizza 🍕!",
          "A child rides a bicycle in the park."]
