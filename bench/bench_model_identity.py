@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core import model_files  # noqa: E402
-from core.models import load_model  # noqa: E402
+from core.model_folders import load_model  # noqa: E402
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -43,12 +43,13 @@ def _median_ms(fn, repeats: int) -> float:
 _FRESH = """
 import sys, time, warnings
 warnings.simplefilter("ignore")
+import core.model_folders
 import core.models
 from core import model_files
 if sys.argv[2] == "legacy":
-    core.models.content_revision = model_files.legacy_revision
+    core.models.content_revision = core.model_folders.content_revision = model_files.legacy_revision
 t = time.perf_counter()
-core.models.load_model(sys.argv[1], device="cpu")
+core.model_folders.load_model(sys.argv[1], device="cpu")
 print(time.perf_counter() - t)
 """
 

@@ -20,7 +20,7 @@ _LAZY = {
     "get_method": "core.methods",
     "DEFAULT_MODEL": "core.models",
     "SimilarityModel": "core.models",
-    "load_model": "core.models",
+    "load_model": "core.model_folders",
 }
 
 __all__ = sorted(_LAZY)

@@ -9,12 +9,13 @@ import warnings
 from pathlib import Path
 
 from core.datasets import PairDataset, load_dataset
-from core.models import SimilarityModel, load_model
+from core.model_folders import load_model
+from core.models import SimilarityModel
 
 
 def as_model(model: SimilarityModel | str | os.PathLike, device: str | None = None,
              quiet: bool = False, pooling: str | None = None, **loading) -> SimilarityModel:
-    """``model`` itself when it is a loaded :class:`SimilarityModel`, else :func:`core.models.load_model` of
+    """``model`` itself when it is a loaded :class:`SimilarityModel`, else :func:`core.model_folders.load_model` of
     that name or folder on ``device`` (``pooling`` for a plain Hugging Face model; ``loading``: load_model's
     ``trust_remote_code``, ``truncate_dim`` and ``dtype``); ``quiet`` hides the loader's warnings."""
     if isinstance(model, SimilarityModel):

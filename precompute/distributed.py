@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 from core.datasets import PairDataset
 from core.loading import as_dataset, as_model
 from core.memory import DEFAULT_MAX_ROWS
-from core.models import SimilarityModel, load_model
+from core.model_folders import load_model
+from core.models import SimilarityModel
 from core.store import ChunkExistsError, StoreWriter, parse_location
 from precompute.runner import (
     ChunkJob,

@@ -20,7 +20,8 @@ import pandas as pd
 
 from core.attribution import compute_factors, resolve_settings
 from core.datasets import DatasetError, load_dataset, read_table
-from core.models import SimilarityModel, load_model
+from core.model_folders import load_model
+from core.models import SimilarityModel
 from core.search import SearchError, model_prompts, window_spans
 from core.store import ChunkExistsError
 from core.store.index import corpus_hash, make_index_id

@@ -135,7 +135,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _search_in(reader: IndexStore, args: argparse.Namespace) -> int:
-    from core.models import load_model
+    from core.model_folders import load_model
     from core.search import SearchError, check_query, index_model_source, search_index, top_pairs
 
     if not args.list:

@@ -195,6 +195,7 @@ def old_store(tiny_folders, tmp_path, monkeypatch):
     folder = _copy(tiny_folders["bert"], tmp_path / "tiny-bert")
     with monkeypatch.context() as m:
         m.setattr("core.models.content_revision", legacy_revision)
+        m.setattr("core.model_folders.content_revision", legacy_revision)
         m.setattr("core.models.SimilarityModel.model_id",
                   property(lambda self: legacy_model_id(self.name, self.path, self.variant)))
         model = _quiet(load_model, folder, device="cpu")

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from core.architectures import get_architecture
-from core.models import architecture_class
+from core.model_folders import architecture_class
 
 CORPUS = [
     "A man is playing a guitar.", "A woman is slicing an onion.", "The cat sat on the mat.",
